@@ -1,0 +1,31 @@
+//! Compiles `proto/vecmem/v1/*.proto` with protox (a pure-Rust protobuf
+//! compiler), so building vecmem needs no system `protoc`. The descriptor set
+//! is also written to OUT_DIR for gRPC server reflection; it includes
+//! `google/rpc/error_details.proto` (vendored from tonic-types) so that
+//! grpcurl can decode the `BadRequest` and `RetryInfo` details of our errors.
+
+use std::path::PathBuf;
+
+const PROTOS: &[&str] = &[
+    "proto/vecmem/v1/filter.proto",
+    "proto/vecmem/v1/memory.proto",
+    "proto/vecmem/v1/namespace.proto",
+    "proto/google/rpc/error_details.proto",
+];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=proto");
+    let descriptors = protox::compile(PROTOS, ["proto"])?;
+
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+    let encoded = prost::Message::encode_to_vec(&descriptors);
+    std::fs::write(out_dir.join("vecmem_descriptor.bin"), encoded)?;
+
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        // Only for reflection: the Rust types come from tonic-types.
+        .extern_path(".google.rpc", "::tonic_types")
+        .compile_fds(descriptors)?;
+    Ok(())
+}

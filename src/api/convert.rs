@@ -1,0 +1,592 @@
+//! Conversions between the generated protobuf types and the domain model.
+//!
+//! Requests convert with `TryFrom`, destructuring every field so that a new
+//! proto field fails the build until it is handled. Structural problems the
+//! proto allows but the API does not (a condition with no test, a value of
+//! neither kind, a non-finite number in a payload) become field violations
+//! here; semantic rules (dimensions, limits) are checked by the core.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use prost_types::value::Kind;
+use serde_json::{Number, Value};
+
+use crate::core::NamespaceInfo;
+use crate::error::Error;
+use crate::model::{
+    self, AnyOf, Bounds, Condition, Consistency, DeleteSelector, FieldTest, MatchValue, Payload,
+    Violations, join,
+};
+use crate::proto;
+use crate::{backend::NamespaceStats, config::Distance};
+
+/// Largest integer a JSON number (an f64) holds exactly: 2^53.
+const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_992.0;
+/// Timestamps must lie in 0001-01-01T00:00:00Z ..= 9999-12-31T23:59:59Z.
+const MIN_TIMESTAMP_SECONDS: i64 = -62_135_596_800;
+const MAX_TIMESTAMP_SECONDS: i64 = 253_402_300_799;
+
+impl TryFrom<proto::UpsertRequest> for model::UpsertRequest {
+    type Error = Error;
+
+    fn try_from(req: proto::UpsertRequest) -> Result<Self, Error> {
+        let proto::UpsertRequest {
+            namespace,
+            tenant,
+            memories,
+        } = req;
+        let mut violations = Violations::new();
+        let memories = memories
+            .into_iter()
+            .enumerate()
+            .map(|(i, memory)| {
+                // `updated_at` is server-set; a client value is ignored.
+                let proto::Memory {
+                    id,
+                    vector,
+                    payload,
+                    updated_at: _,
+                } = memory;
+                let payload =
+                    payload_from_proto(payload, &format!("memories[{i}].payload"), &mut violations);
+                model::Memory {
+                    id,
+                    vector,
+                    payload,
+                    updated_at: None,
+                }
+            })
+            .collect();
+        violations.into_result(model::UpsertRequest {
+            namespace,
+            tenant,
+            memories,
+        })
+    }
+}
+
+impl TryFrom<proto::SearchRequest> for model::SearchRequest {
+    type Error = Error;
+
+    fn try_from(req: proto::SearchRequest) -> Result<Self, Error> {
+        let mut violations = Violations::new();
+        let search = search_from_proto(req, "", &mut violations);
+        violations.into_result(search)
+    }
+}
+
+/// Converts the searches of a batch, reporting fields as `searches[i].…`.
+pub fn search_batch_from_proto(
+    req: proto::SearchBatchRequest,
+) -> Result<Vec<model::SearchRequest>, Error> {
+    let proto::SearchBatchRequest { searches } = req;
+    let mut violations = Violations::new();
+    let searches = searches
+        .into_iter()
+        .enumerate()
+        .map(|(i, search)| search_from_proto(search, &format!("searches[{i}]"), &mut violations))
+        .collect();
+    violations.into_result(searches)
+}
+
+fn search_from_proto(
+    req: proto::SearchRequest,
+    prefix: &str,
+    violations: &mut Violations,
+) -> model::SearchRequest {
+    let proto::SearchRequest {
+        namespace,
+        tenant,
+        vector,
+        limit,
+        min_score,
+        filter,
+        with_payload,
+        with_vector,
+        consistency,
+    } = req;
+    model::SearchRequest {
+        namespace,
+        tenant,
+        vector,
+        limit,
+        min_score,
+        filter: filter_from_proto(filter, &join(prefix, "filter"), violations),
+        with_payload,
+        with_vector,
+        consistency: consistency_from_proto(consistency, &join(prefix, "consistency"), violations),
+    }
+}
+
+impl TryFrom<proto::GetRequest> for model::GetRequest {
+    type Error = Error;
+
+    fn try_from(req: proto::GetRequest) -> Result<Self, Error> {
+        let proto::GetRequest {
+            namespace,
+            tenant,
+            ids,
+            with_vector,
+            consistency,
+        } = req;
+        let mut violations = Violations::new();
+        let consistency = consistency_from_proto(consistency, "consistency", &mut violations);
+        violations.into_result(model::GetRequest {
+            namespace,
+            tenant,
+            ids,
+            with_vector,
+            consistency,
+        })
+    }
+}
+
+impl TryFrom<proto::DeleteRequest> for model::DeleteRequest {
+    type Error = Error;
+
+    fn try_from(req: proto::DeleteRequest) -> Result<Self, Error> {
+        use proto::delete_request::Selector;
+        let proto::DeleteRequest {
+            namespace,
+            tenant,
+            selector,
+        } = req;
+        let mut violations = Violations::new();
+        let selector = match selector {
+            Some(Selector::Ids(proto::MemoryIds { values })) => DeleteSelector::Ids(values),
+            Some(Selector::Filter(filter)) => {
+                DeleteSelector::Filter(filter_from_proto(Some(filter), "filter", &mut violations))
+            }
+            Some(Selector::All(true)) => DeleteSelector::All,
+            Some(Selector::All(false)) => {
+                return Err(Error::invalid(
+                    "all",
+                    "must be true when set; choose ids, filter or all",
+                ));
+            }
+            None => {
+                return Err(Error::invalid(
+                    "selector",
+                    "set exactly one of ids, filter or all",
+                ));
+            }
+        };
+        violations.into_result(model::DeleteRequest {
+            namespace,
+            tenant,
+            selector,
+        })
+    }
+}
+
+impl TryFrom<proto::ScrollRequest> for model::ScrollRequest {
+    type Error = Error;
+
+    fn try_from(req: proto::ScrollRequest) -> Result<Self, Error> {
+        let proto::ScrollRequest {
+            namespace,
+            tenant,
+            filter,
+            limit,
+            page_token,
+            with_vector,
+        } = req;
+        let mut violations = Violations::new();
+        let filter = filter_from_proto(filter, "filter", &mut violations);
+        violations.into_result(model::ScrollRequest {
+            namespace,
+            tenant,
+            filter,
+            limit,
+            page_token,
+            with_vector,
+        })
+    }
+}
+
+impl TryFrom<proto::CountRequest> for model::CountRequest {
+    type Error = Error;
+
+    fn try_from(req: proto::CountRequest) -> Result<Self, Error> {
+        let proto::CountRequest {
+            namespace,
+            tenant,
+            filter,
+        } = req;
+        let mut violations = Violations::new();
+        let filter = filter_from_proto(filter, "filter", &mut violations);
+        violations.into_result(model::CountRequest {
+            namespace,
+            tenant,
+            filter,
+        })
+    }
+}
+
+impl TryFrom<proto::UpdatePayloadRequest> for model::UpdatePayloadRequest {
+    type Error = Error;
+
+    fn try_from(req: proto::UpdatePayloadRequest) -> Result<Self, Error> {
+        let proto::UpdatePayloadRequest {
+            namespace,
+            tenant,
+            ids,
+            payload,
+            replace,
+        } = req;
+        let mut violations = Violations::new();
+        let payload = payload_from_proto(payload, "payload", &mut violations);
+        violations.into_result(model::UpdatePayloadRequest {
+            namespace,
+            tenant,
+            ids,
+            payload,
+            replace,
+        })
+    }
+}
+
+fn consistency_from_proto(value: i32, field: &str, violations: &mut Violations) -> Consistency {
+    match proto::ReadConsistency::try_from(value) {
+        Ok(proto::ReadConsistency::Cached) => Consistency::Cached,
+        Ok(proto::ReadConsistency::Fresh) => Consistency::Fresh,
+        Err(_) => {
+            violations.add(
+                field,
+                format!("unknown consistency {value}; use CACHED or FRESH"),
+            );
+            Consistency::Cached
+        }
+    }
+}
+
+fn filter_from_proto(
+    filter: Option<proto::Filter>,
+    path: &str,
+    violations: &mut Violations,
+) -> model::Filter {
+    let Some(proto::Filter {
+        must,
+        should,
+        must_not,
+    }) = filter
+    else {
+        return model::Filter::default();
+    };
+    let mut clause = |name: &str, conditions: Vec<proto::Condition>| -> Vec<Condition> {
+        conditions
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, c)| {
+                condition_from_proto(c, &format!("{path}.{name}[{i}]"), violations)
+            })
+            .collect()
+    };
+    model::Filter {
+        must: clause("must", must),
+        should: clause("should", should),
+        must_not: clause("must_not", must_not),
+    }
+}
+
+fn condition_from_proto(
+    condition: proto::Condition,
+    path: &str,
+    violations: &mut Violations,
+) -> Option<Condition> {
+    use proto::condition::Test;
+    let proto::Condition { key, test } = condition;
+    let test = match test {
+        None => {
+            violations.add(
+                path,
+                "set exactly one test: equals, any_of, range, datetime_range, exists or group",
+            );
+            return None;
+        }
+        Some(Test::Group(group)) => {
+            if !key.is_empty() {
+                violations.add(join(path, "key"), "must be empty for a group");
+            }
+            return Some(Condition::Group(filter_from_proto(
+                Some(group),
+                &join(path, "group"),
+                violations,
+            )));
+        }
+        Some(Test::Equals(proto::MatchValue { value })) => {
+            use proto::match_value::Value as V;
+            FieldTest::Equals(match value {
+                Some(V::Keyword(s)) => MatchValue::Keyword(s),
+                Some(V::Integer(i)) => MatchValue::Integer(i),
+                Some(V::Boolean(b)) => MatchValue::Boolean(b),
+                None => {
+                    violations.add(
+                        join(path, "equals"),
+                        "set one of keyword, integer or boolean",
+                    );
+                    return None;
+                }
+            })
+        }
+        Some(Test::AnyOf(proto::AnyOf { keywords, integers })) => {
+            if !keywords.is_empty() && !integers.is_empty() {
+                violations.add(join(path, "any_of"), "set keywords or integers, not both");
+                return None;
+            }
+            FieldTest::AnyOf(if integers.is_empty() {
+                AnyOf::Keywords(keywords)
+            } else {
+                AnyOf::Integers(integers)
+            })
+        }
+        Some(Test::Range(proto::NumberRange { gt, gte, lt, lte })) => {
+            FieldTest::Range(Bounds { gt, gte, lt, lte })
+        }
+        Some(Test::DatetimeRange(proto::DatetimeRange { gt, gte, lt, lte })) => {
+            let field = join(path, "datetime_range");
+            let mut micros = |t: Option<prost_types::Timestamp>| {
+                t.and_then(|t| timestamp_micros(t, &field, violations))
+            };
+            FieldTest::DatetimeRange(Bounds {
+                gt: micros(gt),
+                gte: micros(gte),
+                lt: micros(lt),
+                lte: micros(lte),
+            })
+        }
+        Some(Test::Exists(proto::Exists {})) => FieldTest::Exists,
+    };
+    Some(Condition::Field { key, test })
+}
+
+fn timestamp_micros(
+    t: prost_types::Timestamp,
+    field: &str,
+    violations: &mut Violations,
+) -> Option<i64> {
+    if !(MIN_TIMESTAMP_SECONDS..=MAX_TIMESTAMP_SECONDS).contains(&t.seconds)
+        || !(0..1_000_000_000).contains(&t.nanos)
+    {
+        violations.add(field, "timestamps must lie between years 1 and 9999");
+        return None;
+    }
+    Some(t.seconds * 1_000_000 + i64::from(t.nanos / 1_000))
+}
+
+/// A `google.protobuf.Struct` as a JSON object. Whole numbers within 2^53
+/// become integers so that integer filters match them.
+fn payload_from_proto(
+    payload: Option<prost_types::Struct>,
+    path: &str,
+    violations: &mut Violations,
+) -> Payload {
+    let Some(payload) = payload else {
+        return Payload::new();
+    };
+    payload
+        .fields
+        .into_iter()
+        .map(|(key, value)| {
+            let value = json_from_proto(value, &join(path, &key), violations);
+            (key, value)
+        })
+        .collect()
+}
+
+fn json_from_proto(value: prost_types::Value, path: &str, violations: &mut Violations) -> Value {
+    match value.kind {
+        None | Some(Kind::NullValue(_)) => Value::Null,
+        Some(Kind::BoolValue(b)) => Value::Bool(b),
+        Some(Kind::StringValue(s)) => Value::String(s),
+        Some(Kind::NumberValue(n)) => {
+            if !n.is_finite() {
+                violations.add(path, "numbers must be finite");
+                Value::Null
+            } else if n.fract() == 0.0 && n.abs() <= MAX_SAFE_INTEGER {
+                Value::from(n as i64)
+            } else {
+                Number::from_f64(n).map_or(Value::Null, Value::Number)
+            }
+        }
+        Some(Kind::StructValue(s)) => Value::Object(payload_from_proto(Some(s), path, violations)),
+        Some(Kind::ListValue(list)) => Value::Array(
+            list.values
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| json_from_proto(v, &format!("{path}[{i}]"), violations))
+                .collect(),
+        ),
+    }
+}
+
+fn json_to_proto(value: Value) -> prost_types::Value {
+    let kind = match value {
+        Value::Null => Kind::NullValue(0),
+        Value::Bool(b) => Kind::BoolValue(b),
+        Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+        Value::String(s) => Kind::StringValue(s),
+        Value::Array(items) => Kind::ListValue(prost_types::ListValue {
+            values: items.into_iter().map(json_to_proto).collect(),
+        }),
+        Value::Object(map) => Kind::StructValue(payload_to_proto(map)),
+    };
+    prost_types::Value { kind: Some(kind) }
+}
+
+fn payload_to_proto(payload: Payload) -> prost_types::Struct {
+    prost_types::Struct {
+        fields: payload
+            .into_iter()
+            .map(|(k, v)| (k, json_to_proto(v)))
+            .collect(),
+    }
+}
+
+impl From<model::Memory> for proto::Memory {
+    fn from(memory: model::Memory) -> Self {
+        let model::Memory {
+            id,
+            vector,
+            payload,
+            updated_at,
+        } = memory;
+        Self {
+            id,
+            vector,
+            payload: (!payload.is_empty()).then(|| payload_to_proto(payload)),
+            updated_at: updated_at.map(|t| {
+                let since_epoch = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+                prost_types::Timestamp {
+                    seconds: i64::try_from(since_epoch.as_secs()).unwrap_or(i64::MAX),
+                    nanos: i32::try_from(since_epoch.subsec_nanos()).unwrap_or(0),
+                }
+            }),
+        }
+    }
+}
+
+impl From<model::ScoredMemory> for proto::ScoredMemory {
+    fn from(hit: model::ScoredMemory) -> Self {
+        let model::ScoredMemory { memory, score } = hit;
+        Self {
+            memory: Some(memory.into()),
+            score,
+        }
+    }
+}
+
+pub fn search_response(hits: Vec<model::ScoredMemory>) -> proto::SearchResponse {
+    proto::SearchResponse {
+        hits: hits.into_iter().map(Into::into).collect(),
+    }
+}
+
+impl From<NamespaceInfo> for proto::NamespaceInfo {
+    fn from(info: NamespaceInfo) -> Self {
+        let NamespaceInfo {
+            name,
+            dim,
+            distance,
+            stats,
+        } = info;
+        let NamespaceStats {
+            points_count,
+            indexed_vectors_count,
+            indexing,
+        } = stats;
+        let distance = match distance {
+            Distance::Cosine => proto::Distance::Cosine,
+            Distance::Dot => proto::Distance::Dot,
+            Distance::Euclid => proto::Distance::Euclid,
+            Distance::Manhattan => proto::Distance::Manhattan,
+        };
+        let status = if indexing {
+            proto::IndexStatus::Indexing
+        } else {
+            proto::IndexStatus::Indexed
+        };
+        Self {
+            name,
+            dim,
+            distance: distance.into(),
+            points_count,
+            indexed_vectors_count,
+            index_status: status.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn number(n: f64) -> prost_types::Value {
+        prost_types::Value {
+            kind: Some(Kind::NumberValue(n)),
+        }
+    }
+
+    #[test]
+    fn whole_numbers_become_integers_and_fractions_stay_floats() {
+        let mut violations = Violations::new();
+        assert_eq!(
+            json_from_proto(number(3.0), "p", &mut violations),
+            Value::from(3)
+        );
+        assert_eq!(
+            json_from_proto(number(-2.5), "p", &mut violations),
+            Value::from(-2.5)
+        );
+        assert_eq!(
+            json_from_proto(number(1e300), "p", &mut violations),
+            Value::from(1e300)
+        );
+        assert!(violations.into_result(()).is_ok());
+    }
+
+    #[test]
+    fn non_finite_payload_numbers_are_violations_with_their_path() {
+        let mut violations = Violations::new();
+        json_from_proto(
+            number(f64::NAN),
+            "memories[0].payload.score",
+            &mut violations,
+        );
+        match violations.into_result(()) {
+            Err(Error::InvalidArgument(v)) => assert_eq!(v[0].field, "memories[0].payload.score"),
+            other => panic!("expected a violation, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_condition_without_a_test_is_reported() {
+        let req = proto::CountRequest {
+            namespace: "ns".into(),
+            tenant: "t".into(),
+            filter: Some(proto::Filter {
+                must: vec![proto::Condition {
+                    key: "k".into(),
+                    test: None,
+                }],
+                ..Default::default()
+            }),
+        };
+        match model::CountRequest::try_from(req) {
+            Err(Error::InvalidArgument(v)) => assert_eq!(v[0].field, "filter.must[0]"),
+            other => panic!("expected a violation, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn payloads_round_trip_through_struct() {
+        let json = serde_json::json!({"a": [1, "x", null, {"b": true}], "f": 0.5});
+        let Value::Object(map) = json.clone() else {
+            unreachable!()
+        };
+        let proto = payload_to_proto(map);
+        let mut violations = Violations::new();
+        let back = payload_from_proto(Some(proto), "p", &mut violations);
+        assert_eq!(Value::Object(back), json);
+    }
+}

@@ -1,0 +1,113 @@
+//! `GrpcDeadline<S>`: honours the caller's `grpc-timeout` and answers
+//! DEADLINE_EXCEEDED when it passes.
+//!
+//! tonic's own server enforces `grpc-timeout` too, but reports an expired
+//! deadline as CANCELLED; that is why vecmem serves its gRPC routes through
+//! axum with this layer instead, so clients, metrics and logs see the code
+//! the gRPC spec (and our contract) names. Dropping the inner future on expiry
+//! cancels the work: a read stops, and a write either finished durably before
+//! or is abandoned before it was applied.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Request, Response};
+use tower::{Layer, Service};
+
+/// Header a gRPC client sets to its remaining deadline.
+const GRPC_TIMEOUT_HEADER: &str = "grpc-timeout";
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GrpcDeadlineLayer;
+
+impl<S> Layer<S> for GrpcDeadlineLayer {
+    type Service = GrpcDeadline<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        GrpcDeadline { inner }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct GrpcDeadline<S> {
+    inner: S,
+}
+
+impl<S, B> Service<Request<B>> for GrpcDeadline<S>
+where
+    S: Service<Request<B>, Response = Response<Body>> + Send,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let deadline = parse_grpc_timeout(request.headers());
+        let future = self.inner.call(request);
+        Box::pin(async move {
+            let Some(deadline) = deadline else {
+                return future.await;
+            };
+            match tokio::time::timeout(deadline, future).await {
+                Ok(result) => result,
+                Err(_) => Ok(tonic::Status::deadline_exceeded("deadline exceeded").into_http()),
+            }
+        })
+    }
+}
+
+/// Parses `grpc-timeout` (`<up to 8 digits><H|M|S|m|u|n>`); `None` if absent
+/// or malformed, as the gRPC spec says to treat a malformed value.
+fn parse_grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(GRPC_TIMEOUT_HEADER)?.to_str().ok()?;
+    if value.len() < 2 || value.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = value.split_at(value.len() - 1);
+    let amount: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount.saturating_mul(3600)),
+        "M" => Duration::from_secs(amount.saturating_mul(60)),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(value: &str) -> Option<Duration> {
+        let mut headers = HeaderMap::new();
+        headers.insert(GRPC_TIMEOUT_HEADER, value.parse().expect("header value"));
+        parse_grpc_timeout(&headers)
+    }
+
+    #[test]
+    fn parses_every_unit_of_the_grpc_spec() {
+        assert_eq!(parse("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse("2M"), Some(Duration::from_secs(120)));
+        assert_eq!(parse("3S"), Some(Duration::from_secs(3)));
+        assert_eq!(parse("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(parse("7u"), Some(Duration::from_micros(7)));
+        assert_eq!(parse("99999999n"), Some(Duration::from_nanos(99_999_999)));
+    }
+
+    #[test]
+    fn malformed_values_are_ignored() {
+        for value in ["", "S", "10", "10x", "123456789S", "-1S"] {
+            assert_eq!(parse(value), None, "{value:?}");
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! gRPC adapters: each handler converts the request, calls the core, and
+//! converts the result back. Nothing about validation, tenancy or storage
+//! lives here.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use crate::api::convert::{search_batch_from_proto, search_response};
+use crate::core::Core;
+use crate::proto;
+use crate::proto::memory_service_server::MemoryService;
+use crate::proto::namespace_service_server::NamespaceService;
+
+/// Serves `vecmem.v1.MemoryService` and `vecmem.v1.NamespaceService`.
+#[derive(Clone)]
+pub struct GrpcApi {
+    core: Arc<Core>,
+}
+
+impl GrpcApi {
+    pub fn new(core: Arc<Core>) -> Self {
+        Self { core }
+    }
+}
+
+#[tonic::async_trait]
+impl MemoryService for GrpcApi {
+    async fn upsert(
+        &self,
+        request: Request<proto::UpsertRequest>,
+    ) -> Result<Response<proto::UpsertResponse>, Status> {
+        let ids = self.core.upsert(request.into_inner().try_into()?).await?;
+        Ok(Response::new(proto::UpsertResponse { ids }))
+    }
+
+    async fn search(
+        &self,
+        request: Request<proto::SearchRequest>,
+    ) -> Result<Response<proto::SearchResponse>, Status> {
+        let hits = self.core.search(request.into_inner().try_into()?).await?;
+        Ok(Response::new(search_response(hits)))
+    }
+
+    async fn search_batch(
+        &self,
+        request: Request<proto::SearchBatchRequest>,
+    ) -> Result<Response<proto::SearchBatchResponse>, Status> {
+        let results = self
+            .core
+            .search_batch(search_batch_from_proto(request.into_inner())?)
+            .await?;
+        Ok(Response::new(proto::SearchBatchResponse {
+            results: results.into_iter().map(search_response).collect(),
+        }))
+    }
+
+    async fn get(
+        &self,
+        request: Request<proto::GetRequest>,
+    ) -> Result<Response<proto::GetResponse>, Status> {
+        let found = self.core.get(request.into_inner().try_into()?).await?;
+        Ok(Response::new(proto::GetResponse {
+            memories: found.memories.into_iter().map(Into::into).collect(),
+            missing_ids: found.missing_ids,
+        }))
+    }
+
+    async fn delete(
+        &self,
+        request: Request<proto::DeleteRequest>,
+    ) -> Result<Response<proto::DeleteResponse>, Status> {
+        self.core.delete(request.into_inner().try_into()?).await?;
+        Ok(Response::new(proto::DeleteResponse {}))
+    }
+
+    async fn scroll(
+        &self,
+        request: Request<proto::ScrollRequest>,
+    ) -> Result<Response<proto::ScrollResponse>, Status> {
+        let page = self.core.scroll(request.into_inner().try_into()?).await?;
+        Ok(Response::new(proto::ScrollResponse {
+            memories: page.memories.into_iter().map(Into::into).collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    async fn count(
+        &self,
+        request: Request<proto::CountRequest>,
+    ) -> Result<Response<proto::CountResponse>, Status> {
+        let count = self.core.count(request.into_inner().try_into()?).await?;
+        Ok(Response::new(proto::CountResponse { count }))
+    }
+
+    async fn update_payload(
+        &self,
+        request: Request<proto::UpdatePayloadRequest>,
+    ) -> Result<Response<proto::UpdatePayloadResponse>, Status> {
+        let result = self
+            .core
+            .update_payload(request.into_inner().try_into()?)
+            .await?;
+        Ok(Response::new(proto::UpdatePayloadResponse {
+            updated_ids: result.updated_ids,
+            missing_ids: result.missing_ids,
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl NamespaceService for GrpcApi {
+    async fn list_namespaces(
+        &self,
+        _request: Request<proto::ListNamespacesRequest>,
+    ) -> Result<Response<proto::ListNamespacesResponse>, Status> {
+        let namespaces = self.core.list_namespaces().await?;
+        Ok(Response::new(proto::ListNamespacesResponse {
+            namespaces: namespaces.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn describe_namespace(
+        &self,
+        request: Request<proto::DescribeNamespaceRequest>,
+    ) -> Result<Response<proto::NamespaceInfo>, Status> {
+        let proto::DescribeNamespaceRequest { namespace } = request.into_inner();
+        Ok(Response::new(
+            self.core.describe_namespace(&namespace).await?.into(),
+        ))
+    }
+}

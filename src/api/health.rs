@@ -1,0 +1,141 @@
+//! Liveness and readiness, one state for both transports.
+//!
+//! `/health/live` answers 200 while the process runs. `/health/ready` and
+//! `grpc.health.v1.Health` (overall and per service) report SERVING only while
+//! the backend is ready and no shutdown has begun: readiness turns false at
+//! the start of a graceful shutdown, so load balancers drain a replica before
+//! its listeners close. `probe_ready` is the client side, used by
+//! `vecmem health` (Docker's HEALTHCHECK).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use http_body_util::Empty;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::json;
+use tonic::server::NamedService;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::api::grpc::GrpcApi;
+use crate::core::Core;
+use crate::proto::memory_service_server::MemoryServiceServer;
+use crate::proto::namespace_service_server::NamespaceServiceServer;
+
+/// How often backend readiness is re-checked.
+const CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Shared readiness of this replica.
+pub struct Health {
+    core: Arc<Core>,
+    reporter: HealthReporter,
+    backend_ready: AtomicBool,
+    shutting_down: AtomicBool,
+}
+
+impl Health {
+    pub fn new(core: Arc<Core>, reporter: HealthReporter) -> Arc<Self> {
+        Arc::new(Self {
+            core,
+            reporter,
+            backend_ready: AtomicBool::new(false),
+            shutting_down: AtomicBool::new(false),
+        })
+    }
+
+    /// Why the replica is not ready, or `None` when it is.
+    pub fn not_ready_reason(&self) -> Option<&'static str> {
+        if self.shutting_down.load(Ordering::SeqCst) {
+            Some("shutting down")
+        } else if !self.backend_ready.load(Ordering::SeqCst) {
+            Some("backend not ready")
+        } else {
+            None
+        }
+    }
+
+    /// Re-checks the backend now and publishes the result.
+    pub async fn refresh(&self) {
+        let ready = self.core.is_ready().await;
+        self.backend_ready.store(ready, Ordering::SeqCst);
+        self.publish().await;
+    }
+
+    /// Marks the replica as draining; readiness stays false from now on.
+    pub async fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        self.publish().await;
+    }
+
+    async fn publish(&self) {
+        let status = match self.not_ready_reason() {
+            None => ServingStatus::Serving,
+            Some(_) => ServingStatus::NotServing,
+        };
+        // tonic-health only notifies watchers when a status actually changes.
+        for name in [
+            "",
+            service_name::<MemoryServiceServer<GrpcApi>>(),
+            service_name::<NamespaceServiceServer<GrpcApi>>(),
+        ] {
+            self.reporter.set_service_status(name, status).await;
+        }
+    }
+
+    /// Keeps readiness current until the process ends.
+    pub fn spawn_checker(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let health = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(CHECK_INTERVAL);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                health.refresh().await;
+            }
+        })
+    }
+}
+
+fn service_name<S: NamedService>() -> &'static str {
+    S::NAME
+}
+
+/// `/health/live` and `/health/ready`.
+pub fn router(health: Arc<Health>) -> Router {
+    Router::new()
+        .route(
+            "/health/live",
+            get(|| async { Json(json!({"status": "live"})) }),
+        )
+        .route("/health/ready", get(ready))
+        .with_state(health)
+}
+
+async fn ready(State(health): State<Arc<Health>>) -> (StatusCode, Json<serde_json::Value>) {
+    match health.not_ready_reason() {
+        None => (StatusCode::OK, Json(json!({"status": "ready"}))),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "not_ready", "reason": reason})),
+        ),
+    }
+}
+
+/// GETs `url` and reports whether it answered 200 within `timeout`.
+pub async fn probe_ready(url: &str, timeout: Duration) -> anyhow::Result<bool> {
+    let uri: axum::http::Uri = url.parse()?;
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    match tokio::time::timeout(timeout, client.get(uri)).await {
+        Ok(Ok(response)) => Ok(response.status() == StatusCode::OK),
+        Ok(Err(err)) => Err(err.into()),
+        Err(_) => anyhow::bail!("no answer within {timeout:?}"),
+    }
+}

@@ -1,0 +1,6 @@
+//! Transport adapters: gRPC (tonic) and HTTP (axum) over the one core.
+
+pub mod convert;
+pub mod deadline;
+pub mod grpc;
+pub mod health;

@@ -1,0 +1,211 @@
+//! Translation between the domain model and qdrant-edge's types: filters
+//! (always wrapped in the tenant condition), points and records.
+
+use qdrant_edge::external::ordered_float::OrderedFloat;
+use qdrant_edge::{
+    AnyVariants, Condition as EdgeCondition, DateTimeWrapper, FieldCondition, Filter as EdgeFilter,
+    HasIdCondition, IsEmptyCondition, IsNullCondition, JsonPath, Match, MatchAny, PayloadSelector,
+    PayloadSelectorInclude, PointId, PointStruct, PointStructPersisted, Range, ValueVariants,
+    VectorInternal, VectorStructInternal, WithPayloadInterface,
+};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::backend::TenantMemory;
+use crate::backend::layout::{self, ID_FIELD, TENANT_FIELD, UPDATED_AT_FIELD};
+use crate::error::{Error, Result};
+use crate::model::{AnyOf, Bounds, Condition, FieldTest, Filter, MatchValue, Memory, Payload};
+
+/// `filter` confined to `tenant`: the tenant condition AND the caller's filter.
+pub fn tenant_filter(tenant: &str, filter: &Filter) -> Result<EdgeFilter> {
+    let mut must = vec![match_keyword(json_path(TENANT_FIELD)?, tenant)];
+    if !filter.is_empty() {
+        must.push(EdgeCondition::Filter(translate_filter(filter)?));
+    }
+    Ok(EdgeFilter {
+        should: None,
+        min_should: None,
+        must: Some(must),
+        must_not: None,
+    })
+}
+
+/// The tenant condition AND "point id is one of `ids`".
+pub fn tenant_ids_filter(tenant: &str, ids: &[Uuid]) -> Result<EdgeFilter> {
+    let mut filter = tenant_filter(tenant, &Filter::default())?;
+    let has_id: HasIdCondition = ids.iter().map(|id| PointId::Uuid(*id)).collect();
+    filter
+        .must
+        .get_or_insert_with(Vec::new)
+        .push(EdgeCondition::HasId(has_id));
+    Ok(filter)
+}
+
+fn translate_filter(filter: &Filter) -> Result<EdgeFilter> {
+    let clause = |conditions: &[Condition]| -> Result<Option<Vec<EdgeCondition>>> {
+        if conditions.is_empty() {
+            return Ok(None);
+        }
+        conditions
+            .iter()
+            .map(translate_condition)
+            .collect::<Result<_>>()
+            .map(Some)
+    };
+    Ok(EdgeFilter {
+        should: clause(&filter.should)?,
+        min_should: None,
+        must: clause(&filter.must)?,
+        must_not: clause(&filter.must_not)?,
+    })
+}
+
+fn translate_condition(condition: &Condition) -> Result<EdgeCondition> {
+    let (key, test) = match condition {
+        Condition::Group(group) => return Ok(EdgeCondition::Filter(translate_filter(group)?)),
+        Condition::Field { key, test } => (json_path(&layout::payload_key_path(key))?, test),
+    };
+    Ok(match test {
+        FieldTest::Equals(value) => {
+            let value = match value {
+                MatchValue::Keyword(s) => ValueVariants::String(s.clone()),
+                MatchValue::Integer(i) => ValueVariants::Integer(*i),
+                MatchValue::Boolean(b) => ValueVariants::Bool(*b),
+            };
+            EdgeCondition::Field(FieldCondition::new_match(key, Match::new_value(value)))
+        }
+        FieldTest::AnyOf(any) => {
+            let any = match any {
+                AnyOf::Keywords(values) => AnyVariants::Strings(values.iter().cloned().collect()),
+                AnyOf::Integers(values) => AnyVariants::Integers(values.iter().copied().collect()),
+            };
+            EdgeCondition::Field(FieldCondition::new_match(key, Match::Any(MatchAny { any })))
+        }
+        FieldTest::Range(bounds) => EdgeCondition::Field(FieldCondition::new_range(
+            key,
+            map_bounds(bounds, |v| Some(OrderedFloat(v)))?,
+        )),
+        FieldTest::DatetimeRange(bounds) => {
+            EdgeCondition::Field(FieldCondition::new_datetime_range(
+                key,
+                map_bounds(bounds, DateTimeWrapper::from_timestamp)?,
+            ))
+        }
+        // Present and non-null: neither empty (missing or []) nor null.
+        FieldTest::Exists => EdgeCondition::Filter(EdgeFilter {
+            should: None,
+            min_should: None,
+            must: None,
+            must_not: Some(vec![
+                EdgeCondition::IsEmpty(IsEmptyCondition::from(key.clone())),
+                EdgeCondition::IsNull(IsNullCondition::from(key)),
+            ]),
+        }),
+    })
+}
+
+fn map_bounds<T: Copy, U>(bounds: &Bounds<T>, f: impl Fn(T) -> Option<U>) -> Result<Range<U>> {
+    let map = |v: Option<T>| -> Result<Option<U>> {
+        v.map(|v| f(v).ok_or_else(|| Error::invalid("filter", "range bound out of range")))
+            .transpose()
+    };
+    Ok(Range {
+        lt: map(bounds.lt)?,
+        gt: map(bounds.gt)?,
+        gte: map(bounds.gte)?,
+        lte: map(bounds.lte)?,
+    })
+}
+
+fn match_keyword(key: JsonPath, value: &str) -> EdgeCondition {
+    EdgeCondition::Field(FieldCondition::new_match(
+        key,
+        Match::new_value(ValueVariants::String(value.to_owned())),
+    ))
+}
+
+/// Keys are validated before they get here, so a parse failure is a bug.
+fn json_path(path: &str) -> Result<JsonPath> {
+    path.parse()
+        .map_err(|_| Error::internal(format!("payload path {path:?} does not parse")))
+}
+
+/// Which stored payload fields to read back.
+pub fn payload_selector(with_payload: bool) -> Result<WithPayloadInterface> {
+    if with_payload {
+        return Ok(WithPayloadInterface::Bool(true));
+    }
+    // Without the caller's payload we still need the id and the timestamp.
+    let include = vec![json_path(ID_FIELD)?, json_path(UPDATED_AT_FIELD)?];
+    Ok(WithPayloadInterface::Selector(PayloadSelector::Include(
+        PayloadSelectorInclude::new(include),
+    )))
+}
+
+pub fn to_point(item: &TenantMemory) -> PointStructPersisted {
+    let id = layout::point_id(&item.tenant, &item.memory.id);
+    let payload = layout::stored_payload(&item.tenant, &item.memory);
+    PointStruct::new(
+        PointId::Uuid(id),
+        item.memory.vector.clone(),
+        Value::Object(payload),
+    )
+    .into()
+}
+
+/// A memory from a stored point's payload and (optional) vector.
+pub fn to_memory(
+    payload: Option<qdrant_edge::Payload>,
+    vector: Option<VectorStructInternal>,
+    with_payload: bool,
+) -> Option<Memory> {
+    let stored: Payload = payload?.0.into_iter().collect();
+    layout::memory_from_stored(
+        stored,
+        vector.and_then(dense_vector).unwrap_or_default(),
+        with_payload,
+    )
+}
+
+/// The tenant a stored payload belongs to.
+pub fn stored_tenant(payload: Option<&qdrant_edge::Payload>) -> Option<&str> {
+    payload?.0.get(TENANT_FIELD)?.as_str()
+}
+
+fn dense_vector(vector: VectorStructInternal) -> Option<Vec<f32>> {
+    match vector {
+        VectorStructInternal::Single(dense) => Some(dense),
+        VectorStructInternal::Named(mut named) => match named.remove("")? {
+            VectorInternal::Dense(dense) => Some(dense),
+            VectorInternal::Sparse(_) | VectorInternal::MultiDense(_) => None,
+        },
+        VectorStructInternal::MultiDense(_) => None,
+    }
+}
+
+pub fn uuid_of(id: &PointId) -> Option<Uuid> {
+    match id {
+        PointId::Uuid(uuid) => Some(*uuid),
+        PointId::NumId(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caller_keys_parse_as_nested_payload_paths() {
+        for key in ["kind", "source.kind", "a-b_c.d1"] {
+            assert!(json_path(&layout::payload_key_path(key)).is_ok(), "{key}");
+        }
+    }
+
+    #[test]
+    fn every_filter_is_confined_to_the_tenant() {
+        let filter = tenant_filter("t1", &Filter::default()).expect("translates");
+        let must = filter.must.expect("tenant condition");
+        assert_eq!(must.len(), 1);
+        assert!(filter.should.is_none() && filter.must_not.is_none());
+    }
+}

@@ -1,0 +1,134 @@
+//! How a memory is laid out as a Qdrant point, shared by every backend so the
+//! embedded engine and a Qdrant server hold the same data the same way.
+//!
+//! - The point id is a UUIDv5 of (tenant, id): deterministic, so an upsert
+//!   replaces, and distinct per tenant, so two tenants can both own `"pref-1"`.
+//! - The stored payload is `{tenant, memory_id, updated_at_us, payload}`: the
+//!   caller's JSON lives under `payload`, so none of its keys can collide with
+//!   ours, and filters address it as `payload.<key>`.
+//! - `tenant` carries a keyword index flagged `is_tenant`, so Qdrant lays out
+//!   each tenant's points together and a tenant filter is cheap.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::model::{Memory, Payload};
+
+/// Payload field holding the owning tenant (indexed, `is_tenant`).
+pub const TENANT_FIELD: &str = "tenant";
+/// Payload field holding the caller's memory id.
+pub const ID_FIELD: &str = "memory_id";
+/// Payload field holding the write time, microseconds since the epoch.
+pub const UPDATED_AT_FIELD: &str = "updated_at_us";
+/// Payload field holding the caller's own payload object.
+pub const PAYLOAD_FIELD: &str = "payload";
+
+/// Fixed UUIDv5 namespace of vecmem point ids. Changing it orphans all data.
+const POINT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6c0b_5f5e_9a77_4f0e_8d1e_2b7a_4c3d_9e01);
+
+/// The point id of memory `id` of `tenant`.
+///
+/// The tenant is length-prefixed so that no (tenant, id) pair can produce the
+/// same name as another: ("ab", "c") and ("a", "bc") hash different bytes.
+pub fn point_id(tenant: &str, id: &str) -> Uuid {
+    let mut name = Vec::with_capacity(8 + tenant.len() + id.len());
+    name.extend_from_slice(&(tenant.len() as u64).to_be_bytes());
+    name.extend_from_slice(tenant.as_bytes());
+    name.extend_from_slice(id.as_bytes());
+    Uuid::new_v5(&POINT_ID_NAMESPACE, &name)
+}
+
+/// The path of a caller's payload key inside the stored payload.
+pub fn payload_key_path(key: &str) -> String {
+    format!("{PAYLOAD_FIELD}.{key}")
+}
+
+/// Microseconds since the epoch, saturating; times before 1970 become 0.
+pub fn to_micros(time: SystemTime) -> i64 {
+    time.duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn from_micros(micros: i64) -> Option<SystemTime> {
+    let micros = u64::try_from(micros).ok()?;
+    UNIX_EPOCH.checked_add(Duration::from_micros(micros))
+}
+
+/// The payload stored for `memory` of `tenant`.
+pub fn stored_payload(tenant: &str, memory: &Memory) -> Payload {
+    let mut stored = Payload::new();
+    stored.insert(TENANT_FIELD.into(), Value::from(tenant));
+    stored.insert(ID_FIELD.into(), Value::from(memory.id.as_str()));
+    if let Some(updated_at) = memory.updated_at {
+        stored.insert(UPDATED_AT_FIELD.into(), Value::from(to_micros(updated_at)));
+    }
+    stored.insert(PAYLOAD_FIELD.into(), Value::Object(memory.payload.clone()));
+    stored
+}
+
+/// The top-level fields written with a payload change (besides the payload).
+pub fn updated_at_payload(updated_at: SystemTime) -> Payload {
+    let mut fields = Payload::new();
+    fields.insert(UPDATED_AT_FIELD.into(), Value::from(to_micros(updated_at)));
+    fields
+}
+
+/// Rebuilds a memory from a stored payload. Returns `None` for a point that
+/// was not written by vecmem (no `memory_id`).
+pub fn memory_from_stored(
+    mut stored: Payload,
+    vector: Vec<f32>,
+    with_payload: bool,
+) -> Option<Memory> {
+    let id = match stored.remove(ID_FIELD)? {
+        Value::String(id) => id,
+        _ => return None,
+    };
+    let updated_at = stored
+        .get(UPDATED_AT_FIELD)
+        .and_then(Value::as_i64)
+        .and_then(from_micros);
+    let payload = match stored.remove(PAYLOAD_FIELD) {
+        Some(Value::Object(payload)) if with_payload => payload,
+        _ => Payload::new(),
+    };
+    Some(Memory {
+        id,
+        vector,
+        payload,
+        updated_at,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn point_ids_are_deterministic_and_tenant_scoped() {
+        assert_eq!(point_id("t1", "pref-1"), point_id("t1", "pref-1"));
+        assert_ne!(point_id("t1", "pref-1"), point_id("t2", "pref-1"));
+        assert_ne!(point_id("ab", "c"), point_id("a", "bc"));
+    }
+
+    #[test]
+    fn stored_payload_round_trips() {
+        let memory = Memory {
+            id: "m1".into(),
+            vector: vec![],
+            payload: json!({"tenant": "spoof", "n": 3})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+            updated_at: Some(UNIX_EPOCH + Duration::from_micros(1_700_000_000_123_456)),
+        };
+        let stored = stored_payload("t1", &memory);
+        assert_eq!(stored[TENANT_FIELD], json!("t1"));
+        let back = memory_from_stored(stored, vec![], true).expect("vecmem point");
+        assert_eq!(back, memory);
+    }
+}

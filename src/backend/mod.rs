@@ -1,0 +1,134 @@
+//! The storage boundary: one trait, [`VectorStore`], implemented by the
+//! embedded engine and (in production) by Qdrant.
+//!
+//! The trait takes batch-shaped calls where every item carries its own tenant
+//! (`upsert` of many memories, `search` of many queries, `get` of many keys),
+//! so the batching layer can coalesce concurrent callers into one backend call
+//! without a second API. Inputs are already validated by the core; a backend
+//! only translates and executes. Every call is confined to the tenants named
+//! in its items: a backend adds the tenant condition to every read and write.
+
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use crate::error::Result;
+use crate::model::{DeleteSelector, Filter, Memory, Payload, ScoredMemory};
+
+pub mod embedded;
+pub mod layout;
+
+/// A memory to write, with the tenant that owns it.
+#[derive(Debug, Clone)]
+pub struct TenantMemory {
+    pub tenant: String,
+    /// `id` is non-empty and `updated_at` is set by the core.
+    pub memory: Memory,
+}
+
+/// One search of one tenant. `limit` is resolved (never 0).
+#[derive(Debug, Clone)]
+pub struct TenantSearch {
+    pub tenant: String,
+    pub vector: Vec<f32>,
+    pub limit: usize,
+    pub min_score: Option<f32>,
+    pub filter: Filter,
+    pub with_payload: bool,
+    pub with_vector: bool,
+}
+
+/// Addresses one memory.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MemoryKey {
+    pub tenant: String,
+    pub id: String,
+}
+
+/// One delete of one tenant.
+#[derive(Debug, Clone)]
+pub struct TenantDelete {
+    pub tenant: String,
+    pub selector: DeleteSelector,
+}
+
+/// A page request of a scroll. `limit` is resolved (never 0).
+#[derive(Debug, Clone)]
+pub struct ScrollQuery {
+    pub filter: Filter,
+    pub limit: usize,
+    /// Point id to start from (inclusive), from the previous page.
+    pub offset: Option<Uuid>,
+    pub with_vector: bool,
+}
+
+/// A page of a scroll and where the next one starts.
+#[derive(Debug, Clone)]
+pub struct StorePage {
+    pub memories: Vec<Memory>,
+    pub next_offset: Option<Uuid>,
+}
+
+/// A payload change for existing memories of one tenant.
+#[derive(Debug, Clone)]
+pub struct PayloadUpdate {
+    pub tenant: String,
+    pub ids: Vec<String>,
+    pub payload: Payload,
+    /// Replace the whole payload instead of merging keys into it.
+    pub replace: bool,
+    pub updated_at: SystemTime,
+}
+
+/// Size and index state of a namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NamespaceStats {
+    pub points_count: u64,
+    pub indexed_vectors_count: u64,
+    /// True while vectors wait for the index to be built.
+    pub indexing: bool,
+}
+
+#[async_trait]
+pub trait VectorStore: Send + Sync + 'static {
+    /// Inserts or replaces memories. Returns once they are durable.
+    async fn upsert(&self, namespace: &str, memories: Vec<TenantMemory>) -> Result<()>;
+
+    /// Runs searches; one result list per search, in order, best first.
+    async fn search(
+        &self,
+        namespace: &str,
+        searches: Vec<TenantSearch>,
+    ) -> Result<Vec<Vec<ScoredMemory>>>;
+
+    /// Fetches memories; one entry per key, in order, `None` where absent.
+    async fn get(
+        &self,
+        namespace: &str,
+        keys: Vec<MemoryKey>,
+        with_vector: bool,
+    ) -> Result<Vec<Option<Memory>>>;
+
+    /// Applies deletes. Returns once they are durable.
+    async fn delete(&self, namespace: &str, deletes: Vec<TenantDelete>) -> Result<()>;
+
+    /// Lists a tenant's memories in a stable order, one page at a time.
+    async fn scroll(&self, namespace: &str, tenant: &str, query: ScrollQuery) -> Result<StorePage>;
+
+    /// Counts a tenant's memories matching `filter`, exactly.
+    async fn count(&self, namespace: &str, tenant: &str, filter: Filter) -> Result<u64>;
+
+    /// Changes the payload of those `ids` that exist; absent ids are skipped.
+    /// Returns once the change is durable.
+    async fn update_payload(&self, namespace: &str, update: PayloadUpdate) -> Result<()>;
+
+    /// Reports a namespace's size and index state.
+    async fn stats(&self, namespace: &str) -> Result<NamespaceStats>;
+
+    /// Whether the store can serve requests now.
+    async fn is_ready(&self) -> bool;
+
+    /// Persists what is buffered and stops background work.
+    async fn close(&self) -> Result<()>;
+}

@@ -1,0 +1,367 @@
+//! Typed configuration: compiled-in defaults (`config/default.toml`), then an
+//! optional file, then `VECMEM__SECTION__KEY` environment variables.
+//!
+//! Everything is checked before a socket is bound: unknown keys are rejected
+//! (`deny_unknown_fields` everywhere) and every error names the dotted key it
+//! is about, so a typo in a deployment fails loudly instead of being ignored.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The defaults every deployment starts from.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// Prefix of the environment variables that override config keys.
+const ENV_PREFIX: &str = "VECMEM";
+/// Separates the prefix and each nesting level: `VECMEM__SERVER__GRPC_ADDR`.
+const ENV_SEPARATOR: &str = "__";
+
+/// Largest vector dimension a namespace may declare (Qdrant's own limit).
+const MAX_DIM: u32 = 65_536;
+
+/// A configuration error, always naming the dotted key it is about.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {key}: {message}")]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub runtime: RuntimeConfig,
+    pub log: LogConfig,
+    pub backend: BackendConfig,
+    pub limits: Limits,
+    pub namespaces: BTreeMap<String, NamespaceConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub shutdown_grace_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Tokio worker threads; 0 defers to `TOKIO_WORKER_THREADS` or the core count.
+    pub worker_threads: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    pub kind: BackendKind,
+    pub embedded: EmbeddedConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    Embedded,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddedConfig {
+    pub path: PathBuf,
+    pub optimize_interval_ms: u64,
+}
+
+/// Request limits enforced by validation before anything reaches a backend.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    pub max_limit: u32,
+    pub default_limit: u32,
+    pub max_batch: usize,
+    pub max_payload_bytes: usize,
+    pub max_filter_depth: usize,
+    pub max_filter_conditions: usize,
+}
+
+/// One namespace: a Qdrant collection (or embedded shard) of one dimension.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamespaceConfig {
+    pub dim: u32,
+    #[serde(default)]
+    pub distance: Distance,
+    #[serde(default)]
+    pub on_disk: bool,
+    #[serde(default = "default_hnsw_m")]
+    pub hnsw_m: usize,
+    #[serde(default = "default_hnsw_ef_construct")]
+    pub hnsw_ef_construct: usize,
+    #[serde(default = "default_indexing_threshold_kb")]
+    pub indexing_threshold_kb: usize,
+    #[serde(default)]
+    pub quantization: Quantization,
+}
+
+fn default_hnsw_m() -> usize {
+    16
+}
+fn default_hnsw_ef_construct() -> usize {
+    100
+}
+fn default_indexing_threshold_kb() -> usize {
+    10_000
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Distance {
+    #[default]
+    Cosine,
+    Dot,
+    Euclid,
+    Manhattan,
+}
+
+/// Vector quantization; `scalar` keeps an int8 copy of every vector in RAM
+/// for a 4x smaller search working set, rescoring with the originals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Quantization {
+    #[default]
+    None,
+    Scalar,
+}
+
+impl Config {
+    /// Loads defaults, then `file` (if any), then the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with_env(file, std::env::vars())
+    }
+
+    /// Like [`Config::load`] with an explicit environment, so tests need not
+    /// mutate the process's.
+    pub fn load_with_env(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder().add_source(config::File::from_str(
+            DEFAULT_TOML,
+            config::FileFormat::Toml,
+        ));
+        if let Some(file) = file {
+            builder = builder.add_source(config::File::from(file).required(true));
+        }
+        let env: config::Map<String, String> = env
+            .into_iter()
+            .filter(|(key, _)| key.starts_with(&format!("{ENV_PREFIX}{ENV_SEPARATOR}")))
+            .collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator(ENV_SEPARATOR)
+                .separator(ENV_SEPARATOR)
+                .try_parsing(true)
+                .source(Some(env)),
+        );
+        let merged = builder
+            .build()
+            .map_err(|err| ConfigError::new(source_key(&err), err.to_string()))?;
+        let config: Config = serde_path_to_error::deserialize(merged).map_err(|err| {
+            let key = err.path().to_string();
+            ConfigError::new(key, err.into_inner().to_string())
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what types alone cannot express.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let limits = &self.limits;
+        if limits.max_limit == 0 {
+            return Err(ConfigError::new("limits.max_limit", "must be at least 1"));
+        }
+        if limits.default_limit == 0 || limits.default_limit > limits.max_limit {
+            return Err(ConfigError::new(
+                "limits.default_limit",
+                format!(
+                    "must be between 1 and limits.max_limit ({})",
+                    limits.max_limit
+                ),
+            ));
+        }
+        for (key, value) in [
+            ("limits.max_batch", limits.max_batch),
+            ("limits.max_payload_bytes", limits.max_payload_bytes),
+            ("limits.max_filter_depth", limits.max_filter_depth),
+            ("limits.max_filter_conditions", limits.max_filter_conditions),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::new(key, "must be at least 1"));
+            }
+        }
+        if self.namespaces.is_empty() {
+            return Err(ConfigError::new(
+                "namespaces",
+                "at least one namespace is required",
+            ));
+        }
+        for (name, ns) in &self.namespaces {
+            let key = |field: &str| format!("namespaces.{name}.{field}");
+            if !is_valid_namespace_name(name) {
+                return Err(ConfigError::new(
+                    format!("namespaces.{name}"),
+                    "names are 1-64 characters of a-z, 0-9, '_' and '-'",
+                ));
+            }
+            if ns.dim == 0 || ns.dim > MAX_DIM {
+                return Err(ConfigError::new(
+                    key("dim"),
+                    format!("must be between 1 and {MAX_DIM} (got {})", ns.dim),
+                ));
+            }
+            if ns.hnsw_m == 0 {
+                return Err(ConfigError::new(key("hnsw_m"), "must be at least 1"));
+            }
+            if ns.hnsw_ef_construct < 4 {
+                return Err(ConfigError::new(
+                    key("hnsw_ef_construct"),
+                    "must be at least 4",
+                ));
+            }
+        }
+        if self.server.grpc_addr == self.server.http_addr {
+            return Err(ConfigError::new(
+                "server.http_addr",
+                "must differ from server.grpc_addr",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Namespace names double as directory and Qdrant collection names.
+fn is_valid_namespace_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+/// Best-effort key for errors raised while merging sources (before typing).
+fn source_key(err: &config::ConfigError) -> String {
+    match err {
+        config::ConfigError::Type { key: Some(key), .. } => key.clone(),
+        config::ConfigError::NotFound(key) => key.clone(),
+        config::ConfigError::At { key: Some(key), .. } => key.clone(),
+        _ => "config".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        Config::load_with_env(None, env)
+    }
+
+    #[test]
+    fn defaults_load_and_declare_two_namespaces() {
+        let config = load(&[]).expect("defaults are valid");
+        assert_eq!(config.server.grpc_addr.port(), 50051);
+        assert_eq!(config.server.http_addr.port(), 8090);
+        assert_eq!(config.backend.kind, BackendKind::Embedded);
+        assert_eq!(config.backend.embedded.path, PathBuf::from("./data"));
+        let names: Vec<_> = config.namespaces.keys().cloned().collect();
+        assert_eq!(names, ["documents", "memories"]);
+        assert_eq!(config.namespaces["memories"].dim, 1024);
+        assert_eq!(config.namespaces["memories"].distance, Distance::Cosine);
+        assert_eq!(config.limits.max_limit, 100);
+        assert_eq!(config.limits.default_limit, 10);
+        assert_eq!(config.limits.max_batch, 256);
+    }
+
+    #[test]
+    fn env_overrides_nested_keys_and_adds_namespaces() {
+        let config = load(&[
+            ("VECMEM__SERVER__GRPC_ADDR", "127.0.0.1:7000"),
+            ("VECMEM__LIMITS__MAX_LIMIT", "500"),
+            ("VECMEM__NAMESPACES__NOTES__DIM", "384"),
+            ("VECMEM__NAMESPACES__NOTES__DISTANCE", "dot"),
+            ("UNRELATED", "x"),
+        ])
+        .expect("valid overrides");
+        assert_eq!(config.server.grpc_addr.to_string(), "127.0.0.1:7000");
+        assert_eq!(config.limits.max_limit, 500);
+        assert_eq!(config.namespaces["notes"].dim, 384);
+        assert_eq!(config.namespaces["notes"].distance, Distance::Dot);
+        assert_eq!(config.namespaces["notes"].hnsw_m, 16);
+    }
+
+    #[test]
+    fn unknown_key_is_rejected_with_its_path() {
+        let err = load(&[("VECMEM__SERVER__GRPC_PORT", "1")]).unwrap_err();
+        assert!(err.key.starts_with("server"), "{err}");
+        assert!(err.message.contains("grpc_port"), "{err}");
+    }
+
+    #[test]
+    fn invalid_value_names_the_dotted_key() {
+        let err = load(&[("VECMEM__SERVER__GRPC_ADDR", "not-an-address")]).unwrap_err();
+        assert_eq!(err.key, "server.grpc_addr", "{err}");
+
+        let err = load(&[("VECMEM__NAMESPACES__MEMORIES__DIM", "0")]).unwrap_err();
+        assert_eq!(err.key, "namespaces.memories.dim", "{err}");
+
+        let err = load(&[("VECMEM__NAMESPACES__MEMORIES__DISTANCE", "hamming")]).unwrap_err();
+        assert_eq!(err.key, "namespaces.memories.distance", "{err}");
+
+        let err = load(&[("VECMEM__LIMITS__DEFAULT_LIMIT", "1000")]).unwrap_err();
+        assert_eq!(err.key, "limits.default_limit", "{err}");
+
+        let err = load(&[("VECMEM__BACKEND__KIND", "sqlite")]).unwrap_err();
+        assert_eq!(err.key, "backend.kind", "{err}");
+    }
+
+    #[test]
+    fn a_file_overrides_defaults_and_env_overrides_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("vecmem.toml");
+        std::fs::write(&file, "[limits]\nmax_limit = 50\ndefault_limit = 5\n").expect("write");
+        let env = [("VECMEM__LIMITS__MAX_LIMIT".to_owned(), "60".to_owned())];
+        let config = Config::load_with_env(Some(&file), env).expect("valid");
+        assert_eq!(config.limits.max_limit, 60);
+        assert_eq!(config.limits.default_limit, 5);
+
+        let missing = dir.path().join("absent.toml");
+        assert!(Config::load_with_env(Some(&missing), []).is_err());
+    }
+}

@@ -1,0 +1,22 @@
+//! vecmem: a gRPC vector-memory service in front of Qdrant.
+//!
+//! Start with [`server::run`] for the whole service, [`core::Core`] for the
+//! request logic both transports share, and [`backend::VectorStore`] for the
+//! storage boundary. `../shared/ARCHITECTURE.md` fixes the contracts.
+
+pub mod api;
+pub mod backend;
+pub mod config;
+pub mod core;
+pub mod error;
+pub mod model;
+pub mod server;
+pub mod telemetry;
+
+/// Types and stubs generated from `proto/vecmem/v1/*.proto`.
+pub mod proto {
+    tonic::include_proto!("vecmem.v1");
+
+    /// The encoded descriptor set of `vecmem.v1`, served by reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("vecmem_descriptor");
+}

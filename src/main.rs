@@ -1,0 +1,130 @@
+//! The `vecmem` command line: parse, load the config, build the runtime, and
+//! hand over to the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use vecmem::config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "vecmem",
+    version,
+    about = "gRPC vector-memory service in front of Qdrant"
+)]
+struct Cli {
+    /// Config file layered over the compiled-in defaults.
+    #[arg(long, global = true, env = "VECMEM_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service until SIGINT or SIGTERM.
+    Serve,
+    /// Exit 0 if the server answers /health/ready with 200, else 1.
+    Health {
+        /// Readiness URL; defaults to this config's server.http_addr.
+        #[arg(long)]
+        url: Option<String>,
+        /// How long to wait for an answer, in milliseconds.
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("vecmem: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    match cli.command {
+        Command::Serve => serve(config),
+        Command::Health { url, timeout_ms } => {
+            health(&config, url, Duration::from_millis(timeout_ms))
+        }
+    }
+}
+
+fn serve(config: Config) -> ExitCode {
+    if let Err(err) = vecmem::telemetry::init(&config.log) {
+        eprintln!("vecmem: {err:#}");
+        return ExitCode::FAILURE;
+    }
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all().thread_name("vecmem-worker");
+    // Config wins over TOKIO_WORKER_THREADS, which tokio reads by itself.
+    let source = if config.runtime.worker_threads > 0 {
+        builder.worker_threads(config.runtime.worker_threads);
+        "runtime.worker_threads"
+    } else if std::env::var_os("TOKIO_WORKER_THREADS").is_some() {
+        "TOKIO_WORKER_THREADS"
+    } else {
+        "one per core"
+    };
+    let runtime = match builder.build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot build the tokio runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(
+        workers = runtime.metrics().num_workers(),
+        source,
+        "tokio runtime built"
+    );
+    match runtime.block_on(vecmem::server::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = format!("{err:#}"), "vecmem failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn health(config: &Config, url: Option<String>, timeout: Duration) -> ExitCode {
+    let url = url.unwrap_or_else(|| {
+        let addr = config.server.http_addr;
+        let host = if addr.ip().is_unspecified() {
+            "127.0.0.1".to_owned()
+        } else {
+            addr.ip().to_string()
+        };
+        let host = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host
+        };
+        format!("http://{host}:{}/health/ready", addr.port())
+    });
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("vecmem health: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(vecmem::api::health::probe_ready(&url, timeout)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("vecmem health: {url} is not ready");
+            ExitCode::FAILURE
+        }
+        Err(err) => {
+            eprintln!("vecmem health: {url}: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}

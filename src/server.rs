@@ -1,0 +1,210 @@
+//! Assembles the service: opens the store, builds the core, and serves gRPC
+//! and HTTP until told to stop, then shuts down in the order a load balancer
+//! needs: readiness off, listeners drained (bounded by
+//! `server.shutdown_grace_ms`), storage flushed.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::serve::ListenerExt;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::codec::CompressionEncoding;
+use tonic::service::Routes;
+
+use crate::api::deadline::GrpcDeadlineLayer;
+use crate::api::grpc::GrpcApi;
+use crate::api::health::{self, Health};
+use crate::backend::VectorStore;
+use crate::backend::embedded::EmbeddedStore;
+use crate::config::{BackendKind, Config};
+use crate::core::Core;
+use crate::proto;
+use crate::proto::memory_service_server::MemoryServiceServer;
+use crate::proto::namespace_service_server::NamespaceServiceServer;
+
+/// Room for protobuf framing and ids per memory on top of vector and payload.
+const PER_MEMORY_OVERHEAD: usize = 1024;
+
+/// A started server; [`Server::shutdown`] stops it gracefully.
+pub struct Server {
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    core: Arc<Core>,
+    health: Arc<Health>,
+    stop: CancellationToken,
+    listeners: Vec<JoinHandle<std::io::Result<()>>>,
+    checker: JoinHandle<()>,
+    grace: Duration,
+}
+
+/// Runs the service until SIGINT or SIGTERM, then shuts down gracefully.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let server = Server::start(config).await?;
+    wait_for_signal().await?;
+    tracing::info!("shutdown signal received");
+    server.shutdown().await
+}
+
+impl Server {
+    /// Opens storage and binds both listeners (port 0 picks a free port).
+    pub async fn start(config: Config) -> anyhow::Result<Self> {
+        let store = open_store(&config).await?;
+        let core = Arc::new(Core::new(&config, store));
+
+        let (reporter, health_service) = tonic_health::server::health_reporter();
+        let health = Health::new(core.clone(), reporter);
+        health.refresh().await;
+        let checker = health.spawn_checker();
+
+        let grpc = grpc_router(&config, core.clone(), health_service)?;
+        let http = health::router(health.clone());
+
+        let grpc_listener = bind(config.server.grpc_addr, "server.grpc_addr").await?;
+        let http_listener = bind(config.server.http_addr, "server.http_addr").await?;
+        let grpc_addr = grpc_listener.local_addr()?;
+        let http_addr = http_listener.local_addr()?;
+
+        let stop = CancellationToken::new();
+        let listeners = vec![
+            serve(grpc_listener, grpc, &stop),
+            serve(http_listener, http, &stop),
+        ];
+        tracing::info!(%grpc_addr, %http_addr, version = env!("CARGO_PKG_VERSION"), "vecmem listening");
+        Ok(Self {
+            grpc_addr,
+            http_addr,
+            core,
+            health,
+            stop,
+            listeners,
+            checker,
+            grace: Duration::from_millis(config.server.shutdown_grace_ms),
+        })
+    }
+
+    /// Readiness off, stop accepting, let in-flight calls finish (up to the
+    /// grace period), then flush storage.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.checker.abort();
+        self.health.begin_shutdown().await;
+        self.stop.cancel();
+        let drained = tokio::time::timeout(self.grace, futures_join(self.listeners)).await;
+        match drained {
+            Ok(results) => {
+                for result in results {
+                    result.context("listener task")?.context("listener")?;
+                }
+            }
+            Err(_) => tracing::warn!(
+                grace_ms = self.grace.as_millis() as u64,
+                "in-flight calls outlived the shutdown grace period"
+            ),
+        }
+        self.core.store().close().await?;
+        tracing::info!("vecmem stopped");
+        Ok(())
+    }
+}
+
+async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn VectorStore>> {
+    match config.backend.kind {
+        BackendKind::Embedded => {
+            let embedded = config.backend.embedded.clone();
+            let namespaces = config.namespaces.clone();
+            let store =
+                tokio::task::spawn_blocking(move || EmbeddedStore::open(&embedded, &namespaces))
+                    .await??;
+            tracing::info!(path = %config.backend.embedded.path.display(), "embedded engine opened");
+            Ok(Arc::new(store))
+        }
+    }
+}
+
+/// The gRPC services, served through axum so that our layers see every call.
+fn grpc_router(
+    config: &Config,
+    core: Arc<Core>,
+    health_service: tonic_health::pb::health_server::HealthServer<
+        impl tonic_health::pb::health_server::Health,
+    >,
+) -> anyhow::Result<Router> {
+    let api = GrpcApi::new(core);
+    let max_dim = config
+        .namespaces
+        .values()
+        .map(|ns| ns.dim as usize)
+        .max()
+        .unwrap_or(0);
+    let max_message = config.limits.max_batch
+        * (max_dim * 4 + config.limits.max_payload_bytes + PER_MEMORY_OVERHEAD);
+
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+    };
+    let memory = MemoryServiceServer::new(api.clone())
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(max_message)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip);
+    let namespaces = NamespaceServiceServer::new(api)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip);
+    let routes = Routes::new(memory)
+        .add_service(namespaces)
+        .add_service(health_service)
+        .add_service(reflection().build_v1()?)
+        .add_service(reflection().build_v1alpha()?);
+    // Outermost first: the deadline covers everything a call does.
+    Ok(routes.into_axum_router().layer(GrpcDeadlineLayer))
+}
+
+async fn bind(addr: SocketAddr, key: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} ({key})"))
+}
+
+fn serve(
+    listener: TcpListener,
+    router: Router,
+    stop: &CancellationToken,
+) -> JoinHandle<std::io::Result<()>> {
+    let listener = listener.tap_io(|tcp| {
+        // Small unary calls: send each response at once, no Nagle delay.
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %err, "cannot set TCP_NODELAY");
+        }
+    });
+    let stop = stop.clone().cancelled_owned();
+    tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(stop)
+            .await
+    })
+}
+
+async fn futures_join<T>(handles: Vec<JoinHandle<T>>) -> Vec<Result<T, tokio::task::JoinError>> {
+    let mut results = Vec::with_capacity(handles.len());
+    for handle in handles {
+        results.push(handle.await);
+    }
+    results
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result?,
+        _ = terminate.recv() => {}
+    }
+    Ok(())
+}
