@@ -256,7 +256,8 @@ impl Config {
                 ));
             }
         }
-        if self.server.grpc_addr == self.server.http_addr {
+        // Port 0 asks the OS for a free port, so two of those never clash.
+        if self.server.grpc_addr == self.server.http_addr && self.server.grpc_addr.port() != 0 {
             return Err(ConfigError::new(
                 "server.http_addr",
                 "must differ from server.grpc_addr",

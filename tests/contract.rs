@@ -1,0 +1,1194 @@
+//! The contract suite: real gRPC against a real `vecmem serve` process.
+//!
+//! Each test starts its own server on ephemeral ports with its own data
+//! directory, and checks behaviour a client relies on: round trips, filters,
+//! limits and thresholds, tenant isolation, durability across restarts and
+//! SIGKILL, and precise errors for malformed requests.
+
+mod support;
+
+use serde_json::json;
+use tempfile::TempDir;
+use tonic::Code;
+use tonic_types::StatusExt;
+use vecmem::proto::{self, condition::Test, delete_request::Selector};
+
+use support::data::*;
+use support::{NS, TestServer};
+
+fn start() -> (TempDir, TestServer) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path());
+    (dir, server)
+}
+
+#[tokio::test]
+async fn upsert_then_get_returns_what_was_written() {
+    let (_dir, server) = start();
+    let mut client = server.memory().await;
+
+    let ids = client
+        .upsert(upsert(
+            "alice",
+            vec![
+                memory(
+                    "pref-1",
+                    [1.0, 0.0, 0.0, 0.0],
+                    json!({"text": "likes tea", "n": 3, "tags": ["a", "b"]}),
+                ),
+                memory("", [0.0, 1.0, 0.0, 0.0], json!({"text": "server id"})),
+            ],
+        ))
+        .await
+        .expect("upsert")
+        .into_inner()
+        .ids;
+    assert_eq!(ids.len(), 2);
+    assert_eq!(ids[0], "pref-1");
+    let generated = uuid::Uuid::parse_str(&ids[1]).expect("server-made id is a UUID");
+    assert_eq!(generated.get_version_num(), 7);
+
+    let mut request = get("alice", &["pref-1", &ids[1], "absent"]);
+    request.with_vector = true;
+    let found = client.get(request).await.expect("get").into_inner();
+    assert_eq!(ids_of(&found.memories), ["pref-1", ids[1].as_str()]);
+    assert_eq!(found.missing_ids, ["absent"]);
+    let first = &found.memories[0];
+    assert_eq!(first.vector, [1.0, 0.0, 0.0, 0.0]);
+    assert_eq!(
+        from_struct(first.payload.as_ref().expect("payload")),
+        json!({"text": "likes tea", "n": 3.0, "tags": ["a", "b"]})
+    );
+    assert!(first.updated_at.is_some(), "server sets updated_at");
+
+    // Upsert by the same id replaces vector and payload.
+    client
+        .upsert(upsert(
+            "alice",
+            vec![memory(
+                "pref-1",
+                [0.0, 0.0, 1.0, 0.0],
+                json!({"text": "likes coffee"}),
+            )],
+        ))
+        .await
+        .expect("replace");
+    let mut request = get("alice", &["pref-1"]);
+    request.with_vector = true;
+    let replaced = client
+        .get(request)
+        .await
+        .expect("get")
+        .into_inner()
+        .memories;
+    assert_eq!(replaced[0].vector, [0.0, 0.0, 1.0, 0.0]);
+    assert_eq!(
+        from_struct(replaced[0].payload.as_ref().expect("payload")),
+        json!({"text": "likes coffee"})
+    );
+}
+
+#[tokio::test]
+async fn search_ranks_by_similarity_and_honours_limit_min_score_and_projection() {
+    let (_dir, server) = start();
+    let mut client = server.memory().await;
+    client
+        .upsert(upsert(
+            "t",
+            vec![
+                memory("exact", [1.0, 0.0, 0.0, 0.0], json!({"k": "a"})),
+                memory("close", [0.9, 0.1, 0.0, 0.0], json!({"k": "b"})),
+                memory("far", [0.0, 0.0, 0.0, 1.0], json!({"k": "c"})),
+                memory("opposite", [-1.0, 0.0, 0.0, 0.0], json!({"k": "d"})),
+            ],
+        ))
+        .await
+        .expect("upsert");
+
+    let all = client
+        .search(search("t", [1.0, 0.0, 0.0, 0.0], 10))
+        .await
+        .expect("search")
+        .into_inner();
+    assert_eq!(hit_ids(&all), ["exact", "close", "far", "opposite"]);
+    let scores: Vec<f32> = all.hits.iter().map(|h| h.score).collect();
+    assert!(
+        scores.windows(2).all(|w| w[0] >= w[1]),
+        "best first: {scores:?}"
+    );
+    assert!((scores[0] - 1.0).abs() < 1e-5);
+
+    let top2 = client
+        .search(search("t", [1.0, 0.0, 0.0, 0.0], 2))
+        .await
+        .expect("search")
+        .into_inner();
+    assert_eq!(hit_ids(&top2), ["exact", "close"]);
+
+    let mut thresholded = search("t", [1.0, 0.0, 0.0, 0.0], 10);
+    thresholded.min_score = Some(0.5);
+    let hits = client
+        .search(thresholded)
+        .await
+        .expect("search")
+        .into_inner();
+    assert_eq!(hit_ids(&hits), ["exact", "close"]);
+
+    // limit 0 means the default (10); projection off returns ids and scores only.
+    let mut bare = search("t", [1.0, 0.0, 0.0, 0.0], 0);
+    bare.with_payload = false;
+    let bare = client.search(bare).await.expect("search").into_inner();
+    assert_eq!(bare.hits.len(), 4);
+    let memory = bare.hits[0].memory.as_ref().expect("memory");
+    assert!(memory.payload.is_none() && memory.vector.is_empty());
+
+    let mut with_vector = search("t", [1.0, 0.0, 0.0, 0.0], 1);
+    with_vector.with_vector = true;
+    let hit = client
+        .search(with_vector)
+        .await
+        .expect("search")
+        .into_inner();
+    assert_eq!(
+        hit.hits[0].memory.as_ref().expect("memory").vector,
+        [1.0, 0.0, 0.0, 0.0]
+    );
+}
+
+#[tokio::test]
+async fn filters_select_by_payload() {
+    let (_dir, server) = start();
+    let mut client = server.memory().await;
+    client
+        .upsert(upsert(
+            "t",
+            vec![
+                memory("a", [1.0, 0.0, 0.0, 0.0], json!({"kind": "note", "n": 1, "pinned": true, "at": "2026-01-10T00:00:00Z", "src": {"app": "x"}})),
+                memory("b", [1.0, 0.1, 0.0, 0.0], json!({"kind": "note", "n": 5, "pinned": false, "at": "2026-03-10T00:00:00Z"})),
+                memory("c", [1.0, 0.2, 0.0, 0.0], json!({"kind": "chat", "n": 10, "at": "2026-06-10T00:00:00Z", "src": {"app": "y"}})),
+                memory("d", [1.0, 0.3, 0.0, 0.0], json!({"kind": "chat", "n": 2.5, "src": null})),
+            ],
+        ))
+        .await
+        .expect("upsert");
+
+    let query = |filter: proto::Filter| {
+        let mut request = search("t", [1.0, 0.0, 0.0, 0.0], 10);
+        request.filter = Some(filter);
+        request
+    };
+    let mut matching = async |filter: proto::Filter| -> Vec<String> {
+        let mut ids = hit_ids(
+            &client
+                .search(query(filter))
+                .await
+                .expect("search")
+                .into_inner(),
+        );
+        ids.sort();
+        ids
+    };
+
+    assert_eq!(
+        matching(must(vec![keyword("kind", "note")])).await,
+        ["a", "b"]
+    );
+    assert_eq!(matching(must(vec![integer("n", 10)])).await, ["c"]);
+    let pinned = cond(
+        "pinned",
+        Test::Equals(proto::MatchValue {
+            value: Some(proto::match_value::Value::Boolean(true)),
+        }),
+    );
+    assert_eq!(matching(must(vec![pinned])).await, ["a"]);
+    assert_eq!(matching(must(vec![keyword("src.app", "y")])).await, ["c"]);
+
+    let any_of = cond(
+        "n",
+        Test::AnyOf(proto::AnyOf {
+            keywords: vec![],
+            integers: vec![1, 10],
+        }),
+    );
+    assert_eq!(matching(must(vec![any_of])).await, ["a", "c"]);
+    let any_kind = cond(
+        "kind",
+        Test::AnyOf(proto::AnyOf {
+            keywords: vec!["chat".into()],
+            integers: vec![],
+        }),
+    );
+    assert_eq!(matching(must(vec![any_kind])).await, ["c", "d"]);
+
+    let range = cond(
+        "n",
+        Test::Range(proto::NumberRange {
+            gte: Some(2.0),
+            lt: Some(10.0),
+            ..Default::default()
+        }),
+    );
+    assert_eq!(matching(must(vec![range])).await, ["b", "d"]);
+
+    let since_february = cond(
+        "at",
+        Test::DatetimeRange(proto::DatetimeRange {
+            gte: Some(prost_types::Timestamp {
+                seconds: 1_769_904_000,
+                nanos: 0,
+            }), // 2026-02-01
+            ..Default::default()
+        }),
+    );
+    assert_eq!(matching(must(vec![since_february])).await, ["b", "c"]);
+
+    let exists = cond("src", Test::Exists(proto::Exists {}));
+    assert_eq!(matching(must(vec![exists])).await, ["a", "c"]);
+
+    let not_notes = proto::Filter {
+        must_not: vec![keyword("kind", "note")],
+        ..Default::default()
+    };
+    assert_eq!(matching(not_notes).await, ["c", "d"]);
+
+    let either = proto::Filter {
+        should: vec![integer("n", 1), keyword("kind", "chat")],
+        ..Default::default()
+    };
+    assert_eq!(matching(either).await, ["a", "c", "d"]);
+
+    // chat AND (n = 10 OR n absent-as-integer): a nested group.
+    let group = proto::Condition {
+        key: String::new(),
+        test: Some(Test::Group(proto::Filter {
+            should: vec![integer("n", 10), integer("n", 1)],
+            ..Default::default()
+        })),
+    };
+    assert_eq!(
+        matching(must(vec![keyword("kind", "chat"), group])).await,
+        ["c"]
+    );
+
+    let counted = client
+        .count(count("t", Some(must(vec![keyword("kind", "chat")]))))
+        .await
+        .expect("count");
+    assert_eq!(counted.into_inner().count, 2);
+}
+
+#[tokio::test]
+async fn delete_by_ids_filter_and_all() {
+    let (_dir, server) = start();
+    let mut client = server.memory().await;
+    let memories = (0..6)
+        .map(|i| {
+            memory(
+                &format!("m{i}"),
+                [1.0, i as f32, 0.0, 0.0],
+                json!({"even": i % 2 == 0}),
+            )
+        })
+        .collect();
+    client.upsert(upsert("t", memories)).await.expect("upsert");
+
+    let delete = |selector| proto::DeleteRequest {
+        namespace: NS.into(),
+        tenant: "t".into(),
+        selector: Some(selector),
+    };
+    client
+        .delete(delete(Selector::Ids(proto::MemoryIds {
+            values: vec!["m0".into(), "missing".into()],
+        })))
+        .await
+        .expect("delete ids");
+    assert_eq!(
+        client
+            .count(count("t", None))
+            .await
+            .expect("count")
+            .into_inner()
+            .count,
+        5
+    );
+
+    let evens = cond(
+        "even",
+        Test::Equals(proto::MatchValue {
+            value: Some(proto::match_value::Value::Boolean(true)),
+        }),
+    );
+    client
+        .delete(delete(Selector::Filter(must(vec![evens]))))
+        .await
+        .expect("delete filter");
+    let left = client
+        .get(get("t", &["m1", "m2", "m3", "m4", "m5"]))
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(ids_of(&left.memories), ["m1", "m3", "m5"]);
+
+    client
+        .delete(delete(Selector::All(true)))
+        .await
+        .expect("delete all");
+    assert_eq!(
+        client
+            .count(count("t", None))
+            .await
+            .expect("count")
+            .into_inner()
+            .count,
+        0
+    );
+}
+
+#[tokio::test]
+async fn scroll_pages_through_every_memory_once() {
+    let (_dir, server) = start();
+    let mut client = server.memory().await;
+    let memories: Vec<_> = (0..25)
+        .map(|i| {
+            memory(
+                &format!("m{i:02}"),
+                [1.0, i as f32, 0.0, 0.0],
+                json!({"i": i, "odd": i % 2 == 1}),
+            )
+        })
+        .collect();
+    client.upsert(upsert("t", memories)).await.expect("upsert");
+
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    for _page in 0..10 {
+        let page = client
+            .scroll(proto::ScrollRequest {
+                namespace: NS.into(),
+                tenant: "t".into(),
+                limit: 10,
+                page_token: token.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect("scroll")
+            .into_inner();
+        assert!(page.memories.len() <= 10);
+        assert!(
+            page.memories.iter().all(|m| m.payload.is_some()),
+            "scroll returns payloads"
+        );
+        seen.extend(ids_of(&page.memories));
+        token = page.next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    assert!(token.is_empty(), "scroll ended");
+    seen.sort();
+    let expected: Vec<_> = (0..25).map(|i| format!("m{i:02}")).collect();
+    assert_eq!(seen, expected);
+
+    let odd = cond(
+        "odd",
+        Test::Equals(proto::MatchValue {
+            value: Some(proto::match_value::Value::Boolean(true)),
+        }),
+    );
+    let filtered = client
+        .scroll(proto::ScrollRequest {
+            namespace: NS.into(),
+            tenant: "t".into(),
+            filter: Some(must(vec![odd])),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .expect("scroll")
+        .into_inner();
+    assert_eq!(filtered.memories.len(), 12);
+    assert!(filtered.next_page_token.is_empty());
+}
+
+#[tokio::test]
+async fn update_payload_merges_or_replaces_and_reports_missing_ids() {
+    let (_dir, server) = start();
+    let mut client = server.memory().await;
+    client
+        .upsert(upsert(
+            "t",
+            vec![
+                memory(
+                    "a",
+                    [1.0, 0.0, 0.0, 0.0],
+                    json!({"keep": 1, "change": "old"}),
+                ),
+                memory("b", [0.0, 1.0, 0.0, 0.0], json!({"keep": 2})),
+            ],
+        ))
+        .await
+        .expect("upsert");
+    let before = client
+        .get(get("t", &["a"]))
+        .await
+        .expect("get")
+        .into_inner()
+        .memories[0]
+        .updated_at;
+
+    let update = |ids: &[&str], payload, replace| proto::UpdatePayloadRequest {
+        namespace: NS.into(),
+        tenant: "t".into(),
+        ids: ids.iter().map(|s| s.to_string()).collect(),
+        payload: Some(to_struct(payload)),
+        replace,
+    };
+    let merged = client
+        .update_payload(update(
+            &["a", "nope"],
+            json!({"change": "new", "added": true}),
+            false,
+        ))
+        .await
+        .expect("merge")
+        .into_inner();
+    assert_eq!(merged.updated_ids, ["a"]);
+    assert_eq!(merged.missing_ids, ["nope"]);
+
+    let mut request = get("t", &["a"]);
+    request.with_vector = true;
+    let a = client
+        .get(request)
+        .await
+        .expect("get")
+        .into_inner()
+        .memories
+        .remove(0);
+    assert_eq!(
+        from_struct(a.payload.as_ref().expect("payload")),
+        json!({"keep": 1.0, "change": "new", "added": true})
+    );
+    assert_eq!(a.vector, [1.0, 0.0, 0.0, 0.0], "vector untouched");
+    let seconds_nanos = |t: Option<prost_types::Timestamp>| t.map(|t| (t.seconds, t.nanos));
+    assert!(
+        seconds_nanos(a.updated_at) > seconds_nanos(before),
+        "updated_at moves forward"
+    );
+
+    client
+        .update_payload(update(&["b"], json!({"only": "this"}), true))
+        .await
+        .expect("replace");
+    let b = client
+        .get(get("t", &["b"]))
+        .await
+        .expect("get")
+        .into_inner()
+        .memories
+        .remove(0);
+    assert_eq!(
+        from_struct(b.payload.as_ref().expect("payload")),
+        json!({"only": "this"})
+    );
+
+    // The merged payload is filterable like any other.
+    let hits = client
+        .count(count("t", Some(must(vec![keyword("change", "new")]))))
+        .await
+        .expect("count");
+    assert_eq!(hits.into_inner().count, 1);
+}
+
+#[tokio::test]
+async fn search_batch_answers_in_request_order() {
+    let (_dir, server) = start();
+    let mut client = server.memory().await;
+    client
+        .upsert(upsert(
+            "t",
+            vec![
+                memory("x", [1.0, 0.0, 0.0, 0.0], json!({})),
+                memory("y", [0.0, 1.0, 0.0, 0.0], json!({})),
+            ],
+        ))
+        .await
+        .expect("upsert");
+    client
+        .upsert(upsert(
+            "u",
+            vec![memory("z", [0.0, 1.0, 0.0, 0.0], json!({}))],
+        ))
+        .await
+        .expect("upsert");
+
+    let batch = proto::SearchBatchRequest {
+        searches: vec![
+            search("t", [0.0, 1.0, 0.0, 0.0], 1),
+            search("u", [1.0, 0.0, 0.0, 0.0], 5),
+            search("t", [1.0, 0.0, 0.0, 0.0], 1),
+        ],
+    };
+    let results = client
+        .search_batch(batch)
+        .await
+        .expect("batch")
+        .into_inner()
+        .results;
+    let ids: Vec<_> = results.iter().map(hit_ids).collect();
+    assert_eq!(ids, [vec!["y"], vec!["z"], vec!["x"]]);
+}
+
+#[tokio::test]
+async fn tenants_never_see_each_others_memories() {
+    let (_dir, server) = start();
+    let mut client = server.memory().await;
+    for (tenant, text) in [("alice", "alice's"), ("bob", "bob's")] {
+        client
+            .upsert(upsert(
+                tenant,
+                vec![
+                    memory(
+                        "pref-1",
+                        [1.0, 0.0, 0.0, 0.0],
+                        json!({"text": text, "kind": "pref"}),
+                    ),
+                    memory(
+                        &format!("{tenant}-only"),
+                        [0.9, 0.1, 0.0, 0.0],
+                        json!({"text": text, "kind": "pref"}),
+                    ),
+                ],
+            ))
+            .await
+            .expect("upsert");
+    }
+
+    let alice = client
+        .search(search("alice", [1.0, 0.0, 0.0, 0.0], 10))
+        .await
+        .expect("search")
+        .into_inner();
+    assert_eq!(hit_ids(&alice), ["pref-1", "alice-only"]);
+    for hit in &alice.hits {
+        let payload = from_struct(
+            hit.memory
+                .as_ref()
+                .and_then(|m| m.payload.as_ref())
+                .expect("payload"),
+        );
+        assert_eq!(payload["text"], "alice's");
+    }
+
+    let bob_get = client
+        .get(get("bob", &["pref-1", "alice-only"]))
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(
+        from_struct(bob_get.memories[0].payload.as_ref().expect("payload"))["text"],
+        "bob's"
+    );
+    assert_eq!(bob_get.missing_ids, ["alice-only"]);
+
+    // A filter cannot widen the tenant: matching alice's text from bob finds nothing.
+    let spoof = client
+        .count(count("bob", Some(must(vec![keyword("text", "alice's")]))))
+        .await
+        .expect("count");
+    assert_eq!(spoof.into_inner().count, 0);
+
+    let scrolled = client
+        .scroll(proto::ScrollRequest {
+            namespace: NS.into(),
+            tenant: "bob".into(),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .expect("scroll")
+        .into_inner();
+    let mut ids = ids_of(&scrolled.memories);
+    ids.sort();
+    assert_eq!(ids, ["bob-only", "pref-1"]);
+
+    // Deleting everything of kind "pref" for bob leaves alice untouched.
+    client
+        .delete(proto::DeleteRequest {
+            namespace: NS.into(),
+            tenant: "bob".into(),
+            selector: Some(Selector::Filter(must(vec![keyword("kind", "pref")]))),
+        })
+        .await
+        .expect("delete");
+    client
+        .delete(proto::DeleteRequest {
+            namespace: NS.into(),
+            tenant: "bob".into(),
+            selector: Some(Selector::All(true)),
+        })
+        .await
+        .expect("delete all");
+    let update = proto::UpdatePayloadRequest {
+        namespace: NS.into(),
+        tenant: "bob".into(),
+        ids: vec!["pref-1".into()],
+        payload: Some(to_struct(json!({"text": "overwritten"}))),
+        replace: true,
+    };
+    assert_eq!(
+        client
+            .update_payload(update)
+            .await
+            .expect("update")
+            .into_inner()
+            .missing_ids,
+        ["pref-1"]
+    );
+    assert_eq!(
+        client
+            .count(count("bob", None))
+            .await
+            .expect("count")
+            .into_inner()
+            .count,
+        0
+    );
+    assert_eq!(
+        client
+            .count(count("alice", None))
+            .await
+            .expect("count")
+            .into_inner()
+            .count,
+        2
+    );
+    let alice = client
+        .get(get("alice", &["pref-1"]))
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(
+        from_struct(alice.memories[0].payload.as_ref().expect("payload"))["text"],
+        "alice's"
+    );
+}
+
+/// Writes `n` memories one call each and deletes every third: the state a
+/// restart must reproduce exactly.
+async fn write_acknowledged_history(server: &TestServer, n: usize) -> Vec<String> {
+    let mut client = server.memory().await;
+    let mut kept = Vec::new();
+    for i in 0..n {
+        let id = format!("m{i}");
+        client
+            .upsert(upsert(
+                "durable",
+                vec![memory(&id, [1.0, i as f32, 0.5, 0.0], json!({"i": i}))],
+            ))
+            .await
+            .expect("acknowledged upsert");
+        kept.push(id);
+    }
+    for i in (0..n).step_by(3) {
+        client
+            .delete(proto::DeleteRequest {
+                namespace: NS.into(),
+                tenant: "durable".into(),
+                selector: Some(Selector::Ids(proto::MemoryIds {
+                    values: vec![format!("m{i}")],
+                })),
+            })
+            .await
+            .expect("acknowledged delete");
+        kept.retain(|id| id != &format!("m{i}"));
+    }
+    let merge = proto::UpdatePayloadRequest {
+        namespace: NS.into(),
+        tenant: "durable".into(),
+        ids: vec!["m1".into()],
+        payload: Some(to_struct(json!({"edited": true}))),
+        replace: false,
+    };
+    client
+        .update_payload(merge)
+        .await
+        .expect("acknowledged payload update");
+    kept
+}
+
+async fn assert_history_survived(server: &TestServer, kept: &[String], n: usize) {
+    let mut client = server.memory().await;
+    let all: Vec<String> = (0..n).map(|i| format!("m{i}")).collect();
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    let found = client
+        .get(get("durable", &all))
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(
+        ids_of(&found.memories),
+        kept,
+        "exactly the acknowledged memories survive"
+    );
+    let edited = found.memories.iter().find(|m| m.id == "m1").expect("m1");
+    assert_eq!(
+        from_struct(edited.payload.as_ref().expect("payload"))["edited"],
+        true
+    );
+    let counted = client
+        .count(count("durable", None))
+        .await
+        .expect("count")
+        .into_inner()
+        .count;
+    assert_eq!(counted as usize, kept.len());
+}
+
+#[tokio::test]
+async fn a_graceful_restart_keeps_every_acknowledged_write() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path());
+    let kept = write_acknowledged_history(&server, 30).await;
+    let status = server.terminate();
+    assert!(status.success(), "graceful shutdown exits 0, got {status}");
+
+    let server = TestServer::start(dir.path());
+    assert_history_survived(&server, &kept, 30).await;
+}
+
+#[tokio::test]
+async fn sigkill_after_acknowledged_writes_loses_none() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path());
+    let kept = write_acknowledged_history(&server, 30).await;
+    server.kill();
+
+    let server = TestServer::start(dir.path());
+    assert_history_survived(&server, &kept, 30).await;
+}
+
+#[tokio::test]
+async fn namespaces_are_listed_and_described() {
+    let (_dir, server) = start();
+    let mut memories = server.memory().await;
+    memories
+        .upsert(upsert(
+            "t",
+            vec![
+                memory("a", [1.0, 0.0, 0.0, 0.0], json!({})),
+                memory("b", [0.0, 1.0, 0.0, 0.0], json!({})),
+            ],
+        ))
+        .await
+        .expect("upsert");
+    let mut client = server.namespaces().await;
+    let listed = client
+        .list_namespaces(proto::ListNamespacesRequest {})
+        .await
+        .expect("list")
+        .into_inner();
+    let names: Vec<_> = listed.namespaces.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(names, ["documents", "memories", NS]);
+
+    let info = client
+        .describe_namespace(proto::DescribeNamespaceRequest {
+            namespace: NS.into(),
+        })
+        .await
+        .expect("describe")
+        .into_inner();
+    assert_eq!(info.dim, 4);
+    assert_eq!(info.distance(), proto::Distance::Cosine);
+    assert_eq!(info.points_count, 2);
+
+    let missing = client
+        .describe_namespace(proto::DescribeNamespaceRequest {
+            namespace: "nope".into(),
+        })
+        .await
+        .expect_err("unknown namespace");
+    assert_eq!(missing.code(), Code::NotFound);
+}
+
+/// A malformed request, the code it must get, and the field it must name.
+struct Malformed {
+    name: &'static str,
+    code: Code,
+    field: Option<&'static str>,
+    call: Call,
+}
+
+enum Call {
+    Upsert(proto::UpsertRequest),
+    Search(proto::SearchRequest),
+    Batch(proto::SearchBatchRequest),
+    Get(proto::GetRequest),
+    Delete(proto::DeleteRequest),
+    Scroll(proto::ScrollRequest),
+    Count(proto::CountRequest),
+    Update(proto::UpdatePayloadRequest),
+}
+
+fn malformed_requests() -> Vec<Malformed> {
+    let ok_vector = [1.0, 0.0, 0.0, 0.0];
+    let bad = |name, field, call| Malformed {
+        name,
+        code: Code::InvalidArgument,
+        field: Some(field),
+        call,
+    };
+    let with_filter = |filter: proto::Filter| {
+        let mut request = search("t", ok_vector, 5);
+        request.filter = Some(filter);
+        Call::Search(request)
+    };
+    vec![
+        bad(
+            "wrong dimension",
+            "memories[0].vector",
+            Call::Upsert(upsert(
+                "t",
+                vec![proto::Memory {
+                    id: "a".into(),
+                    vector: vec![1.0; 3],
+                    ..Default::default()
+                }],
+            )),
+        ),
+        bad(
+            "empty vector",
+            "memories[0].vector",
+            Call::Upsert(upsert(
+                "t",
+                vec![proto::Memory {
+                    id: "a".into(),
+                    ..Default::default()
+                }],
+            )),
+        ),
+        bad(
+            "NaN component",
+            "memories[1].vector",
+            Call::Upsert(upsert(
+                "t",
+                vec![
+                    memory("a", ok_vector, json!({})),
+                    memory("b", [1.0, f32::NAN, 0.0, 0.0], json!({})),
+                ],
+            )),
+        ),
+        bad(
+            "infinite component",
+            "vector",
+            Call::Search(search("t", [f32::INFINITY, 0.0, 0.0, 0.0], 5)),
+        ),
+        bad(
+            "empty tenant",
+            "tenant",
+            Call::Upsert(upsert("", vec![memory("a", ok_vector, json!({}))])),
+        ),
+        bad(
+            "oversized tenant",
+            "tenant",
+            Call::Get(get(&"t".repeat(129), &["a"])),
+        ),
+        bad(
+            "oversized id",
+            "memories[0].id",
+            Call::Upsert(upsert(
+                "t",
+                vec![memory(&"i".repeat(129), ok_vector, json!({}))],
+            )),
+        ),
+        bad(
+            "duplicate ids",
+            "memories[1].id",
+            Call::Upsert(upsert(
+                "t",
+                vec![
+                    memory("a", ok_vector, json!({})),
+                    memory("a", ok_vector, json!({})),
+                ],
+            )),
+        ),
+        bad("no memories", "memories", Call::Upsert(upsert("t", vec![]))),
+        bad(
+            "oversized batch",
+            "memories",
+            Call::Upsert(upsert(
+                "t",
+                (0..257)
+                    .map(|i| memory(&i.to_string(), ok_vector, json!({})))
+                    .collect(),
+            )),
+        ),
+        bad(
+            "oversized payload",
+            "memories[0].payload",
+            Call::Upsert(upsert(
+                "t",
+                vec![memory("a", ok_vector, json!({"text": "x".repeat(70_000)}))],
+            )),
+        ),
+        bad(
+            "NaN in payload",
+            "memories[0].payload.score",
+            Call::Upsert(upsert(
+                "t",
+                vec![proto::Memory {
+                    id: "a".into(),
+                    vector: ok_vector.to_vec(),
+                    payload: Some(prost_types::Struct {
+                        fields: [(
+                            "score".to_string(),
+                            prost_types::Value {
+                                kind: Some(prost_types::value::Kind::NumberValue(f64::NAN)),
+                            },
+                        )]
+                        .into(),
+                    }),
+                    updated_at: None,
+                }],
+            )),
+        ),
+        bad(
+            "limit above cap",
+            "limit",
+            Call::Search(search("t", ok_vector, 101)),
+        ),
+        bad(
+            "infinite min_score",
+            "min_score",
+            Call::Search({
+                let mut r = search("t", ok_vector, 5);
+                r.min_score = Some(f32::NEG_INFINITY);
+                r
+            }),
+        ),
+        bad(
+            "condition without test",
+            "filter.must[0]",
+            with_filter(must(vec![proto::Condition {
+                key: "k".into(),
+                test: None,
+            }])),
+        ),
+        bad(
+            "empty filter key",
+            "filter.must[0].key",
+            with_filter(must(vec![keyword("", "x")])),
+        ),
+        bad(
+            "malformed filter key",
+            "filter.must[0].key",
+            with_filter(must(vec![keyword("a..b", "x")])),
+        ),
+        bad(
+            "equals without value",
+            "filter.must[0].equals",
+            with_filter(must(vec![cond(
+                "k",
+                Test::Equals(proto::MatchValue { value: None }),
+            )])),
+        ),
+        bad(
+            "any_of of both kinds",
+            "filter.must[0].any_of",
+            with_filter(must(vec![cond(
+                "k",
+                Test::AnyOf(proto::AnyOf {
+                    keywords: vec!["a".into()],
+                    integers: vec![1],
+                }),
+            )])),
+        ),
+        bad(
+            "range without bounds",
+            "filter.must[0].range",
+            with_filter(must(vec![cond(
+                "k",
+                Test::Range(proto::NumberRange::default()),
+            )])),
+        ),
+        bad(
+            "filter nested too deep",
+            "filter.must[0].group.must[0].group.must[0].group.must[0].group",
+            with_filter(nested_groups(5)),
+        ),
+        bad(
+            "too many conditions",
+            "filter",
+            with_filter(must((0..65).map(|i| integer("k", i)).collect())),
+        ),
+        bad(
+            "group with a key",
+            "filter.must[0].key",
+            with_filter(must(vec![proto::Condition {
+                key: "k".into(),
+                test: Some(Test::Group(proto::Filter::default())),
+            }])),
+        ),
+        bad(
+            "unknown consistency",
+            "consistency",
+            Call::Search({
+                let mut r = search("t", ok_vector, 5);
+                r.consistency = 7;
+                r
+            }),
+        ),
+        bad("get without ids", "ids", Call::Get(get("t", &[]))),
+        bad(
+            "delete without selector",
+            "selector",
+            Call::Delete(proto::DeleteRequest {
+                namespace: NS.into(),
+                tenant: "t".into(),
+                selector: None,
+            }),
+        ),
+        bad(
+            "delete by empty filter",
+            "filter",
+            Call::Delete(proto::DeleteRequest {
+                namespace: NS.into(),
+                tenant: "t".into(),
+                selector: Some(Selector::Filter(proto::Filter::default())),
+            }),
+        ),
+        bad(
+            "delete all=false",
+            "all",
+            Call::Delete(proto::DeleteRequest {
+                namespace: NS.into(),
+                tenant: "t".into(),
+                selector: Some(Selector::All(false)),
+            }),
+        ),
+        bad(
+            "bad page token",
+            "page_token",
+            Call::Scroll(proto::ScrollRequest {
+                namespace: NS.into(),
+                tenant: "t".into(),
+                page_token: "not-a-token".into(),
+                ..Default::default()
+            }),
+        ),
+        bad(
+            "empty namespace",
+            "namespace",
+            Call::Count(proto::CountRequest {
+                namespace: String::new(),
+                tenant: "t".into(),
+                filter: None,
+            }),
+        ),
+        bad(
+            "update without ids",
+            "ids",
+            Call::Update(proto::UpdatePayloadRequest {
+                namespace: NS.into(),
+                tenant: "t".into(),
+                ..Default::default()
+            }),
+        ),
+        bad(
+            "batch item with a bad vector",
+            "searches[1].vector",
+            Call::Batch(proto::SearchBatchRequest {
+                searches: vec![
+                    search("t", ok_vector, 1),
+                    search("t", [0.0; 4].map(|_| f32::NAN), 1),
+                ],
+            }),
+        ),
+        bad(
+            "empty batch",
+            "searches",
+            Call::Batch(proto::SearchBatchRequest { searches: vec![] }),
+        ),
+        Malformed {
+            name: "unknown namespace",
+            code: Code::NotFound,
+            field: None,
+            call: Call::Search(proto::SearchRequest {
+                namespace: "nope".into(),
+                ..search("t", ok_vector, 5)
+            }),
+        },
+    ]
+}
+
+fn nested_groups(depth: usize) -> proto::Filter {
+    let mut filter = must(vec![integer("k", 1)]);
+    for _ in 0..depth {
+        filter = must(vec![proto::Condition {
+            key: String::new(),
+            test: Some(Test::Group(filter)),
+        }]);
+    }
+    filter
+}
+
+#[tokio::test]
+async fn malformed_requests_get_precise_errors_and_write_nothing() {
+    let (_dir, server) = start();
+    let mut client = server.memory().await;
+    let cases = malformed_requests();
+    assert!(cases.len() >= 20);
+    for case in cases {
+        let result = match case.call {
+            Call::Upsert(r) => client.upsert(r).await.map(drop),
+            Call::Search(r) => client.search(r).await.map(drop),
+            Call::Batch(r) => client.search_batch(r).await.map(drop),
+            Call::Get(r) => client.get(r).await.map(drop),
+            Call::Delete(r) => client.delete(r).await.map(drop),
+            Call::Scroll(r) => client.scroll(r).await.map(drop),
+            Call::Count(r) => client.count(r).await.map(drop),
+            Call::Update(r) => client.update_payload(r).await.map(drop),
+        };
+        let status = result.expect_err(case.name);
+        assert_eq!(status.code(), case.code, "{}: {status:?}", case.name);
+        if let Some(field) = case.field {
+            let details = status.get_error_details();
+            let violations = &details
+                .bad_request()
+                .unwrap_or_else(|| panic!("{}: no BadRequest", case.name))
+                .field_violations;
+            assert!(
+                violations.iter().any(|v| v.field == field),
+                "{}: expected field {field}, got {violations:?}",
+                case.name
+            );
+        }
+    }
+
+    // Nothing was written, and the server still serves.
+    assert_eq!(
+        client
+            .count(count("t", None))
+            .await
+            .expect("count")
+            .into_inner()
+            .count,
+        0
+    );
+    client
+        .upsert(upsert(
+            "t",
+            vec![memory("ok", [1.0, 0.0, 0.0, 0.0], json!({}))],
+        ))
+        .await
+        .expect("still serving");
+    assert_eq!(
+        client
+            .count(count("t", None))
+            .await
+            .expect("count")
+            .into_inner()
+            .count,
+        1
+    );
+}

@@ -1,0 +1,141 @@
+//! Builders for requests, so tests read as what they check.
+
+#![allow(dead_code)]
+
+use prost_types::value::Kind;
+use serde_json::Value;
+use vecmem::proto::{self, condition::Test};
+
+use super::NS;
+
+pub fn to_struct(json: Value) -> prost_types::Struct {
+    let Value::Object(map) = json else {
+        panic!("payload must be an object");
+    };
+    prost_types::Struct {
+        fields: map.into_iter().map(|(k, v)| (k, to_value(v))).collect(),
+    }
+}
+
+fn to_value(json: Value) -> prost_types::Value {
+    let kind = match json {
+        Value::Null => Kind::NullValue(0),
+        Value::Bool(b) => Kind::BoolValue(b),
+        Value::Number(n) => Kind::NumberValue(n.as_f64().expect("number")),
+        Value::String(s) => Kind::StringValue(s),
+        Value::Array(items) => Kind::ListValue(prost_types::ListValue {
+            values: items.into_iter().map(to_value).collect(),
+        }),
+        Value::Object(_) => Kind::StructValue(to_struct(json)),
+    };
+    prost_types::Value { kind: Some(kind) }
+}
+
+pub fn from_struct(s: &prost_types::Struct) -> Value {
+    Value::Object(
+        s.fields
+            .iter()
+            .map(|(k, v)| (k.clone(), from_value(v)))
+            .collect(),
+    )
+}
+
+fn from_value(v: &prost_types::Value) -> Value {
+    match &v.kind {
+        None | Some(Kind::NullValue(_)) => Value::Null,
+        Some(Kind::BoolValue(b)) => Value::Bool(*b),
+        Some(Kind::NumberValue(n)) => serde_json::json!(n),
+        Some(Kind::StringValue(s)) => Value::String(s.clone()),
+        Some(Kind::ListValue(l)) => Value::Array(l.values.iter().map(from_value).collect()),
+        Some(Kind::StructValue(s)) => from_struct(s),
+    }
+}
+
+pub fn memory(id: &str, vector: [f32; 4], payload: Value) -> proto::Memory {
+    proto::Memory {
+        id: id.into(),
+        vector: vector.to_vec(),
+        payload: Some(to_struct(payload)),
+        updated_at: None,
+    }
+}
+
+pub fn upsert(tenant: &str, memories: Vec<proto::Memory>) -> proto::UpsertRequest {
+    proto::UpsertRequest {
+        namespace: NS.into(),
+        tenant: tenant.into(),
+        memories,
+    }
+}
+
+pub fn search(tenant: &str, vector: [f32; 4], limit: u32) -> proto::SearchRequest {
+    proto::SearchRequest {
+        namespace: NS.into(),
+        tenant: tenant.into(),
+        vector: vector.to_vec(),
+        limit,
+        with_payload: true,
+        ..Default::default()
+    }
+}
+
+pub fn get(tenant: &str, ids: &[&str]) -> proto::GetRequest {
+    proto::GetRequest {
+        namespace: NS.into(),
+        tenant: tenant.into(),
+        ids: ids.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+pub fn count(tenant: &str, filter: Option<proto::Filter>) -> proto::CountRequest {
+    proto::CountRequest {
+        namespace: NS.into(),
+        tenant: tenant.into(),
+        filter,
+    }
+}
+
+pub fn must(conditions: Vec<proto::Condition>) -> proto::Filter {
+    proto::Filter {
+        must: conditions,
+        ..Default::default()
+    }
+}
+
+pub fn cond(key: &str, test: Test) -> proto::Condition {
+    proto::Condition {
+        key: key.into(),
+        test: Some(test),
+    }
+}
+
+pub fn keyword(key: &str, value: &str) -> proto::Condition {
+    cond(
+        key,
+        Test::Equals(proto::MatchValue {
+            value: Some(proto::match_value::Value::Keyword(value.into())),
+        }),
+    )
+}
+
+pub fn integer(key: &str, value: i64) -> proto::Condition {
+    cond(
+        key,
+        Test::Equals(proto::MatchValue {
+            value: Some(proto::match_value::Value::Integer(value)),
+        }),
+    )
+}
+
+pub fn ids_of(memories: &[proto::Memory]) -> Vec<String> {
+    memories.iter().map(|m| m.id.clone()).collect()
+}
+
+pub fn hit_ids(response: &proto::SearchResponse) -> Vec<String> {
+    response
+        .hits
+        .iter()
+        .map(|h| h.memory.as_ref().expect("memory").id.clone())
+        .collect()
+}
