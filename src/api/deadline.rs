@@ -87,6 +87,60 @@ fn parse_grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::convert::Infallible;
+    use tower::ServiceExt;
+
+    fn slow_service()
+    -> impl Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future: Send> + Clone
+    {
+        tower::service_fn(|_request: Request<Body>| async {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            Ok::<_, Infallible>(Response::new(Body::empty()))
+        })
+    }
+
+    fn request(timeout: Option<&str>) -> Request<Body> {
+        let mut request = Request::new(Body::empty());
+        if let Some(timeout) = timeout {
+            request
+                .headers_mut()
+                .insert(GRPC_TIMEOUT_HEADER, timeout.parse().expect("header value"));
+        }
+        request
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_expired_deadline_answers_deadline_exceeded_at_the_deadline() {
+        let started = tokio::time::Instant::now();
+        let response = GrpcDeadlineLayer
+            .layer(slow_service())
+            .oneshot(request(Some("100m")))
+            .await;
+        let response = response.expect("infallible");
+        assert_eq!(
+            response.headers()["grpc-status"],
+            "4",
+            "DEADLINE_EXCEEDED is code 4"
+        );
+        assert_eq!(started.elapsed(), Duration::from_millis(100));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_deadline_the_call_runs_to_completion() {
+        let started = tokio::time::Instant::now();
+        let response = GrpcDeadlineLayer
+            .layer(slow_service())
+            .oneshot(request(None))
+            .await;
+        assert!(
+            response
+                .expect("infallible")
+                .headers()
+                .get("grpc-status")
+                .is_none()
+        );
+        assert_eq!(started.elapsed(), Duration::from_secs(10));
+    }
 
     fn parse(value: &str) -> Option<Duration> {
         let mut headers = HeaderMap::new();
