@@ -169,20 +169,28 @@ impl Core {
         let mut validator = self.validator("namespace", &req.namespace)?;
         validator.get(&req);
         validator.finish()?;
-        let keys = req
-            .ids
+        self.find(&req.namespace, &req.tenant, req.ids, req.with_vector)
+            .await
+    }
+
+    /// Looks up `ids` of `tenant`: the memories found, in order, and the rest.
+    async fn find(
+        &self,
+        namespace: &str,
+        tenant: &str,
+        ids: Vec<String>,
+        with_vector: bool,
+    ) -> Result<GetResult> {
+        let keys = ids
             .iter()
             .map(|id| MemoryKey {
-                tenant: req.tenant.clone(),
+                tenant: tenant.to_owned(),
                 id: id.clone(),
             })
             .collect();
-        let found = self
-            .store
-            .get(&req.namespace, keys, req.with_vector)
-            .await?;
+        let found = self.store.get(namespace, keys, with_vector).await?;
         let mut result = GetResult::default();
-        for (id, memory) in req.ids.into_iter().zip(found) {
+        for (id, memory) in ids.into_iter().zip(found) {
             match memory {
                 Some(memory) => result.memories.push(memory),
                 None => result.missing_ids.push(id),
@@ -245,31 +253,27 @@ impl Core {
         let mut validator = self.validator("namespace", &req.namespace)?;
         validator.update_payload(&req);
         validator.finish()?;
-        let keys = req
-            .ids
-            .iter()
-            .map(|id| MemoryKey {
-                tenant: req.tenant.clone(),
-                id: id.clone(),
-            })
-            .collect();
-        let found = self.store.get(&req.namespace, keys, false).await?;
-        let mut result = UpdatePayloadResult::default();
-        for (id, memory) in req.ids.into_iter().zip(found) {
-            match memory {
-                Some(_) => result.updated_ids.push(id),
-                None => result.missing_ids.push(id),
-            }
-        }
+        let UpdatePayloadRequest {
+            namespace,
+            tenant,
+            ids,
+            payload,
+            replace,
+        } = req;
+        let found = self.find(&namespace, &tenant, ids, false).await?;
+        let result = UpdatePayloadResult {
+            updated_ids: found.memories.into_iter().map(|m| m.id).collect(),
+            missing_ids: found.missing_ids,
+        };
         if !result.updated_ids.is_empty() {
             let update = PayloadUpdate {
-                tenant: req.tenant,
+                tenant,
                 ids: result.updated_ids.clone(),
-                payload: req.payload,
-                replace: req.replace,
+                payload,
+                replace,
                 updated_at: SystemTime::now(),
             };
-            self.store.update_payload(&req.namespace, update).await?;
+            self.store.update_payload(&namespace, update).await?;
         }
         Ok(result)
     }
