@@ -15,6 +15,12 @@ const PROTOS: &[&str] = &[
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
+    // The contract suite adds its real-Qdrant cases only when QDRANT_URL is set.
+    println!("cargo::rustc-check-cfg=cfg(qdrant_real)");
+    println!("cargo:rerun-if-env-changed=QDRANT_URL");
+    if std::env::var_os("QDRANT_URL").is_some() {
+        println!("cargo:rustc-cfg=qdrant_real");
+    }
     let descriptors = protox::compile(PROTOS, ["proto"])?;
 
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);

@@ -2,13 +2,18 @@
 //! 100,000-memory, 1024-dimension namespace before and after its HNSW index
 //! is built, through vecmem's own `EmbeddedStore`.
 //!
+//! Vectors are drawn around CLUSTERS random centres (default 1,000), the way
+//! embeddings of a corpus gather by topic; CLUSTERS = 0 draws them uniformly
+//! on the sphere instead, where every distance is nearly the same and no
+//! approximate index does well (reported for contrast).
+//!
 //! Phase 1 opens the store with the indexer parked, loads the data and times
 //! exact (full-scan) searches; their results are the ground truth. Phase 2
 //! reopens the same data with the indexer running, waits until it reports the
 //! namespace indexed, and times the same queries, reporting recall@10
 //! against the exact results.
 //!
-//!     cargo run --release --example index_speedup [-- POINTS DIM QUERIES]
+//!     cargo run --release --example index_speedup [-- POINTS DIM QUERIES CLUSTERS]
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
@@ -33,6 +38,7 @@ async fn main() -> anyhow::Result<()> {
     let points = args.first().copied().unwrap_or(100_000);
     let dim = args.get(1).copied().unwrap_or(1024);
     let queries = args.get(2).copied().unwrap_or(100);
+    let clusters = args.get(3).copied().unwrap_or(1_000);
 
     let dir = tempfile::tempdir()?;
     let namespaces = BTreeMap::from([(
@@ -45,10 +51,22 @@ async fn main() -> anyhow::Result<()> {
             hnsw_ef_construct: 100,
             indexing_threshold_kb: 10_000,
             quantization: Quantization::None,
+            shard_number: 1,
+            replication_factor: 1,
+            write_consistency_factor: 1,
         },
     )]);
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    let query_vectors: Vec<Vec<f32>> = (0..queries).map(|_| rng.unit_vector(dim)).collect();
+    let centres: Vec<Vec<f32>> = (0..clusters).map(|_| rng.unit_vector(dim)).collect();
+    let draw = |rng: &mut Rng| match centres.len() {
+        0 => rng.unit_vector(dim),
+        n => {
+            let centre = rng.below(n);
+            rng.near(&centres[centre])
+        }
+    };
+    let query_vectors: Vec<Vec<f32>> = (0..queries).map(|_| draw(&mut rng)).collect();
+    println!("{points} memories, dim {dim}, {queries} queries, {clusters} clusters (0 = uniform)");
 
     // Phase 1: indexer parked (one pass at open, on an empty shard, then a day's wait).
     let parked = EmbeddedConfig {
@@ -63,7 +81,7 @@ async fn main() -> anyhow::Result<()> {
                 tenant: TENANT.to_owned(),
                 memory: Memory {
                     id: format!("m{i}"),
-                    vector: rng.unit_vector(dim),
+                    vector: draw(&mut rng),
                     payload: Payload::new(),
                     updated_at: Some(SystemTime::now()),
                 },
@@ -192,13 +210,26 @@ impl Rng {
     }
 
     fn unit_vector(&mut self, dim: usize) -> Vec<f32> {
-        let v: Vec<f32> = (0..dim).map(|_| self.next_f32()).collect();
-        let norm = v
-            .iter()
-            .map(|x| x * x)
-            .sum::<f32>()
-            .sqrt()
-            .max(f32::EPSILON);
-        v.into_iter().map(|x| x / norm).collect()
+        normalized((0..dim).map(|_| self.next_f32()).collect())
     }
+
+    /// A unit vector near `centre`: noise of about half its length added.
+    fn near(&mut self, centre: &[f32]) -> Vec<f32> {
+        let noise = self.unit_vector(centre.len());
+        normalized(centre.iter().zip(noise).map(|(c, n)| c + 0.5 * n).collect())
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        ((self.next_f32() + 1.0) / 2.0 * n as f32) as usize % n
+    }
+}
+
+fn normalized(v: Vec<f32>) -> Vec<f32> {
+    let norm = v
+        .iter()
+        .map(|x| x * x)
+        .sum::<f32>()
+        .sqrt()
+        .max(f32::EPSILON);
+    v.into_iter().map(|x| x / norm).collect()
 }

@@ -84,12 +84,78 @@ pub enum LogFormat {
 pub struct BackendConfig {
     pub kind: BackendKind,
     pub embedded: EmbeddedConfig,
+    pub qdrant: QdrantConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendKind {
     Embedded,
+    Qdrant,
+}
+
+/// How vecmem reaches a Qdrant server or cluster (`backend.kind = "qdrant"`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QdrantConfig {
+    /// gRPC endpoint, `http://` or `https://` (TLS with the system roots).
+    pub url: String,
+    /// Sent as the `api-key` header; empty for none.
+    pub api_key: String,
+    pub connect_timeout_ms: u64,
+    /// Per-call timeout when the caller set no deadline (or a longer one).
+    pub timeout_ms: u64,
+    /// HTTP/2 keep-alive ping interval, also on idle connections.
+    pub keep_alive_interval_ms: u64,
+    /// HTTP/2 connections to Qdrant; calls are spread over them.
+    pub pool_size: usize,
+    /// Fail start-up when Qdrant does not answer, instead of starting
+    /// not-ready and becoming ready when it does.
+    pub require_at_start: bool,
+    pub write_ordering: WriteOrdering,
+    /// `all`, `majority`, `quorum`, or a number of replicas.
+    pub read_consistency: String,
+    /// Prepended to namespace names to form collection names, so several
+    /// deployments can share one Qdrant.
+    pub collection_prefix: String,
+}
+
+/// Qdrant's write ordering for upserts, deletes and payload updates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WriteOrdering {
+    Weak,
+    Medium,
+    Strong,
+}
+
+/// Qdrant's read consistency, parsed from `backend.qdrant.read_consistency`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadConsistency {
+    All,
+    Majority,
+    Quorum,
+    Replicas(u64),
+}
+
+impl QdrantConfig {
+    pub fn read_consistency(&self) -> Result<ReadConsistency, ConfigError> {
+        let key = "backend.qdrant.read_consistency";
+        Ok(match self.read_consistency.as_str() {
+            "all" => ReadConsistency::All,
+            "majority" => ReadConsistency::Majority,
+            "quorum" => ReadConsistency::Quorum,
+            other => match other.parse::<u64>() {
+                Ok(n) if n > 0 => ReadConsistency::Replicas(n),
+                _ => {
+                    return Err(ConfigError::new(
+                        key,
+                        format!("{other:?} is not all, majority, quorum or a positive number"),
+                    ));
+                }
+            },
+        })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -128,6 +194,19 @@ pub struct NamespaceConfig {
     pub indexing_threshold_kb: usize,
     #[serde(default)]
     pub quantization: Quantization,
+    /// Qdrant only: shards of the collection.
+    #[serde(default = "one")]
+    pub shard_number: u32,
+    /// Qdrant only: copies of each shard.
+    #[serde(default = "one")]
+    pub replication_factor: u32,
+    /// Qdrant only: replicas that must apply a write before it is acknowledged.
+    #[serde(default = "one")]
+    pub write_consistency_factor: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 fn default_hnsw_m() -> usize {
@@ -249,6 +328,21 @@ impl Config {
             if ns.hnsw_m == 0 {
                 return Err(ConfigError::new(key("hnsw_m"), "must be at least 1"));
             }
+            for (field, value) in [
+                ("shard_number", ns.shard_number),
+                ("replication_factor", ns.replication_factor),
+                ("write_consistency_factor", ns.write_consistency_factor),
+            ] {
+                if value == 0 {
+                    return Err(ConfigError::new(key(field), "must be at least 1"));
+                }
+            }
+            if ns.write_consistency_factor > ns.replication_factor {
+                return Err(ConfigError::new(
+                    key("write_consistency_factor"),
+                    "cannot exceed replication_factor",
+                ));
+            }
             if ns.hnsw_ef_construct < 4 {
                 return Err(ConfigError::new(
                     key("hnsw_ef_construct"),
@@ -256,6 +350,7 @@ impl Config {
                 ));
             }
         }
+        self.validate_qdrant()?;
         // Port 0 asks the OS for a free port, so two of those never clash.
         if self.server.grpc_addr == self.server.http_addr && self.server.grpc_addr.port() != 0 {
             return Err(ConfigError::new(
@@ -264,6 +359,35 @@ impl Config {
             ));
         }
         Ok(())
+    }
+}
+
+impl Config {
+    fn validate_qdrant(&self) -> Result<(), ConfigError> {
+        let qdrant = &self.backend.qdrant;
+        let uri: Result<axum::http::Uri, _> = qdrant.url.parse();
+        let scheme_ok = uri
+            .as_ref()
+            .is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
+        if !scheme_ok {
+            return Err(ConfigError::new(
+                "backend.qdrant.url",
+                format!("{:?} is not an http:// or https:// URL", qdrant.url),
+            ));
+        }
+        for (key, value) in [
+            (
+                "backend.qdrant.connect_timeout_ms",
+                qdrant.connect_timeout_ms,
+            ),
+            ("backend.qdrant.timeout_ms", qdrant.timeout_ms),
+            ("backend.qdrant.pool_size", qdrant.pool_size as u64),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::new(key, "must be at least 1"));
+            }
+        }
+        qdrant.read_consistency().map(drop)
     }
 }
 

@@ -8,6 +8,7 @@ pub mod api;
 pub mod backend;
 pub mod config;
 pub mod core;
+pub mod deadline;
 pub mod error;
 pub mod model;
 pub mod server;

@@ -21,6 +21,7 @@ use crate::api::grpc::GrpcApi;
 use crate::api::health::{self, Health};
 use crate::backend::VectorStore;
 use crate::backend::embedded::EmbeddedStore;
+use crate::backend::qdrant::QdrantStore;
 use crate::config::{BackendKind, Config};
 use crate::core::Core;
 use crate::proto;
@@ -120,6 +121,11 @@ async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn VectorStore>> {
                 tokio::task::spawn_blocking(move || EmbeddedStore::open(&embedded, &namespaces))
                     .await??;
             tracing::info!(path = %config.backend.embedded.path.display(), "embedded engine opened");
+            Ok(Arc::new(store))
+        }
+        BackendKind::Qdrant => {
+            let store = QdrantStore::open(&config.backend.qdrant, &config.namespaces).await?;
+            tracing::info!(url = %config.backend.qdrant.url, "qdrant backend configured");
             Ok(Arc::new(store))
         }
     }

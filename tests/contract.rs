@@ -14,17 +14,57 @@ use tonic_types::StatusExt;
 use vecmem::proto::{self, condition::Test, delete_request::Selector};
 
 use support::data::*;
-use support::{NS, TestServer};
+use support::{Backend, NS, TestServer};
 
-fn start() -> (TempDir, TestServer) {
+fn start(backend: &Backend) -> (TempDir, TestServer) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = TestServer::start(dir.path());
+    let server = backend.start_server(dir.path());
     (dir, server)
 }
 
-#[tokio::test]
-async fn upsert_then_get_returns_what_was_written() {
-    let (_dir, server) = start();
+/// Runs each case against every backend: `embedded::case`,
+/// `qdrant_double::case`, and `qdrant_real::case` when QDRANT_URL is set at
+/// build time (otherwise one ignored test says so). The test names in
+/// cargo's output are the list of backends that ran.
+macro_rules! on_every_backend {
+    ($($case:ident),* $(,)?) => {
+        mod embedded {
+            $(#[tokio::test] async fn $case() { super::$case(super::Backend::embedded()).await })*
+        }
+        mod qdrant_double {
+            $(#[tokio::test] async fn $case() { super::$case(super::Backend::double()).await })*
+        }
+        #[cfg(qdrant_real)]
+        mod qdrant_real {
+            $(#[tokio::test] async fn $case() {
+                let backend = super::Backend::real().expect("QDRANT_URL was set at build time");
+                super::$case(backend).await
+            })*
+        }
+        #[cfg(not(qdrant_real))]
+        #[test]
+        #[ignore = "set QDRANT_URL (e.g. http://127.0.0.1:6334) to run the contract suite against a real Qdrant"]
+        fn qdrant_real() {}
+    };
+}
+
+on_every_backend!(
+    upsert_then_get_returns_what_was_written,
+    search_ranks_by_similarity_and_honours_limit_min_score_and_projection,
+    filters_select_by_payload,
+    delete_by_ids_filter_and_all,
+    scroll_pages_through_every_memory_once,
+    update_payload_merges_or_replaces_and_reports_missing_ids,
+    search_batch_answers_in_request_order,
+    tenants_never_see_each_others_memories,
+    a_graceful_restart_keeps_every_acknowledged_write,
+    sigkill_after_acknowledged_writes_loses_none,
+    namespaces_are_listed_and_described,
+    malformed_requests_get_precise_errors_and_write_nothing,
+);
+
+async fn upsert_then_get_returns_what_was_written(backend: Backend) {
+    let (_dir, server) = start(&backend);
     let mut client = server.memory().await;
 
     let ids = client
@@ -88,9 +128,8 @@ async fn upsert_then_get_returns_what_was_written() {
     );
 }
 
-#[tokio::test]
-async fn search_ranks_by_similarity_and_honours_limit_min_score_and_projection() {
-    let (_dir, server) = start();
+async fn search_ranks_by_similarity_and_honours_limit_min_score_and_projection(backend: Backend) {
+    let (_dir, server) = start(&backend);
     let mut client = server.memory().await;
     client
         .upsert(upsert(
@@ -155,9 +194,8 @@ async fn search_ranks_by_similarity_and_honours_limit_min_score_and_projection()
     );
 }
 
-#[tokio::test]
-async fn filters_select_by_payload() {
-    let (_dir, server) = start();
+async fn filters_select_by_payload(backend: Backend) {
+    let (_dir, server) = start(&backend);
     let mut client = server.memory().await;
     client
         .upsert(upsert(
@@ -277,9 +315,8 @@ async fn filters_select_by_payload() {
     assert_eq!(counted.into_inner().count, 2);
 }
 
-#[tokio::test]
-async fn delete_by_ids_filter_and_all() {
-    let (_dir, server) = start();
+async fn delete_by_ids_filter_and_all(backend: Backend) {
+    let (_dir, server) = start(&backend);
     let mut client = server.memory().await;
     let memories = (0..6)
         .map(|i| {
@@ -345,9 +382,8 @@ async fn delete_by_ids_filter_and_all() {
     );
 }
 
-#[tokio::test]
-async fn scroll_pages_through_every_memory_once() {
-    let (_dir, server) = start();
+async fn scroll_pages_through_every_memory_once(backend: Backend) {
+    let (_dir, server) = start(&backend);
     let mut client = server.memory().await;
     let memories: Vec<_> = (0..25)
         .map(|i| {
@@ -411,9 +447,8 @@ async fn scroll_pages_through_every_memory_once() {
     assert!(filtered.next_page_token.is_empty());
 }
 
-#[tokio::test]
-async fn update_payload_merges_or_replaces_and_reports_missing_ids() {
-    let (_dir, server) = start();
+async fn update_payload_merges_or_replaces_and_reports_missing_ids(backend: Backend) {
+    let (_dir, server) = start(&backend);
     let mut client = server.memory().await;
     client
         .upsert(upsert(
@@ -500,9 +535,8 @@ async fn update_payload_merges_or_replaces_and_reports_missing_ids() {
     assert_eq!(hits.into_inner().count, 1);
 }
 
-#[tokio::test]
-async fn search_batch_answers_in_request_order() {
-    let (_dir, server) = start();
+async fn search_batch_answers_in_request_order(backend: Backend) {
+    let (_dir, server) = start(&backend);
     let mut client = server.memory().await;
     client
         .upsert(upsert(
@@ -539,9 +573,8 @@ async fn search_batch_answers_in_request_order() {
     assert_eq!(ids, [vec!["y"], vec!["z"], vec!["x"]]);
 }
 
-#[tokio::test]
-async fn tenants_never_see_each_others_memories() {
-    let (_dir, server) = start();
+async fn tenants_never_see_each_others_memories(backend: Backend) {
+    let (_dir, server) = start(&backend);
     let mut client = server.memory().await;
     for (tenant, text) in [("alice", "alice's"), ("bob", "bob's")] {
         client
@@ -745,32 +778,29 @@ async fn assert_history_survived(server: &TestServer, kept: &[String], n: usize)
     assert_eq!(counted as usize, kept.len());
 }
 
-#[tokio::test]
-async fn a_graceful_restart_keeps_every_acknowledged_write() {
+async fn a_graceful_restart_keeps_every_acknowledged_write(backend: Backend) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = TestServer::start(dir.path());
+    let server = backend.start_server(dir.path());
     let kept = write_acknowledged_history(&server, 30).await;
     let status = server.terminate();
     assert!(status.success(), "graceful shutdown exits 0, got {status}");
 
-    let server = TestServer::start(dir.path());
+    let server = backend.start_server(dir.path());
     assert_history_survived(&server, &kept, 30).await;
 }
 
-#[tokio::test]
-async fn sigkill_after_acknowledged_writes_loses_none() {
+async fn sigkill_after_acknowledged_writes_loses_none(backend: Backend) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = TestServer::start(dir.path());
+    let server = backend.start_server(dir.path());
     let kept = write_acknowledged_history(&server, 30).await;
     server.kill();
 
-    let server = TestServer::start(dir.path());
+    let server = backend.start_server(dir.path());
     assert_history_survived(&server, &kept, 30).await;
 }
 
-#[tokio::test]
-async fn namespaces_are_listed_and_described() {
-    let (_dir, server) = start();
+async fn namespaces_are_listed_and_described(backend: Backend) {
+    let (_dir, server) = start(&backend);
     let mut memories = server.memory().await;
     memories
         .upsert(upsert(
@@ -1132,9 +1162,8 @@ fn nested_groups(depth: usize) -> proto::Filter {
     filter
 }
 
-#[tokio::test]
-async fn malformed_requests_get_precise_errors_and_write_nothing() {
-    let (_dir, server) = start();
+async fn malformed_requests_get_precise_errors_and_write_nothing(backend: Backend) {
+    let (_dir, server) = start(&backend);
     let mut client = server.memory().await;
     let cases = malformed_requests();
     assert!(cases.len() >= 20);

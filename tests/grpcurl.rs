@@ -10,7 +10,7 @@ mod support;
 
 use std::process::Command;
 
-use support::{NS, TestServer};
+use support::{Backend, NS, TestServer};
 
 fn grpcurl_available() -> bool {
     let found = Command::new("grpcurl")
@@ -53,7 +53,7 @@ fn grpcurl_works_out_of_the_box() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = TestServer::start(dir.path());
+    let server = Backend::embedded().start_server(dir.path());
 
     let (ok, listed) = grpcurl(&server, None, &["list"]);
     assert!(ok, "{listed}");

@@ -6,7 +6,8 @@
 //! axum with this layer instead, so clients, metrics and logs see the code
 //! the gRPC spec (and our contract) names. Dropping the inner future on expiry
 //! cancels the work: a read stops, and a write either finished durably before
-//! or is abandoned before it was applied.
+//! or is abandoned before it was applied. The deadline is also published to
+//! the call's task ([`crate::deadline`]) so backends can pass it on.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -56,7 +57,9 @@ where
             let Some(deadline) = deadline else {
                 return future.await;
             };
-            match tokio::time::timeout(deadline, future).await {
+            let deadline = tokio::time::Instant::now() + deadline;
+            match tokio::time::timeout_at(deadline, crate::deadline::scope(deadline, future)).await
+            {
                 Ok(result) => result,
                 Err(_) => Ok(tonic::Status::deadline_exceeded("deadline exceeded").into_http()),
             }

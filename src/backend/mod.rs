@@ -18,6 +18,7 @@ use crate::model::{DeleteSelector, Filter, Memory, Payload, ScoredMemory};
 
 pub mod embedded;
 pub mod layout;
+pub mod qdrant;
 
 /// A memory to write, with the tenant that owns it.
 #[derive(Debug, Clone)]

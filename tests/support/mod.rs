@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod data;
+pub mod qdrant_double;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -38,11 +39,14 @@ pub struct TestServer {
 impl TestServer {
     /// Starts a server storing its data in `data_dir`.
     pub fn start(data_dir: &Path) -> Self {
-        Self::start_with(data_dir, &[])
+        Self::start_with::<&str, &str>(data_dir, &[])
     }
 
     /// Starts a server with extra `VECMEM__…` settings.
-    pub fn start_with(data_dir: &Path, env: &[(&str, &str)]) -> Self {
+    pub fn start_with<K: AsRef<std::ffi::OsStr>, V: AsRef<std::ffi::OsStr>>(
+        data_dir: &Path,
+        env: &[(K, V)],
+    ) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_vecmem"));
         command
             .arg("serve")
@@ -182,6 +186,72 @@ impl Drop for TestServer {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// The storage a test server runs on. The contract suite runs every case on
+/// each: the embedded engine, `QdrantStore` over the in-repo double, and
+/// `QdrantStore` over a real Qdrant when `QDRANT_URL` is set.
+pub enum Backend {
+    Embedded,
+    Double(qdrant_double::QdrantDouble),
+    /// A real Qdrant; each test gets its own collection prefix.
+    Real {
+        url: String,
+        prefix: String,
+    },
+}
+
+impl Backend {
+    pub fn embedded() -> Self {
+        Backend::Embedded
+    }
+
+    pub fn double() -> Self {
+        Backend::Double(qdrant_double::QdrantDouble::start())
+    }
+
+    /// A real Qdrant at `QDRANT_URL`; `None` when it is not set.
+    pub fn real() -> Option<Self> {
+        let url = std::env::var("QDRANT_URL").ok()?;
+        let unique = uuid::Uuid::new_v4().simple().to_string();
+        Some(Backend::Real {
+            url,
+            prefix: format!("vecmem_test_{}_", &unique[..12]),
+        })
+    }
+
+    /// Settings that point a server at this backend.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let qdrant = |url: &str, prefix: &str| {
+            vec![
+                ("VECMEM__BACKEND__KIND".to_owned(), "qdrant".to_owned()),
+                ("VECMEM__BACKEND__QDRANT__URL".to_owned(), url.to_owned()),
+                (
+                    "VECMEM__BACKEND__QDRANT__COLLECTION_PREFIX".to_owned(),
+                    prefix.to_owned(),
+                ),
+                (
+                    "VECMEM__BACKEND__QDRANT__REQUIRE_AT_START".to_owned(),
+                    "true".to_owned(),
+                ),
+            ]
+        };
+        match self {
+            Backend::Embedded => vec![],
+            Backend::Double(double) => qdrant(&double.url(), ""),
+            Backend::Real { url, prefix } => qdrant(url, prefix),
+        }
+    }
+
+    pub fn start_server(&self, data_dir: &Path) -> TestServer {
+        TestServer::start_with(data_dir, &self.env())
+    }
+
+    pub fn start_server_with(&self, data_dir: &Path, extra: &[(&str, &str)]) -> TestServer {
+        let mut env = self.env();
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        TestServer::start_with(data_dir, &env)
     }
 }
 

@@ -1,0 +1,535 @@
+//! `QdrantStore`: every call becomes Qdrant gRPC calls, through the request
+//! and client types that `qdrant-client` generates from Qdrant's protos.
+//!
+//! vecmem drives those clients over its own tonic channel rather than the
+//! high-level `Qdrant` client, because each call must carry its caller's
+//! remaining deadline as its gRPC timeout (so Qdrant stops work the caller no
+//! longer waits for), which the high-level client only sets per client.
+//!
+//! Writes use `wait = true` (acknowledged means applied) with the configured
+//! write ordering; reads use the configured read consistency. Collections are
+//! created at start-up, or as soon as Qdrant answers when it was down then;
+//! an existing collection of another dimension or distance is an error, never
+//! silently used.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use qdrant_client::qdrant::{
+    self, CollectionStatus, CountPoints, GetCollectionInfoRequest, GetPoints, HealthCheckRequest,
+    PointsSelector, PointsUpdateOperation, Query, QueryBatchPoints, QueryPoints, ScrollPoints,
+    UpdateBatchPoints, UpsertPoints, collections_client::CollectionsClient,
+    points_client::PointsClient, points_selector::PointsSelectorOneOf,
+    points_update_operation as update, qdrant_client::QdrantClient,
+};
+use tokio::sync::Mutex;
+use tonic::metadata::AsciiMetadataValue;
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::{Code, Status};
+
+use crate::backend::{
+    MemoryKey, NamespaceStats, PayloadUpdate, ScrollQuery, StorePage, TenantDelete, TenantMemory,
+    TenantSearch, VectorStore, layout,
+};
+use crate::config::{Distance, NamespaceConfig, QdrantConfig, ReadConsistency, WriteOrdering};
+use crate::error::{Error, Result};
+use crate::model::{DeleteSelector, Filter, Memory, ScoredMemory};
+
+mod bootstrap;
+mod translate;
+
+use bootstrap::BootstrapError;
+use translate::{tenant_filter, tenant_ids_filter};
+
+/// How long clients should wait before retrying while Qdrant is unavailable.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// Bound on the readiness probe, so a hung Qdrant cannot stall health checks.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub struct QdrantStore {
+    channel: Channel,
+    api_key: Option<AsciiMetadataValue>,
+    timeout: Duration,
+    ordering: Option<qdrant::WriteOrdering>,
+    read_consistency: qdrant::ReadConsistency,
+    namespaces: BTreeMap<String, NamespaceConfig>,
+    collection_prefix: String,
+    /// Set once every collection exists with its tenant index.
+    bootstrapped: AtomicBool,
+    bootstrap_lock: Mutex<()>,
+    /// Result of the last readiness probe.
+    reachable: AtomicBool,
+}
+
+impl QdrantStore {
+    /// Connects lazily and bootstraps the collections. An incompatible
+    /// collection always fails; an unreachable Qdrant fails only when
+    /// `require_at_start`, otherwise the store starts not ready.
+    pub async fn open(
+        config: &QdrantConfig,
+        namespaces: &BTreeMap<String, NamespaceConfig>,
+    ) -> anyhow::Result<Self> {
+        let mut endpoint = Endpoint::from_shared(config.url.clone())?
+            .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_millis(config.keep_alive_interval_ms.max(1)))
+            .keep_alive_while_idle(true);
+        if config.url.starts_with("https://") {
+            endpoint = endpoint.tls_config(ClientTlsConfig::new().with_native_roots())?;
+        }
+        let channel = Channel::balance_list(std::iter::repeat_n(endpoint, config.pool_size));
+        let api_key = match config.api_key.as_str() {
+            "" => None,
+            key => Some(key.parse().map_err(|_| {
+                anyhow::anyhow!("backend.qdrant.api_key: not a valid header value")
+            })?),
+        };
+        let store = Self {
+            channel,
+            api_key,
+            timeout: Duration::from_millis(config.timeout_ms),
+            ordering: Some(qdrant::WriteOrdering {
+                r#type: write_ordering(config.write_ordering) as i32,
+            }),
+            read_consistency: read_consistency(config.read_consistency()?),
+            namespaces: namespaces.clone(),
+            collection_prefix: config.collection_prefix.clone(),
+            bootstrapped: AtomicBool::new(false),
+            bootstrap_lock: Mutex::new(()),
+            reachable: AtomicBool::new(false),
+        };
+        match store.bootstrap().await {
+            Ok(()) => store.reachable.store(true, Ordering::SeqCst),
+            Err(BootstrapError::Incompatible(message)) => anyhow::bail!(message),
+            Err(BootstrapError::Qdrant(err)) if config.require_at_start => {
+                anyhow::bail!(
+                    "qdrant at {} is not reachable and backend.qdrant.require_at_start is set: {err}",
+                    config.url
+                )
+            }
+            Err(BootstrapError::Qdrant(err)) => {
+                tracing::warn!(url = %config.url, error = %err, "qdrant not reachable; starting not ready");
+            }
+        }
+        Ok(store)
+    }
+
+    /// A request carrying the caller's remaining deadline and the API key.
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.set_timeout(crate::deadline::timeout_within(self.timeout));
+        if let Some(key) = &self.api_key {
+            request.metadata_mut().insert("api-key", key.clone());
+        }
+        request
+    }
+
+    /// The Qdrant collection behind a namespace.
+    fn collection(&self, namespace: &str) -> String {
+        format!("{}{namespace}", self.collection_prefix)
+    }
+
+    fn points(&self) -> PointsClient<Channel> {
+        PointsClient::new(self.channel.clone())
+    }
+
+    fn collections(&self) -> CollectionsClient<Channel> {
+        CollectionsClient::new(self.channel.clone())
+    }
+
+    /// Creates or checks every collection, once; concurrent callers wait.
+    async fn bootstrap(&self) -> Result<(), BootstrapError> {
+        if self.bootstrapped.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let _guard = self.bootstrap_lock.lock().await;
+        if self.bootstrapped.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        for (name, ns) in &self.namespaces {
+            bootstrap::ensure_collection(self, name, &self.collection(name), ns).await?;
+        }
+        self.bootstrapped.store(true, Ordering::SeqCst);
+        tracing::info!(
+            namespaces = self.namespaces.len(),
+            "qdrant collections ready"
+        );
+        Ok(())
+    }
+
+    /// Bootstraps if a previous attempt failed; UNAVAILABLE until it succeeds.
+    async fn ensure_ready(&self) -> Result<()> {
+        match self.bootstrap().await {
+            Ok(()) => Ok(()),
+            Err(BootstrapError::Qdrant(err)) => Err(err),
+            Err(BootstrapError::Incompatible(message)) => {
+                tracing::error!(%message, "qdrant collection incompatible with the config");
+                Err(Error::Unavailable {
+                    message: "storage is misconfigured".into(),
+                    retry_after: RETRY_AFTER,
+                })
+            }
+        }
+    }
+
+    async fn update_batch(
+        &self,
+        namespace: &str,
+        operations: Vec<PointsUpdateOperation>,
+    ) -> Result<()> {
+        self.ensure_ready().await?;
+        let request = UpdateBatchPoints {
+            collection_name: self.collection(namespace),
+            wait: Some(true),
+            operations,
+            ordering: self.ordering,
+            timeout: None,
+        };
+        self.points()
+            .update_batch(self.request(request))
+            .await
+            .map_err(|s| backend_error("update_batch", s))?;
+        Ok(())
+    }
+
+    fn query(&self, namespace: &str, search: &TenantSearch) -> QueryPoints {
+        QueryPoints {
+            collection_name: self.collection(namespace),
+            query: Some(Query::new_nearest(search.vector.clone())),
+            filter: Some(tenant_filter(&search.tenant, &search.filter)),
+            limit: Some(search.limit as u64),
+            score_threshold: search.min_score,
+            with_payload: Some(translate::payload_selector(search.with_payload)),
+            with_vectors: Some(search.with_vector.into()),
+            read_consistency: Some(self.read_consistency),
+            ..QueryPoints::default()
+        }
+    }
+}
+
+/// Maps a failed Qdrant call to the service's error, in one place.
+///
+/// Everything vecmem sends is validated first, so Qdrant refusing a request
+/// (INVALID_ARGUMENT, NOT_FOUND, …) is our bug or a changed collection, not
+/// the caller's fault: INTERNAL, with the cause logged.
+pub(crate) fn backend_error(op: &'static str, status: Status) -> Error {
+    match status.code() {
+        Code::Unavailable | Code::ResourceExhausted | Code::Aborted | Code::Unknown => {
+            tracing::warn!(op, code = ?status.code(), message = status.message(), "qdrant call failed");
+            Error::Unavailable {
+                message: "storage backend unavailable".into(),
+                retry_after: RETRY_AFTER,
+            }
+        }
+        // tonic reports its own request timeout as CANCELLED.
+        Code::DeadlineExceeded | Code::Cancelled => Error::DeadlineExceeded,
+        Code::Ok
+        | Code::InvalidArgument
+        | Code::NotFound
+        | Code::AlreadyExists
+        | Code::PermissionDenied
+        | Code::FailedPrecondition
+        | Code::OutOfRange
+        | Code::Unimplemented
+        | Code::Internal
+        | Code::DataLoss
+        | Code::Unauthenticated => Error::Internal(format!(
+            "qdrant {op}: {:?}: {}",
+            status.code(),
+            status.message()
+        )),
+    }
+}
+
+fn write_ordering(ordering: WriteOrdering) -> qdrant::WriteOrderingType {
+    match ordering {
+        WriteOrdering::Weak => qdrant::WriteOrderingType::Weak,
+        WriteOrdering::Medium => qdrant::WriteOrderingType::Medium,
+        WriteOrdering::Strong => qdrant::WriteOrderingType::Strong,
+    }
+}
+
+fn read_consistency(consistency: ReadConsistency) -> qdrant::ReadConsistency {
+    use qdrant::read_consistency::Value;
+    let value = match consistency {
+        ReadConsistency::All => Value::Type(qdrant::ReadConsistencyType::All as i32),
+        ReadConsistency::Majority => Value::Type(qdrant::ReadConsistencyType::Majority as i32),
+        ReadConsistency::Quorum => Value::Type(qdrant::ReadConsistencyType::Quorum as i32),
+        ReadConsistency::Replicas(n) => Value::Factor(n),
+    };
+    qdrant::ReadConsistency { value: Some(value) }
+}
+
+fn qdrant_distance(distance: Distance) -> qdrant::Distance {
+    match distance {
+        Distance::Cosine => qdrant::Distance::Cosine,
+        Distance::Dot => qdrant::Distance::Dot,
+        Distance::Euclid => qdrant::Distance::Euclid,
+        Distance::Manhattan => qdrant::Distance::Manhattan,
+    }
+}
+
+fn selector(filter: qdrant::Filter) -> Option<PointsSelector> {
+    Some(PointsSelector {
+        points_selector_one_of: Some(PointsSelectorOneOf::Filter(filter)),
+    })
+}
+
+fn operation(operation: update::Operation) -> PointsUpdateOperation {
+    PointsUpdateOperation {
+        operation: Some(operation),
+    }
+}
+
+#[async_trait]
+impl VectorStore for QdrantStore {
+    async fn upsert(&self, namespace: &str, memories: Vec<TenantMemory>) -> Result<()> {
+        self.ensure_ready().await?;
+        let request = UpsertPoints {
+            collection_name: self.collection(namespace),
+            wait: Some(true),
+            points: memories.iter().map(translate::to_point).collect(),
+            ordering: self.ordering,
+            ..UpsertPoints::default()
+        };
+        self.points()
+            .upsert(self.request(request))
+            .await
+            .map_err(|s| backend_error("upsert", s))?;
+        Ok(())
+    }
+
+    async fn search(
+        &self,
+        namespace: &str,
+        searches: Vec<TenantSearch>,
+    ) -> Result<Vec<Vec<ScoredMemory>>> {
+        self.ensure_ready().await?;
+        let request = QueryBatchPoints {
+            collection_name: self.collection(namespace),
+            query_points: searches.iter().map(|s| self.query(namespace, s)).collect(),
+            read_consistency: Some(self.read_consistency),
+            timeout: None,
+        };
+        let response = self
+            .points()
+            .query_batch(self.request(request))
+            .await
+            .map_err(|s| backend_error("query_batch", s))?;
+        let results = response.into_inner().result;
+        if results.len() != searches.len() {
+            return Err(Error::internal(
+                "qdrant returned a wrong number of query results",
+            ));
+        }
+        Ok(results
+            .into_iter()
+            .zip(&searches)
+            .map(|(batch, search)| {
+                batch
+                    .result
+                    .into_iter()
+                    .filter_map(|hit| {
+                        let memory =
+                            translate::to_memory(hit.payload, hit.vectors, search.with_payload)?;
+                        Some(ScoredMemory {
+                            memory,
+                            score: hit.score,
+                        })
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+
+    async fn get(
+        &self,
+        namespace: &str,
+        keys: Vec<MemoryKey>,
+        with_vector: bool,
+    ) -> Result<Vec<Option<Memory>>> {
+        self.ensure_ready().await?;
+        let ids: Vec<_> = keys
+            .iter()
+            .map(|key| layout::point_id(&key.tenant, &key.id))
+            .collect();
+        let request = GetPoints {
+            collection_name: self.collection(namespace),
+            ids: ids.iter().map(translate::point_id).collect(),
+            with_payload: Some(true.into()),
+            with_vectors: Some(with_vector.into()),
+            read_consistency: Some(self.read_consistency),
+            ..GetPoints::default()
+        };
+        let response = self
+            .points()
+            .get(self.request(request))
+            .await
+            .map_err(|s| backend_error("get", s))?;
+        let mut by_id: HashMap<_, _> = response
+            .into_inner()
+            .result
+            .into_iter()
+            .filter_map(|point| Some((translate::uuid_of(point.id.as_ref()?)?, point)))
+            .collect();
+        Ok(keys
+            .iter()
+            .zip(&ids)
+            .map(|(key, id)| {
+                let point = by_id.remove(id)?;
+                // Ids are derived from the tenant; this check is defence in depth.
+                if translate::stored_tenant(&point.payload).as_deref() != Some(key.tenant.as_str())
+                {
+                    return None;
+                }
+                translate::to_memory(point.payload, point.vectors, true)
+            })
+            .collect())
+    }
+
+    async fn delete(&self, namespace: &str, deletes: Vec<TenantDelete>) -> Result<()> {
+        let operations = deletes
+            .into_iter()
+            .map(|delete| {
+                let filter = match delete.selector {
+                    DeleteSelector::Ids(ids) => {
+                        let ids: Vec<_> = ids
+                            .iter()
+                            .map(|id| layout::point_id(&delete.tenant, id))
+                            .collect();
+                        tenant_ids_filter(&delete.tenant, &ids)
+                    }
+                    DeleteSelector::Filter(filter) => tenant_filter(&delete.tenant, &filter),
+                    DeleteSelector::All => tenant_filter(&delete.tenant, &Filter::default()),
+                };
+                operation(update::Operation::DeletePoints(update::DeletePoints {
+                    points: selector(filter),
+                    shard_key_selector: None,
+                }))
+            })
+            .collect();
+        self.update_batch(namespace, operations).await
+    }
+
+    async fn scroll(&self, namespace: &str, tenant: &str, query: ScrollQuery) -> Result<StorePage> {
+        self.ensure_ready().await?;
+        let request = ScrollPoints {
+            collection_name: self.collection(namespace),
+            filter: Some(tenant_filter(tenant, &query.filter)),
+            offset: query.offset.as_ref().map(translate::point_id),
+            limit: Some(u32::try_from(query.limit).unwrap_or(u32::MAX)),
+            with_payload: Some(true.into()),
+            with_vectors: Some(query.with_vector.into()),
+            read_consistency: Some(self.read_consistency),
+            ..ScrollPoints::default()
+        };
+        let response = self
+            .points()
+            .scroll(self.request(request))
+            .await
+            .map_err(|s| backend_error("scroll", s))?;
+        let response = response.into_inner();
+        Ok(StorePage {
+            memories: response
+                .result
+                .into_iter()
+                .filter_map(|point| translate::to_memory(point.payload, point.vectors, true))
+                .collect(),
+            next_offset: response
+                .next_page_offset
+                .as_ref()
+                .and_then(translate::uuid_of),
+        })
+    }
+
+    async fn count(&self, namespace: &str, tenant: &str, filter: Filter) -> Result<u64> {
+        self.ensure_ready().await?;
+        let request = CountPoints {
+            collection_name: self.collection(namespace),
+            filter: Some(tenant_filter(tenant, &filter)),
+            exact: Some(true),
+            read_consistency: Some(self.read_consistency),
+            ..CountPoints::default()
+        };
+        let response = self
+            .points()
+            .count(self.request(request))
+            .await
+            .map_err(|s| backend_error("count", s))?;
+        Ok(response.into_inner().result.map_or(0, |r| r.count))
+    }
+
+    async fn update_payload(&self, namespace: &str, update: PayloadUpdate) -> Result<()> {
+        let ids: Vec<_> = update
+            .ids
+            .iter()
+            .map(|id| layout::point_id(&update.tenant, id))
+            .collect();
+        let filter = tenant_ids_filter(&update.tenant, &ids);
+        let set = |payload, key: Option<&str>| {
+            operation(update::Operation::SetPayload(update::SetPayload {
+                payload: translate::to_qdrant_payload(payload),
+                points_selector: selector(filter.clone()),
+                shard_key_selector: None,
+                key: key.map(str::to_owned),
+            }))
+        };
+        let mut top_level = layout::updated_at_payload(update.updated_at);
+        let operations = if update.replace {
+            top_level.insert(
+                layout::PAYLOAD_FIELD.into(),
+                serde_json::Value::Object(update.payload),
+            );
+            vec![set(top_level, None)]
+        } else {
+            // Setting under the `payload` key merges into the caller's object.
+            vec![
+                set(update.payload, Some(layout::PAYLOAD_FIELD)),
+                set(top_level, None),
+            ]
+        };
+        self.update_batch(namespace, operations).await
+    }
+
+    async fn stats(&self, namespace: &str) -> Result<NamespaceStats> {
+        self.ensure_ready().await?;
+        let request = GetCollectionInfoRequest {
+            collection_name: self.collection(namespace),
+        };
+        let response = self
+            .collections()
+            .get(self.request(request))
+            .await
+            .map_err(|s| backend_error("collection_info", s))?;
+        let info = response
+            .into_inner()
+            .result
+            .ok_or_else(|| Error::internal("qdrant returned no collection info"))?;
+        Ok(NamespaceStats {
+            points_count: info.points_count.unwrap_or(0),
+            indexed_vectors_count: info.indexed_vectors_count.unwrap_or(0),
+            indexing: info.status != CollectionStatus::Green as i32,
+        })
+    }
+
+    async fn is_ready(&self) -> bool {
+        let mut request = self.request(HealthCheckRequest {});
+        request.set_timeout(PROBE_TIMEOUT.min(self.timeout));
+        let reachable = QdrantClient::new(self.channel.clone())
+            .health_check(request)
+            .await
+            .is_ok();
+        if reachable != self.reachable.swap(reachable, Ordering::SeqCst) {
+            tracing::info!(reachable, "qdrant reachability changed");
+        }
+        reachable && self.ensure_ready().await.is_ok()
+    }
+
+    async fn close(&self) -> Result<()> {
+        // Every acknowledged write was applied by Qdrant (`wait = true`);
+        // nothing is buffered here.
+        Ok(())
+    }
+}

@@ -1,0 +1,177 @@
+//! Creating and checking a namespace's Qdrant collection.
+//!
+//! A missing collection is created with the namespace's config and a keyword
+//! index on the tenant field flagged `is_tenant` (Qdrant then keeps each
+//! tenant's points together). An existing one must have the configured
+//! dimension and distance, or start-up fails naming both. Replicas starting
+//! at once may race to create it; the loser re-reads and checks it.
+
+use qdrant_client::qdrant::{
+    self, CollectionInfo, CreateCollection, CreateFieldIndexCollection, FieldType,
+    GetCollectionInfoRequest, HnswConfigDiff, KeywordIndexParams, OptimizersConfigDiff,
+    PayloadIndexParams, QuantizationType, ScalarQuantization, VectorParams, VectorsConfig,
+    payload_index_params::IndexParams, quantization_config, vectors_config,
+};
+use tonic::Code;
+
+use super::{QdrantStore, backend_error, qdrant_distance};
+use crate::backend::layout::TENANT_FIELD;
+use crate::config::{NamespaceConfig, Quantization};
+use crate::error::Error;
+
+pub enum BootstrapError {
+    /// Qdrant failed or is unreachable; worth retrying.
+    Qdrant(Error),
+    /// The collection exists with another shape; retrying cannot help.
+    Incompatible(String),
+}
+
+impl From<Error> for BootstrapError {
+    fn from(err: Error) -> Self {
+        Self::Qdrant(err)
+    }
+}
+
+pub async fn ensure_collection(
+    store: &QdrantStore,
+    name: &str,
+    collection: &str,
+    ns: &NamespaceConfig,
+) -> Result<(), BootstrapError> {
+    let info = match collection_info(store, collection).await? {
+        Some(info) => info,
+        None => {
+            let created = store
+                .collections()
+                .create(store.request(create_request(collection, ns)))
+                .await;
+            match created {
+                Ok(_) => {
+                    tracing::info!(namespace = name, dim = ns.dim, "qdrant collection created")
+                }
+                // Another replica may have created it first; the re-read decides.
+                Err(status) => {
+                    tracing::debug!(namespace = name, error = %status.message(), "create collection failed")
+                }
+            }
+            collection_info(store, collection).await?.ok_or_else(|| {
+                Error::internal(format!(
+                    "qdrant collection {collection} could not be created"
+                ))
+            })?
+        }
+    };
+    check_shape(name, collection, ns, &info)?;
+    if !info.payload_schema.contains_key(TENANT_FIELD) {
+        let index = CreateFieldIndexCollection {
+            collection_name: collection.to_owned(),
+            wait: Some(true),
+            field_name: TENANT_FIELD.to_owned(),
+            field_type: Some(FieldType::Keyword as i32),
+            field_index_params: Some(PayloadIndexParams {
+                index_params: Some(IndexParams::KeywordIndexParams(KeywordIndexParams {
+                    is_tenant: Some(true),
+                    ..KeywordIndexParams::default()
+                })),
+            }),
+            ordering: store.ordering,
+            timeout: None,
+        };
+        store
+            .points()
+            .create_field_index(store.request(index))
+            .await
+            .map_err(|s| backend_error("create_field_index", s))?;
+        tracing::info!(namespace = name, "qdrant tenant index created");
+    }
+    Ok(())
+}
+
+/// The collection's info, or `None` if it does not exist.
+async fn collection_info(
+    store: &QdrantStore,
+    name: &str,
+) -> Result<Option<CollectionInfo>, BootstrapError> {
+    let request = GetCollectionInfoRequest {
+        collection_name: name.to_owned(),
+    };
+    match store.collections().get(store.request(request)).await {
+        Ok(response) => Ok(response.into_inner().result),
+        Err(status) if status.code() == Code::NotFound => Ok(None),
+        Err(status) => Err(backend_error("collection_info", status).into()),
+    }
+}
+
+// `on_disk` and `always_ram` are deprecated in favour of `memory`, which
+// servers before 1.17 do not know; every 1.x server still honours these.
+#[allow(deprecated)]
+fn create_request(name: &str, ns: &NamespaceConfig) -> CreateCollection {
+    let quantization_config = match ns.quantization {
+        Quantization::None => None,
+        Quantization::Scalar => Some(qdrant::QuantizationConfig {
+            quantization: Some(quantization_config::Quantization::Scalar(
+                ScalarQuantization {
+                    r#type: QuantizationType::Int8 as i32,
+                    quantile: None,
+                    always_ram: Some(true),
+                    memory: None,
+                },
+            )),
+        }),
+    };
+    CreateCollection {
+        collection_name: name.to_owned(),
+        vectors_config: Some(VectorsConfig {
+            config: Some(vectors_config::Config::Params(VectorParams {
+                size: u64::from(ns.dim),
+                distance: qdrant_distance(ns.distance) as i32,
+                on_disk: Some(ns.on_disk),
+                ..VectorParams::default()
+            })),
+        }),
+        hnsw_config: Some(HnswConfigDiff {
+            m: Some(ns.hnsw_m as u64),
+            ef_construct: Some(ns.hnsw_ef_construct as u64),
+            ..HnswConfigDiff::default()
+        }),
+        optimizers_config: Some(OptimizersConfigDiff {
+            indexing_threshold: Some(ns.indexing_threshold_kb as u64),
+            ..OptimizersConfigDiff::default()
+        }),
+        quantization_config,
+        shard_number: Some(ns.shard_number),
+        replication_factor: Some(ns.replication_factor),
+        write_consistency_factor: Some(ns.write_consistency_factor),
+        ..CreateCollection::default()
+    }
+}
+
+fn check_shape(
+    name: &str,
+    collection: &str,
+    ns: &NamespaceConfig,
+    info: &CollectionInfo,
+) -> Result<(), BootstrapError> {
+    let params = info
+        .config
+        .as_ref()
+        .and_then(|c| c.params.as_ref())
+        .and_then(|p| p.vectors_config.as_ref());
+    let Some(vectors_config::Config::Params(params)) = params.and_then(|v| v.config.as_ref())
+    else {
+        return Err(BootstrapError::Incompatible(format!(
+            "namespace {name}: the existing Qdrant collection {collection} does not have a single unnamed vector"
+        )));
+    };
+    let expected_distance = qdrant_distance(ns.distance) as i32;
+    if params.size != u64::from(ns.dim) || params.distance != expected_distance {
+        let found = qdrant::Distance::try_from(params.distance)
+            .map_or("unknown".to_owned(), |d| format!("{d:?}"));
+        return Err(BootstrapError::Incompatible(format!(
+            "namespace {name}: the existing Qdrant collection {collection} has dim {} and distance {found}, \
+             but the config says dim {} and distance {:?}; use another namespace name or migrate the collection",
+            params.size, ns.dim, ns.distance
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,190 @@
+//! Translation between the domain model and Qdrant's gRPC types
+//! (`qdrant_client::qdrant`): filters (always wrapped in the tenant
+//! condition), points, and the points Qdrant returns.
+
+use qdrant_client::qdrant::{
+    self, Condition as QCondition, DatetimeRange, Filter as QFilter, PointId, PointStruct, Range,
+    Vectors, VectorsOutput, WithPayloadSelector, point_id::PointIdOptions, vector_output,
+    vectors_output::VectorsOptions,
+};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::backend::TenantMemory;
+use crate::backend::layout::{self, ID_FIELD, TENANT_FIELD, UPDATED_AT_FIELD};
+use crate::model::{AnyOf, Bounds, Condition, FieldTest, Filter, MatchValue, Memory, Payload};
+
+/// `filter` confined to `tenant`: the tenant condition AND the caller's filter.
+pub fn tenant_filter(tenant: &str, filter: &Filter) -> QFilter {
+    let mut must = vec![QCondition::matches(TENANT_FIELD, tenant.to_owned())];
+    if !filter.is_empty() {
+        must.push(QCondition::from(translate_filter(filter)));
+    }
+    QFilter::must(must)
+}
+
+/// The tenant condition AND "point id is one of `ids`".
+pub fn tenant_ids_filter(tenant: &str, ids: &[Uuid]) -> QFilter {
+    QFilter::must([
+        QCondition::matches(TENANT_FIELD, tenant.to_owned()),
+        QCondition::has_id(ids.iter().map(point_id)),
+    ])
+}
+
+fn translate_filter(filter: &Filter) -> QFilter {
+    let clause = |conditions: &[Condition]| {
+        conditions
+            .iter()
+            .map(translate_condition)
+            .collect::<Vec<_>>()
+    };
+    QFilter {
+        must: clause(&filter.must),
+        should: clause(&filter.should),
+        must_not: clause(&filter.must_not),
+        ..QFilter::default()
+    }
+}
+
+fn translate_condition(condition: &Condition) -> QCondition {
+    let (key, test) = match condition {
+        Condition::Group(group) => return QCondition::from(translate_filter(group)),
+        Condition::Field { key, test } => (layout::payload_key_path(key), test),
+    };
+    match test {
+        FieldTest::Equals(MatchValue::Keyword(s)) => QCondition::matches(key, s.clone()),
+        FieldTest::Equals(MatchValue::Integer(i)) => QCondition::matches(key, *i),
+        FieldTest::Equals(MatchValue::Boolean(b)) => QCondition::matches(key, *b),
+        FieldTest::AnyOf(AnyOf::Keywords(values)) => QCondition::matches(key, values.clone()),
+        FieldTest::AnyOf(AnyOf::Integers(values)) => QCondition::matches(key, values.clone()),
+        FieldTest::Range(Bounds { gt, gte, lt, lte }) => QCondition::range(
+            key,
+            Range {
+                gt: *gt,
+                gte: *gte,
+                lt: *lt,
+                lte: *lte,
+            },
+        ),
+        FieldTest::DatetimeRange(bounds) => {
+            let ts = |micros: Option<i64>| {
+                micros.map(|m| prost_types::Timestamp {
+                    seconds: m.div_euclid(1_000_000),
+                    nanos: (m.rem_euclid(1_000_000) * 1_000) as i32,
+                })
+            };
+            QCondition::datetime_range(
+                key,
+                DatetimeRange {
+                    gt: ts(bounds.gt),
+                    gte: ts(bounds.gte),
+                    lt: ts(bounds.lt),
+                    lte: ts(bounds.lte),
+                },
+            )
+        }
+        // Present and non-null: neither empty (missing or []) nor null.
+        FieldTest::Exists => QCondition::from(QFilter::must_not([
+            QCondition::is_empty(key.clone()),
+            QCondition::is_null(key),
+        ])),
+    }
+}
+
+pub fn point_id(id: &Uuid) -> PointId {
+    PointId::from(id.to_string())
+}
+
+pub fn uuid_of(id: &PointId) -> Option<Uuid> {
+    match id.point_id_options.as_ref()? {
+        PointIdOptions::Uuid(uuid) => Uuid::try_parse(uuid).ok(),
+        PointIdOptions::Num(_) => None,
+    }
+}
+
+/// Which stored payload fields to read back.
+pub fn payload_selector(with_payload: bool) -> WithPayloadSelector {
+    if with_payload {
+        return true.into();
+    }
+    // Without the caller's payload we still need the id and the timestamp.
+    qdrant::with_payload_selector::SelectorOptions::Include(qdrant::PayloadIncludeSelector {
+        fields: vec![ID_FIELD.to_owned(), UPDATED_AT_FIELD.to_owned()],
+    })
+    .into()
+}
+
+pub fn to_point(item: &TenantMemory) -> PointStruct {
+    let id = layout::point_id(&item.tenant, &item.memory.id);
+    let payload = layout::stored_payload(&item.tenant, &item.memory);
+    PointStruct::new(
+        point_id(&id),
+        Vectors::from(item.memory.vector.clone()),
+        qdrant_client::Payload::from(payload),
+    )
+}
+
+/// A Qdrant payload as a JSON object.
+pub fn to_json(payload: qdrant_client::Payload) -> Payload {
+    serde_json::Map::from(payload)
+}
+
+pub fn to_qdrant_payload(payload: Payload) -> std::collections::HashMap<String, qdrant::Value> {
+    qdrant_client::Payload::from(payload).into()
+}
+
+/// A memory from a stored point's payload and (optional) vector.
+pub fn to_memory(
+    payload: std::collections::HashMap<String, qdrant::Value>,
+    vectors: Option<VectorsOutput>,
+    with_payload: bool,
+) -> Option<Memory> {
+    let stored = to_json(qdrant_client::Payload::from(payload));
+    layout::memory_from_stored(
+        stored,
+        vectors.and_then(dense_vector).unwrap_or_default(),
+        with_payload,
+    )
+}
+
+/// The tenant a stored payload belongs to.
+pub fn stored_tenant(payload: &std::collections::HashMap<String, qdrant::Value>) -> Option<String> {
+    match Value::from(payload.get(TENANT_FIELD)?.clone()) {
+        Value::String(tenant) => Some(tenant),
+        _ => None,
+    }
+}
+
+#[allow(deprecated)] // `data` is how Qdrant servers before 1.14 send dense vectors.
+fn dense_vector(vectors: VectorsOutput) -> Option<Vec<f32>> {
+    let output = match vectors.vectors_options? {
+        VectorsOptions::Vector(output) => output,
+        VectorsOptions::Vectors(mut named) => named.vectors.remove("")?,
+    };
+    match output.vector {
+        Some(vector_output::Vector::Dense(dense)) => Some(dense.data),
+        Some(_) => None,
+        None => Some(output.data),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_filter_starts_with_the_tenant_condition() {
+        let filter = tenant_filter("t1", &Filter::default());
+        assert_eq!(filter.must.len(), 1);
+        assert_eq!(
+            filter.must[0],
+            QCondition::matches(TENANT_FIELD, "t1".to_owned())
+        );
+    }
+
+    #[test]
+    fn point_ids_round_trip() {
+        let id = layout::point_id("t", "m");
+        assert_eq!(uuid_of(&point_id(&id)), Some(id));
+    }
+}

@@ -1,0 +1,227 @@
+//! Qdrant gRPC messages into qdrant-edge types and back. Filters go through
+//! Qdrant's documented REST JSON form, which qdrant-edge deserializes
+//! natively; only the shapes `QdrantStore` sends are supported, anything else
+//! is INVALID_ARGUMENT, as Qdrant answers a filter it cannot parse.
+
+use qdrant_client::qdrant::{
+    self, condition::ConditionOneOf, r#match::MatchValue, point_id::PointIdOptions, vector_input,
+    with_payload_selector::SelectorOptions as PayloadOptions,
+    with_vectors_selector::SelectorOptions as VectorOptions,
+};
+use qdrant_edge::{
+    PayloadSelector, PayloadSelectorInclude, PointId, VectorInternal, VectorStructInternal,
+    WithPayloadInterface, WithVector,
+};
+use serde_json::{Value, json};
+use tonic::Status;
+
+pub fn filter(filter: Option<qdrant::Filter>) -> Result<Option<qdrant_edge::Filter>, Status> {
+    let Some(filter) = filter else {
+        return Ok(None);
+    };
+    let json = filter_json(filter)?;
+    serde_json::from_value(json)
+        .map(Some)
+        .map_err(|e| Status::invalid_argument(format!("filter: {e}")))
+}
+
+fn filter_json(filter: qdrant::Filter) -> Result<Value, Status> {
+    if filter.min_should.is_some() {
+        return Err(Status::invalid_argument(
+            "the double does not support min_should",
+        ));
+    }
+    let list = |conditions: Vec<qdrant::Condition>| {
+        conditions
+            .into_iter()
+            .map(condition_json)
+            .collect::<Result<Vec<_>, _>>()
+    };
+    Ok(
+        json!({"must": list(filter.must)?, "should": list(filter.should)?, "must_not": list(filter.must_not)?}),
+    )
+}
+
+fn condition_json(condition: qdrant::Condition) -> Result<Value, Status> {
+    Ok(match condition.condition_one_of {
+        Some(ConditionOneOf::Field(field)) => field_json(field)?,
+        Some(ConditionOneOf::IsEmpty(c)) => json!({"is_empty": {"key": c.key}}),
+        Some(ConditionOneOf::IsNull(c)) => json!({"is_null": {"key": c.key}}),
+        Some(ConditionOneOf::HasId(c)) => {
+            let ids: Result<Vec<_>, _> = c
+                .has_id
+                .iter()
+                .map(|id| point_uuid(id).map(|u| u.to_string()))
+                .collect();
+            json!({"has_id": ids?})
+        }
+        Some(ConditionOneOf::Filter(nested)) => filter_json(nested)?,
+        other => {
+            return Err(Status::invalid_argument(format!(
+                "the double does not support condition {other:?}"
+            )));
+        }
+    })
+}
+
+fn field_json(field: qdrant::FieldCondition) -> Result<Value, Status> {
+    let key = field.key;
+    if let Some(m) = field.r#match {
+        let m = match m.match_value {
+            Some(MatchValue::Keyword(s)) => json!({"value": s}),
+            Some(MatchValue::Integer(i)) => json!({"value": i}),
+            Some(MatchValue::Boolean(b)) => json!({"value": b}),
+            Some(MatchValue::Keywords(list)) => json!({"any": list.strings}),
+            Some(MatchValue::Integers(list)) => json!({"any": list.integers}),
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "the double does not support match {other:?}"
+                )));
+            }
+        };
+        return Ok(json!({"key": key, "match": m}));
+    }
+    if let Some(r) = field.range {
+        return Ok(
+            json!({"key": key, "range": {"gt": r.gt, "gte": r.gte, "lt": r.lt, "lte": r.lte}}),
+        );
+    }
+    if let Some(r) = field.datetime_range {
+        let rfc3339 = |t: Option<prost_types::Timestamp>| {
+            t.and_then(|t| chrono::DateTime::from_timestamp(t.seconds, t.nanos as u32))
+                .map(|d| d.to_rfc3339())
+        };
+        return Ok(
+            json!({"key": key, "range": {"gt": rfc3339(r.gt), "gte": rfc3339(r.gte), "lt": rfc3339(r.lt), "lte": rfc3339(r.lte)}}),
+        );
+    }
+    Err(Status::invalid_argument(format!(
+        "the double does not support this condition on {key}"
+    )))
+}
+
+pub fn point_uuid(id: &qdrant::PointId) -> Result<uuid::Uuid, Status> {
+    match &id.point_id_options {
+        Some(PointIdOptions::Uuid(s)) => uuid::Uuid::try_parse(s)
+            .map_err(|_| Status::invalid_argument(format!("bad point id {s}"))),
+        _ => Err(Status::invalid_argument(
+            "the double only stores UUID point ids",
+        )),
+    }
+}
+
+pub fn edge_id(id: &qdrant::PointId) -> Result<PointId, Status> {
+    point_uuid(id).map(PointId::Uuid)
+}
+
+pub fn grpc_id(id: &PointId) -> qdrant::PointId {
+    qdrant::PointId::from(id.to_string())
+}
+
+pub fn with_payload(
+    selector: Option<qdrant::WithPayloadSelector>,
+) -> Result<WithPayloadInterface, Status> {
+    Ok(match selector.and_then(|s| s.selector_options) {
+        None => WithPayloadInterface::Bool(false),
+        Some(PayloadOptions::Enable(enabled)) => WithPayloadInterface::Bool(enabled),
+        Some(PayloadOptions::Include(include)) => {
+            let fields: Result<Vec<_>, _> = include
+                .fields
+                .iter()
+                .map(|f| {
+                    f.parse()
+                        .map_err(|_| Status::invalid_argument("payload field"))
+                })
+                .collect();
+            WithPayloadInterface::Selector(PayloadSelector::Include(PayloadSelectorInclude::new(
+                fields?,
+            )))
+        }
+        Some(PayloadOptions::Exclude(_)) => {
+            return Err(Status::invalid_argument(
+                "the double does not support payload exclusion",
+            ));
+        }
+    })
+}
+
+pub fn with_vector(selector: Option<qdrant::WithVectorsSelector>) -> WithVector {
+    match selector.and_then(|s| s.selector_options) {
+        Some(VectorOptions::Enable(enabled)) => WithVector::Bool(enabled),
+        _ => WithVector::Bool(false),
+    }
+}
+
+/// The dense query vector of a nearest-neighbour query.
+pub fn nearest(query: Option<qdrant::Query>) -> Result<Vec<f32>, Status> {
+    match query.and_then(|q| q.variant) {
+        Some(qdrant::query::Variant::Nearest(input)) => match input.variant {
+            Some(vector_input::Variant::Dense(dense)) => Ok(dense.data),
+            _ => Err(Status::invalid_argument(
+                "the double only supports dense nearest queries",
+            )),
+        },
+        _ => Err(Status::invalid_argument(
+            "the double only supports nearest queries",
+        )),
+    }
+}
+
+pub fn dense(vectors: Option<qdrant::Vectors>) -> Result<Vec<f32>, Status> {
+    match vectors.and_then(|v| v.vectors_options) {
+        Some(qdrant::vectors::VectorsOptions::Vector(vector)) => match vector.vector {
+            Some(qdrant::vector::Vector::Dense(dense)) => Ok(dense.data),
+            #[allow(deprecated)]
+            None => Ok(vector.data),
+            Some(_) => Err(Status::invalid_argument(
+                "the double only stores dense vectors",
+            )),
+        },
+        _ => Err(Status::invalid_argument(
+            "the double only stores a single unnamed vector",
+        )),
+    }
+}
+
+pub fn payload_to_json(
+    payload: std::collections::HashMap<String, qdrant::Value>,
+) -> serde_json::Map<String, Value> {
+    payload
+        .into_iter()
+        .map(|(k, v)| (k, Value::from(v)))
+        .collect()
+}
+
+pub fn payload_to_grpc(
+    payload: Option<qdrant_edge::Payload>,
+) -> std::collections::HashMap<String, qdrant::Value> {
+    payload
+        .map(|p| {
+            p.0.into_iter()
+                .map(|(k, v)| (k, qdrant::Value::from(v)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn vectors_to_grpc(vector: Option<VectorStructInternal>) -> Option<qdrant::VectorsOutput> {
+    let dense = match vector? {
+        VectorStructInternal::Single(dense) => dense,
+        VectorStructInternal::Named(mut named) => match named.remove("")? {
+            VectorInternal::Dense(dense) => dense,
+            _ => return None,
+        },
+        VectorStructInternal::MultiDense(_) => return None,
+    };
+    #[allow(deprecated)]
+    Some(qdrant::VectorsOutput {
+        vectors_options: Some(qdrant::vectors_output::VectorsOptions::Vector(
+            qdrant::VectorOutput {
+                vector: Some(qdrant::vector_output::Vector::Dense(qdrant::DenseVector {
+                    data: dense,
+                })),
+                ..qdrant::VectorOutput::default()
+            },
+        )),
+    })
+}
