@@ -223,8 +223,20 @@ pub(crate) fn backend_error(op: &'static str, status: Status) -> Error {
                 retry_after: RETRY_AFTER,
             }
         }
-        // tonic reports its own request timeout as CANCELLED.
-        Code::DeadlineExceeded | Code::Cancelled => Error::DeadlineExceeded,
+        // tonic reports its own request timeout as CANCELLED. If the caller's
+        // deadline is what ran out, that is theirs to know; if our configured
+        // timeout cut a slow Qdrant short, the backend is unavailable.
+        Code::DeadlineExceeded | Code::Cancelled => {
+            if crate::deadline::remaining().is_some_and(|left| left.is_zero()) {
+                Error::DeadlineExceeded
+            } else {
+                tracing::warn!(op, "qdrant call timed out");
+                Error::Unavailable {
+                    message: "storage backend timed out".into(),
+                    retry_after: RETRY_AFTER,
+                }
+            }
+        }
         Code::Ok
         | Code::InvalidArgument
         | Code::NotFound
@@ -531,5 +543,45 @@ impl VectorStore for QdrantStore {
         // Every acknowledged write was applied by Qdrant (`wait = true`);
         // nothing is buffered here.
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timeout_is_the_callers_deadline_only_when_it_has_passed() {
+        let timed_out = || Status::cancelled("Timeout expired");
+        // Our own per-call timeout cut a slow Qdrant short.
+        assert!(matches!(
+            backend_error("query", timed_out()),
+            Error::Unavailable { .. }
+        ));
+        let later = tokio::time::Instant::now() + Duration::from_secs(5);
+        let error =
+            crate::deadline::scope(later, async { backend_error("query", timed_out()) }).await;
+        assert!(matches!(error, Error::Unavailable { .. }));
+        // The caller's deadline ran out.
+        let now = tokio::time::Instant::now();
+        let error =
+            crate::deadline::scope(now, async { backend_error("query", timed_out()) }).await;
+        assert!(matches!(error, Error::DeadlineExceeded));
+    }
+
+    #[test]
+    fn refused_connections_are_unavailable_and_refusals_internal() {
+        assert!(matches!(
+            backend_error("upsert", Status::unavailable("refused")),
+            Error::Unavailable { .. }
+        ));
+        assert!(matches!(
+            backend_error("upsert", Status::invalid_argument("bad")),
+            Error::Internal(_)
+        ));
+        assert!(matches!(
+            backend_error("upsert", Status::not_found("gone")),
+            Error::Internal(_)
+        ));
     }
 }

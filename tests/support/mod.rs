@@ -189,6 +189,43 @@ impl Drop for TestServer {
     }
 }
 
+const EXIT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs `vecmem ARGS` to its exit with a clean environment plus `env`,
+/// bounded in time.
+pub fn run_vecmem(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vecmem"))
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn vecmem");
+    let deadline = Instant::now() + EXIT_TIMEOUT;
+    while child.try_wait().expect("try_wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("vecmem {args:?} did not exit within {EXIT_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
+}
+
+/// Polls `condition` every 100 ms until it holds or `limit` passes.
+pub async fn eventually(limit: Duration, mut condition: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if condition().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
 /// The storage a test server runs on. The contract suite runs every case on
 /// each: the embedded engine, `QdrantStore` over the in-repo double, and
 /// `QdrantStore` over a real Qdrant when `QDRANT_URL` is set.

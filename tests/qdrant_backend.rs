@@ -1,0 +1,260 @@
+//! What only the Qdrant backend has: Qdrant going away and coming back, a
+//! replica starting before Qdrant, and an existing collection of another
+//! shape. Runs against the in-repo Qdrant-protocol double.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tonic::Code;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use vecmem::api::health::probe_ready;
+
+use support::data::*;
+use support::qdrant_double::QdrantDouble;
+use support::{Backend, NS, TestServer, eventually, run_vecmem};
+
+/// Per-call timeout the servers here get for Qdrant calls.
+const QDRANT_TIMEOUT_MS: u64 = 500;
+/// How long recovery may take: a readiness check runs every second.
+const RECOVERY: Duration = Duration::from_secs(15);
+
+async fn ready(server: &TestServer) -> bool {
+    let url = format!("http://{}/health/ready", server.http_addr);
+    probe_ready(&url, Duration::from_secs(2))
+        .await
+        .unwrap_or(false)
+}
+
+async fn grpc_health(server: &TestServer) -> ServingStatus {
+    let mut client = HealthClient::new(server.channel().await);
+    let response = client
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("health check");
+    response.into_inner().status()
+}
+
+#[tokio::test]
+async fn qdrant_outage_fails_fast_reports_not_ready_and_recovers_without_losing_writes() {
+    let backend = Backend::double();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let timeout = QDRANT_TIMEOUT_MS.to_string();
+    let server = backend.start_server_with(
+        dir.path(),
+        &[("VECMEM__BACKEND__QDRANT__TIMEOUT_MS", &timeout)],
+    );
+    let Backend::Double(mut double) = backend else {
+        unreachable!()
+    };
+    let mut client = server.memory().await;
+    let memories: Vec<_> = (0..10)
+        .map(|i| memory(&format!("m{i}"), [1.0, i as f32, 0.0, 0.0], json!({"i": i})))
+        .collect();
+    client
+        .upsert(upsert("t", memories))
+        .await
+        .expect("acknowledged before the outage");
+    assert!(ready(&server).await);
+
+    // Refused connections: UNAVAILABLE at once, with a retry hint.
+    double.drop_connections();
+    let started = Instant::now();
+    let status = client
+        .search(search("t", [1.0, 0.0, 0.0, 0.0], 5))
+        .await
+        .expect_err("qdrant is down");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_millis(QDRANT_TIMEOUT_MS * 4),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        tonic_types::StatusExt::get_error_details(&status)
+            .retry_info()
+            .is_some()
+    );
+    assert!(
+        eventually(RECOVERY, async || !ready(&server).await).await,
+        "/health/ready stayed 200"
+    );
+    assert_eq!(grpc_health(&server).await, ServingStatus::NotServing);
+
+    double.restore();
+    assert!(
+        eventually(RECOVERY, async || ready(&server).await).await,
+        "did not become ready again"
+    );
+    assert_eq!(grpc_health(&server).await, ServingStatus::Serving);
+    let found = client
+        .get(get("t", &["m0", "m5", "m9"]))
+        .await
+        .expect("get after recovery")
+        .into_inner();
+    assert_eq!(ids_of(&found.memories), ["m0", "m5", "m9"]);
+    assert_eq!(
+        client
+            .count(count("t", None))
+            .await
+            .expect("count")
+            .into_inner()
+            .count,
+        10
+    );
+
+    // A hung Qdrant: the call ends at the configured timeout, UNAVAILABLE.
+    double.set_delay(Duration::from_secs(10));
+    let started = Instant::now();
+    let status = client
+        .count(count("t", None))
+        .await
+        .expect_err("qdrant hangs");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_millis(QDRANT_TIMEOUT_MS * 4),
+        "took {:?}",
+        started.elapsed()
+    );
+
+    // Injected UNAVAILABLE is passed on as UNAVAILABLE.
+    double.set_delay(Duration::ZERO);
+    double.set_unavailable(true);
+    let status = client
+        .get(get("t", &["m0"]))
+        .await
+        .expect_err("unavailable");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    double.set_unavailable(false);
+    assert_eq!(
+        client
+            .count(count("t", None))
+            .await
+            .expect("count")
+            .into_inner()
+            .count,
+        10
+    );
+}
+
+#[tokio::test]
+async fn a_replica_started_before_qdrant_becomes_ready_when_qdrant_answers() {
+    let mut double = QdrantDouble::start();
+    double.drop_connections();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = double.url();
+    let server = TestServer::start_with(
+        dir.path(),
+        &[
+            ("VECMEM__BACKEND__KIND", "qdrant"),
+            ("VECMEM__BACKEND__QDRANT__URL", url.as_str()),
+            ("VECMEM__BACKEND__QDRANT__REQUIRE_AT_START", "false"),
+        ],
+    );
+    assert!(!ready(&server).await);
+    let mut client = server.memory().await;
+    let status = client
+        .count(count("t", None))
+        .await
+        .expect_err("not bootstrapped");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+
+    double.restore();
+    assert!(
+        eventually(RECOVERY, async || ready(&server).await).await,
+        "did not become ready"
+    );
+    client
+        .upsert(upsert(
+            "t",
+            vec![memory("a", [1.0, 0.0, 0.0, 0.0], json!({}))],
+        ))
+        .await
+        .expect("upsert");
+    assert_eq!(
+        double.points(NS),
+        1,
+        "the collection was created once Qdrant answered"
+    );
+}
+
+#[test]
+fn require_at_start_refuses_to_start_without_qdrant() {
+    let mut double = QdrantDouble::start();
+    double.drop_connections();
+    let url = double.url();
+    let output = run_vecmem(
+        &["serve"],
+        &[
+            ("VECMEM__BACKEND__KIND", "qdrant"),
+            ("VECMEM__BACKEND__QDRANT__URL", &url),
+            ("VECMEM__BACKEND__QDRANT__REQUIRE_AT_START", "true"),
+            ("VECMEM__LOG__FORMAT", "json"),
+            ("VECMEM__SERVER__GRPC_ADDR", "127.0.0.1:0"),
+            ("VECMEM__SERVER__HTTP_ADDR", "127.0.0.1:0"),
+        ],
+    );
+    assert!(!output.status.success());
+    let logs = String::from_utf8_lossy(&output.stdout);
+    assert!(logs.contains("require_at_start"), "{logs}");
+}
+
+#[test]
+fn an_existing_collection_of_another_shape_stops_start_up() {
+    let backend = Backend::double();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = backend.start_server(dir.path());
+    assert!(server.terminate().success());
+
+    let Backend::Double(double) = &backend else {
+        unreachable!()
+    };
+    let url = double.url();
+    let dim = format!("VECMEM__NAMESPACES__{}__DIM", NS.to_uppercase());
+    let distance = format!("VECMEM__NAMESPACES__{}__DISTANCE", NS.to_uppercase());
+    let cases = [
+        (
+            "8",
+            "cosine",
+            [
+                "has dim 4 and distance Cosine",
+                "says dim 8 and distance Cosine",
+            ],
+        ),
+        (
+            "4",
+            "dot",
+            [
+                "has dim 4 and distance Cosine",
+                "says dim 4 and distance Dot",
+            ],
+        ),
+    ];
+    for (dim_value, distance_value, expected) in cases {
+        let output = run_vecmem(
+            &["serve"],
+            &[
+                ("VECMEM__BACKEND__KIND", "qdrant"),
+                ("VECMEM__BACKEND__QDRANT__URL", &url),
+                (&dim, dim_value),
+                (&distance, distance_value),
+                ("VECMEM__SERVER__GRPC_ADDR", "127.0.0.1:0"),
+                ("VECMEM__SERVER__HTTP_ADDR", "127.0.0.1:0"),
+                ("VECMEM__LOG__FORMAT", "json"),
+            ],
+        );
+        assert!(
+            !output.status.success(),
+            "dim {dim_value}, {distance_value}: started"
+        );
+        let logs = String::from_utf8_lossy(&output.stdout);
+        for expected in [format!("namespace {NS}").as_str(), expected[0], expected[1]] {
+            assert!(logs.contains(expected), "missing {expected:?} in:\n{logs}");
+        }
+    }
+}
