@@ -32,14 +32,14 @@ use qdrant_edge::{
 };
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use crate::backend::layout::{self, PAYLOAD_FIELD, TENANT_FIELD};
+use crate::backend::layout::{self, TENANT_FIELD};
 use crate::backend::{
     MemoryKey, NamespaceStats, PayloadUpdate, ScrollQuery, StorePage, TenantDelete, TenantMemory,
     TenantSearch, VectorStore,
 };
 use crate::config::{Distance, EmbeddedConfig, NamespaceConfig, Quantization};
 use crate::error::{Error, Result};
-use crate::model::{DeleteSelector, Filter, Memory, Payload, ScoredMemory};
+use crate::model::{DeleteSelector, Filter, Memory, ScoredMemory};
 
 mod translate;
 
@@ -408,33 +408,23 @@ impl VectorStore for EmbeddedStore {
             .map(|id| layout::point_id(&update.tenant, id))
             .collect();
         let filter = tenant_ids_filter(&update.tenant, &ids)?;
-        let set = |payload: Payload, key: Option<&str>| -> Result<UpdateOperation> {
-            let key = key
-                .map(|k| k.parse().map_err(|_| Error::internal("payload field path")))
-                .transpose()?;
-            Ok(UpdateOperation::PayloadOperation(PayloadOps::SetPayload(
-                SetPayloadOp {
-                    payload: qdrant_edge::Payload(payload.into_iter().collect()),
-                    points: None,
-                    filter: Some(filter.clone()),
-                    key,
-                },
-            )))
-        };
-        let mut top_level = layout::updated_at_payload(update.updated_at);
-        let operations = if update.replace {
-            top_level.insert(
-                PAYLOAD_FIELD.into(),
-                serde_json::Value::Object(update.payload),
-            );
-            vec![set(top_level, None)?]
-        } else {
-            // Setting under the `payload` key merges into the caller's object.
-            vec![
-                set(update.payload, Some(PAYLOAD_FIELD))?,
-                set(top_level, None)?,
-            ]
-        };
+        let operations = layout::payload_writes(update.payload, update.replace, update.updated_at)
+            .into_iter()
+            .map(|write| {
+                let key = write
+                    .key
+                    .map(|k| k.parse().map_err(|_| Error::internal("payload field path")))
+                    .transpose()?;
+                Ok(UpdateOperation::PayloadOperation(PayloadOps::SetPayload(
+                    SetPayloadOp {
+                        payload: qdrant_edge::Payload(write.fields.into_iter().collect()),
+                        points: None,
+                        filter: Some(filter.clone()),
+                        key,
+                    },
+                )))
+            })
+            .collect::<Result<Vec<_>>>()?;
         self.write(namespace, operations).await
     }
 

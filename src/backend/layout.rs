@@ -69,11 +69,41 @@ pub fn stored_payload(tenant: &str, memory: &Memory) -> Payload {
     stored
 }
 
-/// The top-level fields written with a payload change (besides the payload).
-pub fn updated_at_payload(updated_at: SystemTime) -> Payload {
-    let mut fields = Payload::new();
-    fields.insert(UPDATED_AT_FIELD.into(), Value::from(to_micros(updated_at)));
-    fields
+/// One set-payload write: `fields` set at the top level (`key` = `None`) or
+/// merged into the object under `key`.
+pub struct PayloadWrite {
+    pub fields: Payload,
+    pub key: Option<&'static str>,
+}
+
+/// The set-payload writes that apply a payload change, the same for every
+/// backend: a merge sets the caller's keys inside `payload` (keeping the
+/// others) and bumps `updated_at_us`; a replace sets `payload` whole.
+pub fn payload_writes(
+    payload: Payload,
+    replace: bool,
+    updated_at: SystemTime,
+) -> Vec<PayloadWrite> {
+    let mut top_level = Payload::new();
+    top_level.insert(UPDATED_AT_FIELD.into(), Value::from(to_micros(updated_at)));
+    if replace {
+        top_level.insert(PAYLOAD_FIELD.into(), Value::Object(payload));
+        vec![PayloadWrite {
+            fields: top_level,
+            key: None,
+        }]
+    } else {
+        vec![
+            PayloadWrite {
+                fields: payload,
+                key: Some(PAYLOAD_FIELD),
+            },
+            PayloadWrite {
+                fields: top_level,
+                key: None,
+            },
+        ]
+    }
 }
 
 /// Rebuilds a memory from a stored payload. Returns `None` for a point that

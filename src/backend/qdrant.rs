@@ -480,28 +480,17 @@ impl VectorStore for QdrantStore {
             .map(|id| layout::point_id(&update.tenant, id))
             .collect();
         let filter = tenant_ids_filter(&update.tenant, &ids);
-        let set = |payload, key: Option<&str>| {
-            operation(update::Operation::SetPayload(update::SetPayload {
-                payload: translate::to_qdrant_payload(payload),
-                points_selector: selector(filter.clone()),
-                shard_key_selector: None,
-                key: key.map(str::to_owned),
-            }))
-        };
-        let mut top_level = layout::updated_at_payload(update.updated_at);
-        let operations = if update.replace {
-            top_level.insert(
-                layout::PAYLOAD_FIELD.into(),
-                serde_json::Value::Object(update.payload),
-            );
-            vec![set(top_level, None)]
-        } else {
-            // Setting under the `payload` key merges into the caller's object.
-            vec![
-                set(update.payload, Some(layout::PAYLOAD_FIELD)),
-                set(top_level, None),
-            ]
-        };
+        let operations = layout::payload_writes(update.payload, update.replace, update.updated_at)
+            .into_iter()
+            .map(|write| {
+                operation(update::Operation::SetPayload(update::SetPayload {
+                    payload: translate::to_qdrant_payload(write.fields),
+                    points_selector: selector(filter.clone()),
+                    shard_key_selector: None,
+                    key: write.key.map(str::to_owned),
+                }))
+            })
+            .collect();
         self.update_batch(namespace, operations).await
     }
 
