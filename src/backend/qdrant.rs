@@ -194,6 +194,7 @@ impl QdrantStore {
         Ok(())
     }
 
+    /// One search of a `QueryBatchPoints`.
     fn query(&self, namespace: &str, search: &TenantSearch) -> QueryPoints {
         QueryPoints {
             collection_name: self.collection(namespace),
@@ -203,7 +204,7 @@ impl QdrantStore {
             score_threshold: search.min_score,
             with_payload: Some(translate::payload_selector(search.with_payload)),
             with_vectors: Some(search.with_vector.into()),
-            read_consistency: Some(self.read_consistency),
+            // Consistency and timeout are set once, on the batch.
             ..QueryPoints::default()
         }
     }
