@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::codec::CompressionEncoding;
+use tonic::server::NamedService;
 use tonic::service::Routes;
 
 use crate::api::deadline::GrpcDeadlineLayer;
@@ -24,6 +25,7 @@ use crate::backend::embedded::EmbeddedStore;
 use crate::backend::qdrant::QdrantStore;
 use crate::config::{BackendKind, Config};
 use crate::core::Core;
+use crate::pipeline::admission;
 use crate::proto;
 use crate::proto::memory_service_server::MemoryServiceServer;
 use crate::proto::namespace_service_server::NamespaceServiceServer;
@@ -45,8 +47,11 @@ pub struct Server {
 
 /// Runs the service until SIGINT or SIGTERM, then shuts down gracefully.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    // Registered before anything listens: a SIGTERM that arrives as soon as
+    // the server is up must still shut it down gracefully.
+    let mut signals = ShutdownSignals::install()?;
     let server = Server::start(config).await?;
-    wait_for_signal().await?;
+    signals.recv().await;
     tracing::info!("shutdown signal received");
     server.shutdown().await
 }
@@ -163,13 +168,31 @@ fn grpc_router(
     let namespaces = NamespaceServiceServer::new(api)
         .accept_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Gzip);
-    let routes = Routes::new(memory)
-        .add_service(namespaces)
-        .add_service(health_service)
+    let retry_after = Duration::from_millis(config.admission.retry_after_ms);
+    // Only the vecmem services are admission-controlled: health checks and
+    // reflection must answer even when the replica is shedding load. They
+    // are mounted the way tonic's own router mounts services.
+    let vecmem = Router::new()
+        .route_service(&grpc_path(MemoryServiceServer::<GrpcApi>::NAME), memory)
+        .route_service(
+            &grpc_path(NamespaceServiceServer::<GrpcApi>::NAME),
+            namespaces,
+        )
+        .layer(admission::shed_layer(
+            config.admission.max_concurrency,
+            retry_after,
+        ));
+    let operational = Routes::new(health_service)
         .add_service(reflection().build_v1()?)
-        .add_service(reflection().build_v1alpha()?);
-    // Outermost first: the deadline covers everything a call does.
-    Ok(routes.into_axum_router().layer(GrpcDeadlineLayer))
+        .add_service(reflection().build_v1alpha()?)
+        .into_axum_router();
+    // Outermost: the deadline covers everything a call does, shedding included.
+    Ok(vecmem.merge(operational).layer(GrpcDeadlineLayer))
+}
+
+/// The route of every method of a gRPC service.
+fn grpc_path(service: &str) -> String {
+    format!("/{service}/{{*method}}")
 }
 
 async fn bind(addr: SocketAddr, key: &str) -> anyhow::Result<TcpListener> {
@@ -205,12 +228,25 @@ async fn futures_join<T>(handles: Vec<JoinHandle<T>>) -> Vec<Result<T, tokio::ta
     results
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate())?;
-    tokio::select! {
-        result = tokio::signal::ctrl_c() => result?,
-        _ = terminate.recv() => {}
+/// SIGINT and SIGTERM, registered when created.
+struct ShutdownSignals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
     }
-    Ok(())
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+    }
 }
