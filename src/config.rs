@@ -47,6 +47,7 @@ pub struct Config {
     pub log: LogConfig,
     pub backend: BackendConfig,
     pub limits: Limits,
+    pub admission: AdmissionConfig,
     pub namespaces: BTreeMap<String, NamespaceConfig>,
 }
 
@@ -177,6 +178,23 @@ pub struct Limits {
     pub max_filter_conditions: usize,
 }
 
+/// Admission control: how much load a replica takes before shedding.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdmissionConfig {
+    /// Calls of MemoryService and NamespaceService in flight at once; beyond
+    /// it calls are shed with RESOURCE_EXHAUSTED, never queued.
+    pub max_concurrency: usize,
+    /// The retry delay shed callers are given.
+    pub retry_after_ms: u64,
+    /// Per-tenant reads (searches, gets, scrolls, counts) per second; 0 = unlimited.
+    pub tenant_read_rps: u32,
+    /// Per-tenant writes (upserts, deletes, payload updates) per second; 0 = unlimited.
+    pub tenant_write_rps: u32,
+    /// Bucket size of both per-tenant limits; 0 = one second's worth.
+    pub tenant_burst: u32,
+}
+
 /// One namespace: a Qdrant collection (or embedded shard) of one dimension.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -304,6 +322,12 @@ impl Config {
             if value == 0 {
                 return Err(ConfigError::new(key, "must be at least 1"));
             }
+        }
+        if self.admission.max_concurrency == 0 {
+            return Err(ConfigError::new(
+                "admission.max_concurrency",
+                "must be at least 1",
+            ));
         }
         if self.namespaces.is_empty() {
             return Err(ConfigError::new(

@@ -19,6 +19,7 @@ use crate::model::{
     CountRequest, DeleteRequest, GetRequest, GetResult, ScoredMemory, ScrollPage, ScrollRequest,
     SearchRequest, UpdatePayloadRequest, UpdatePayloadResult, UpsertRequest, Validator, join,
 };
+use crate::pipeline::admission::{Access, TenantRates};
 
 /// What `DescribeNamespace` reports.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,6 +33,7 @@ pub struct NamespaceInfo {
 pub struct Core {
     namespaces: BTreeMap<String, NamespaceConfig>,
     limits: Limits,
+    rates: TenantRates,
     store: Arc<dyn VectorStore>,
 }
 
@@ -40,6 +42,7 @@ impl Core {
         Self {
             namespaces: config.namespaces.clone(),
             limits: config.limits.clone(),
+            rates: TenantRates::new(&config.admission),
             store,
         }
     }
@@ -64,6 +67,7 @@ impl Core {
         let mut validator = self.validator("namespace", &req.namespace)?;
         validator.upsert(&req);
         validator.finish()?;
+        self.rates.check(&req.tenant, Access::Write)?;
 
         let now = SystemTime::now();
         let UpsertRequest {
@@ -93,6 +97,7 @@ impl Core {
         let mut validator = self.validator("namespace", &req.namespace)?;
         validator.search("", &req);
         validator.finish()?;
+        self.rates.check(&req.tenant, Access::Read)?;
         let namespace = req.namespace.clone();
         let mut results = self
             .store
@@ -127,6 +132,9 @@ impl Core {
         }
         if !violations.is_empty() {
             return Err(Error::InvalidArgument(violations));
+        }
+        for req in &reqs {
+            self.rates.check(&req.tenant, Access::Read)?;
         }
 
         let mut by_namespace: BTreeMap<String, Vec<(usize, TenantSearch)>> = BTreeMap::new();
@@ -169,6 +177,7 @@ impl Core {
         let mut validator = self.validator("namespace", &req.namespace)?;
         validator.get(&req);
         validator.finish()?;
+        self.rates.check(&req.tenant, Access::Read)?;
         self.find(&req.namespace, &req.tenant, req.ids, req.with_vector)
             .await
     }
@@ -203,6 +212,7 @@ impl Core {
         let mut validator = self.validator("namespace", &req.namespace)?;
         validator.delete(&req);
         validator.finish()?;
+        self.rates.check(&req.tenant, Access::Write)?;
         let delete = TenantDelete {
             tenant: req.tenant,
             selector: req.selector,
@@ -214,6 +224,7 @@ impl Core {
         let mut validator = self.validator("namespace", &req.namespace)?;
         validator.scroll(&req);
         validator.finish()?;
+        self.rates.check(&req.tenant, Access::Read)?;
         let offset = match req.page_token.as_str() {
             "" => None,
             token => Some(Uuid::try_parse(token).map_err(|_| {
@@ -243,6 +254,7 @@ impl Core {
         let mut validator = self.validator("namespace", &req.namespace)?;
         validator.count(&req);
         validator.finish()?;
+        self.rates.check(&req.tenant, Access::Read)?;
         self.store
             .count(&req.namespace, &req.tenant, req.filter)
             .await
@@ -253,6 +265,7 @@ impl Core {
         let mut validator = self.validator("namespace", &req.namespace)?;
         validator.update_payload(&req);
         validator.finish()?;
+        self.rates.check(&req.tenant, Access::Write)?;
         let UpdatePayloadRequest {
             namespace,
             tenant,

@@ -11,6 +11,7 @@ pub mod core;
 pub mod deadline;
 pub mod error;
 pub mod model;
+pub mod pipeline;
 pub mod server;
 pub mod telemetry;
 
