@@ -1,0 +1,562 @@
+//! The rules that make a request valid, checked before anything reaches a
+//! backend. Every violation of a request is collected with its field path
+//! (`memories[3].vector`, `searches[1].filter.must[0].key`), so a client can
+//! fix a request in one round trip.
+
+use std::collections::HashSet;
+
+use super::{
+    AnyOf, Condition, CountRequest, DeleteRequest, DeleteSelector, FieldTest, Filter, GetRequest,
+    MAX_ID_BYTES, MAX_TENANT_BYTES, Payload, ScrollRequest, SearchRequest, UpdatePayloadRequest,
+    UpsertRequest,
+};
+use crate::config::Limits;
+use crate::error::{Error, FieldViolation, Result};
+
+/// Payload keys in filters are at most this long.
+const MAX_KEY_BYTES: usize = 256;
+
+/// Collects field violations of one request.
+#[derive(Debug, Default)]
+pub struct Violations(Vec<FieldViolation>);
+
+impl Violations {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
+        self.0.push(FieldViolation {
+            field: field.into(),
+            description: description.into(),
+        });
+    }
+
+    /// `Ok(value)` when nothing was reported, else INVALID_ARGUMENT with all of it.
+    pub fn into_result<T>(self, value: T) -> Result<T> {
+        if self.0.is_empty() {
+            Ok(value)
+        } else {
+            Err(Error::InvalidArgument(self.0))
+        }
+    }
+}
+
+/// Joins a parent path and a field name: `join("", "tenant") == "tenant"`.
+pub fn join(prefix: &str, field: &str) -> String {
+    if prefix.is_empty() {
+        field.to_owned()
+    } else {
+        format!("{prefix}.{field}")
+    }
+}
+
+/// Checks requests against the configured limits and a namespace's dimension.
+pub struct Validator<'a> {
+    limits: &'a Limits,
+    dim: usize,
+    violations: Violations,
+}
+
+impl<'a> Validator<'a> {
+    pub fn new(limits: &'a Limits, dim: usize) -> Self {
+        Self {
+            limits,
+            dim,
+            violations: Violations::new(),
+        }
+    }
+
+    pub fn finish(self) -> Result<()> {
+        self.violations.into_result(())
+    }
+
+    pub fn upsert(&mut self, req: &UpsertRequest) {
+        self.tenant("tenant", &req.tenant);
+        self.batch_len("memories", req.memories.len());
+        let mut seen = HashSet::new();
+        for (i, memory) in req.memories.iter().enumerate() {
+            let path = format!("memories[{i}]");
+            // An empty id is allowed here: the server assigns a UUIDv7.
+            if !memory.id.is_empty() {
+                self.id(&join(&path, "id"), &memory.id);
+                if !seen.insert(memory.id.as_str()) {
+                    self.violations
+                        .add(join(&path, "id"), "duplicate id within the request");
+                }
+            }
+            self.vector(&join(&path, "vector"), &memory.vector);
+            self.payload(&join(&path, "payload"), &memory.payload);
+        }
+    }
+
+    /// `prefix` is empty for a single search, `searches[i]` inside a batch.
+    pub fn search(&mut self, prefix: &str, req: &SearchRequest) {
+        self.tenant(&join(prefix, "tenant"), &req.tenant);
+        self.vector(&join(prefix, "vector"), &req.vector);
+        self.limit(&join(prefix, "limit"), req.limit);
+        if let Some(min_score) = req.min_score
+            && !min_score.is_finite()
+        {
+            self.violations
+                .add(join(prefix, "min_score"), "must be a finite number");
+        }
+        self.filter(&join(prefix, "filter"), &req.filter);
+    }
+
+    pub fn get(&mut self, req: &GetRequest) {
+        self.tenant("tenant", &req.tenant);
+        self.ids("ids", &req.ids);
+    }
+
+    pub fn delete(&mut self, req: &DeleteRequest) {
+        self.tenant("tenant", &req.tenant);
+        match &req.selector {
+            DeleteSelector::Ids(ids) => self.ids("ids.values", ids),
+            DeleteSelector::Filter(filter) => {
+                if filter.is_empty() {
+                    self.violations.add(
+                        "filter",
+                        "must have at least one condition; use `all` to delete every memory",
+                    );
+                }
+                self.filter("filter", filter);
+            }
+            DeleteSelector::All => {}
+        }
+    }
+
+    pub fn scroll(&mut self, req: &ScrollRequest) {
+        self.tenant("tenant", &req.tenant);
+        self.limit("limit", req.limit);
+        self.filter("filter", &req.filter);
+    }
+
+    pub fn count(&mut self, req: &CountRequest) {
+        self.tenant("tenant", &req.tenant);
+        self.filter("filter", &req.filter);
+    }
+
+    pub fn update_payload(&mut self, req: &UpdatePayloadRequest) {
+        self.tenant("tenant", &req.tenant);
+        self.ids("ids", &req.ids);
+        self.payload("payload", &req.payload);
+    }
+
+    /// The effective limit of a search or scroll (0 means the default).
+    pub fn resolve_limit(limits: &Limits, limit: u32) -> usize {
+        if limit == 0 {
+            limits.default_limit as usize
+        } else {
+            limit as usize
+        }
+    }
+
+    fn tenant(&mut self, field: &str, tenant: &str) {
+        if tenant.is_empty() {
+            self.violations.add(field, "is required");
+        } else if tenant.len() > MAX_TENANT_BYTES {
+            self.violations
+                .add(field, format!("must be at most {MAX_TENANT_BYTES} bytes"));
+        } else if tenant.chars().any(char::is_control) {
+            self.violations
+                .add(field, "must not contain control characters");
+        }
+    }
+
+    fn id(&mut self, field: &str, id: &str) {
+        if id.is_empty() || id.len() > MAX_ID_BYTES {
+            self.violations
+                .add(field, format!("must be 1 to {MAX_ID_BYTES} bytes"));
+        }
+    }
+
+    fn ids(&mut self, field: &str, ids: &[String]) {
+        self.batch_len(field, ids.len());
+        for (i, id) in ids.iter().enumerate() {
+            self.id(&format!("{field}[{i}]"), id);
+        }
+    }
+
+    fn batch_len(&mut self, field: &str, len: usize) {
+        let max = self.limits.max_batch;
+        if len == 0 {
+            self.violations.add(field, "must not be empty");
+        } else if len > max {
+            self.violations
+                .add(field, format!("has {len} items; at most {max} are allowed"));
+        }
+    }
+
+    fn vector(&mut self, field: &str, vector: &[f32]) {
+        if vector.len() != self.dim {
+            self.violations.add(
+                field,
+                format!(
+                    "has {} dimensions; the namespace expects {}",
+                    vector.len(),
+                    self.dim
+                ),
+            );
+        } else if let Some(i) = vector.iter().position(|x| !x.is_finite()) {
+            self.violations
+                .add(field, format!("component {i} is not a finite number"));
+        }
+    }
+
+    fn limit(&mut self, field: &str, limit: u32) {
+        let max = self.limits.max_limit;
+        if limit > max {
+            self.violations
+                .add(field, format!("is {limit}; at most {max} is allowed"));
+        }
+    }
+
+    fn payload(&mut self, field: &str, payload: &Payload) {
+        let size = json_size(payload);
+        let max = self.limits.max_payload_bytes;
+        if size > max {
+            self.violations.add(
+                field,
+                format!("is {size} bytes as JSON; at most {max} are allowed"),
+            );
+        }
+    }
+
+    fn filter(&mut self, field: &str, filter: &Filter) {
+        let mut conditions = 0;
+        self.filter_at(field, filter, 1, &mut conditions);
+        let max = self.limits.max_filter_conditions;
+        if conditions > max {
+            self.violations.add(
+                field,
+                format!("has {conditions} conditions; at most {max} are allowed"),
+            );
+        }
+    }
+
+    fn filter_at(&mut self, path: &str, filter: &Filter, depth: usize, conditions: &mut usize) {
+        for (clause, list) in filter.clauses() {
+            for (i, condition) in list.iter().enumerate() {
+                *conditions += 1;
+                let path = format!("{path}.{clause}[{i}]");
+                match condition {
+                    Condition::Group(group) => {
+                        let max = self.limits.max_filter_depth;
+                        if depth >= max {
+                            self.violations.add(
+                                join(&path, "group"),
+                                format!("nests deeper than {max} levels"),
+                            );
+                        } else {
+                            self.filter_at(&join(&path, "group"), group, depth + 1, conditions);
+                        }
+                    }
+                    Condition::Field { key, test } => {
+                        self.key(&join(&path, "key"), key);
+                        self.test(&path, test);
+                    }
+                }
+            }
+        }
+    }
+
+    fn key(&mut self, field: &str, key: &str) {
+        if !is_valid_key(key) {
+            self.violations.add(
+                field,
+                format!(
+                    "must be 1-{MAX_KEY_BYTES} bytes of dot-separated names made of \
+                     letters, digits, '_' and '-'"
+                ),
+            );
+        }
+    }
+
+    fn test(&mut self, path: &str, test: &FieldTest) {
+        match test {
+            FieldTest::Equals(_) | FieldTest::Exists => {}
+            FieldTest::AnyOf(any) => {
+                let len = match any {
+                    AnyOf::Keywords(values) => values.len(),
+                    AnyOf::Integers(values) => values.len(),
+                };
+                let field = join(path, "any_of");
+                let max = self.limits.max_batch;
+                if len == 0 {
+                    self.violations.add(field, "needs at least one value");
+                } else if len > max {
+                    self.violations.add(
+                        field,
+                        format!("has {len} values; at most {max} are allowed"),
+                    );
+                }
+            }
+            FieldTest::Range(bounds) => {
+                let field = join(path, "range");
+                if bounds.values().count() == 0 {
+                    self.violations.add(field, "needs at least one bound");
+                } else if bounds.values().any(|v| !v.is_finite()) {
+                    self.violations.add(field, "bounds must be finite numbers");
+                }
+            }
+            FieldTest::DatetimeRange(bounds) => {
+                if bounds.values().count() == 0 {
+                    self.violations
+                        .add(join(path, "datetime_range"), "needs at least one bound");
+                }
+            }
+        }
+    }
+}
+
+/// Payload keys: dot-separated names of letters, digits, `_` and `-`.
+fn is_valid_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= MAX_KEY_BYTES
+        && key.split('.').all(|part| {
+            !part.is_empty()
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        })
+}
+
+/// Size of a payload serialised as JSON, without allocating it.
+fn json_size(payload: &Payload) -> usize {
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    // Writing a `Map<String, Value>` cannot fail: every value is representable.
+    let _ = serde_json::to_writer(&mut counter, payload);
+    counter.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Bounds, Consistency, MatchValue, Memory};
+    use serde_json::json;
+
+    fn limits() -> Limits {
+        Limits {
+            max_limit: 100,
+            default_limit: 10,
+            max_batch: 4,
+            max_payload_bytes: 64,
+            max_filter_depth: 2,
+            max_filter_conditions: 5,
+        }
+    }
+
+    fn memory(id: &str, vector: Vec<f32>) -> Memory {
+        Memory {
+            id: id.into(),
+            vector,
+            payload: Payload::new(),
+            updated_at: None,
+        }
+    }
+
+    fn violations(result: Result<()>) -> Vec<String> {
+        match result {
+            Ok(()) => vec![],
+            Err(Error::InvalidArgument(v)) => v.into_iter().map(|v| v.field).collect(),
+            Err(other) => panic!("unexpected error {other:?}"),
+        }
+    }
+
+    fn check_upsert(req: &UpsertRequest) -> Vec<String> {
+        let limits = limits();
+        let mut v = Validator::new(&limits, 3);
+        v.upsert(req);
+        violations(v.finish())
+    }
+
+    fn field(key: &str, test: FieldTest) -> Condition {
+        Condition::Field {
+            key: key.into(),
+            test,
+        }
+    }
+
+    fn check_filter(filter: Filter) -> Vec<String> {
+        let limits = limits();
+        let mut v = Validator::new(&limits, 3);
+        v.count(&CountRequest {
+            namespace: "ns".into(),
+            tenant: "t".into(),
+            filter,
+        });
+        violations(v.finish())
+    }
+
+    #[test]
+    fn a_valid_upsert_passes() {
+        let req = UpsertRequest {
+            namespace: "ns".into(),
+            tenant: "t".into(),
+            memories: vec![
+                memory("a", vec![0.1, 0.2, 0.3]),
+                memory("", vec![1.0, 0.0, 0.0]),
+            ],
+        };
+        assert!(check_upsert(&req).is_empty());
+    }
+
+    #[test]
+    fn every_bad_memory_is_reported_with_its_index() {
+        let mut big = memory("c", vec![0.0; 3]);
+        big.payload.insert("text".into(), json!("x".repeat(100)));
+        let req = UpsertRequest {
+            namespace: "ns".into(),
+            tenant: String::new(),
+            memories: vec![
+                memory("a", vec![0.0; 3]),
+                memory("b", vec![0.0; 2]),
+                big,
+                memory("a", vec![f32::NAN, 0.0, 0.0]),
+            ],
+        };
+        assert_eq!(
+            check_upsert(&req),
+            [
+                "tenant",
+                "memories[1].vector",
+                "memories[2].payload",
+                "memories[3].id",
+                "memories[3].vector"
+            ]
+        );
+    }
+
+    #[test]
+    fn ids_tenants_and_batch_sizes_are_bounded() {
+        let long_id = "x".repeat(MAX_ID_BYTES + 1);
+        let req = UpsertRequest {
+            namespace: "ns".into(),
+            tenant: "t".repeat(MAX_TENANT_BYTES + 1),
+            memories: vec![memory(&long_id, vec![0.0; 3])],
+        };
+        assert_eq!(check_upsert(&req), ["tenant", "memories[0].id"]);
+
+        let too_many = UpsertRequest {
+            namespace: "ns".into(),
+            tenant: "t".into(),
+            memories: (0..5)
+                .map(|i| memory(&i.to_string(), vec![0.0; 3]))
+                .collect(),
+        };
+        assert_eq!(check_upsert(&too_many), ["memories"]);
+    }
+
+    #[test]
+    fn search_limit_and_min_score_are_checked_with_the_batch_prefix() {
+        let limits = limits();
+        let mut v = Validator::new(&limits, 3);
+        v.search(
+            "searches[1]",
+            &SearchRequest {
+                namespace: "ns".into(),
+                tenant: "t".into(),
+                vector: vec![0.0; 3],
+                limit: 101,
+                min_score: Some(f32::INFINITY),
+                filter: Filter::default(),
+                with_payload: false,
+                with_vector: false,
+                consistency: Consistency::Cached,
+            },
+        );
+        assert_eq!(
+            violations(v.finish()),
+            ["searches[1].limit", "searches[1].min_score"]
+        );
+        assert_eq!(Validator::resolve_limit(&limits, 0), 10);
+        assert_eq!(Validator::resolve_limit(&limits, 7), 7);
+    }
+
+    #[test]
+    fn filters_are_bounded_in_depth_count_and_shape() {
+        let ok = Filter {
+            must: vec![field(
+                "source.kind",
+                FieldTest::Equals(MatchValue::Keyword("a".into())),
+            )],
+            ..Filter::default()
+        };
+        assert!(check_filter(ok).is_empty());
+
+        let bad_key = Filter {
+            must: vec![
+                field("a..b", FieldTest::Exists),
+                field("", FieldTest::Exists),
+            ],
+            ..Filter::default()
+        };
+        assert_eq!(
+            check_filter(bad_key),
+            ["filter.must[0].key", "filter.must[1].key"]
+        );
+
+        let deep = Filter {
+            should: vec![Condition::Group(Filter {
+                must: vec![Condition::Group(Filter::default())],
+                ..Filter::default()
+            })],
+            ..Filter::default()
+        };
+        assert_eq!(check_filter(deep), ["filter.should[0].group.must[0].group"]);
+
+        let many = Filter {
+            must_not: (0..6).map(|_| field("k", FieldTest::Exists)).collect(),
+            ..Filter::default()
+        };
+        assert_eq!(check_filter(many), ["filter"]);
+
+        let empty_tests = Filter {
+            must: vec![
+                field("k", FieldTest::AnyOf(AnyOf::Keywords(vec![]))),
+                field("k", FieldTest::Range(Bounds::default())),
+                field(
+                    "k",
+                    FieldTest::Range(Bounds {
+                        gt: Some(f64::NAN),
+                        ..Bounds::default()
+                    }),
+                ),
+                field("k", FieldTest::DatetimeRange(Bounds::default())),
+            ],
+            ..Filter::default()
+        };
+        assert_eq!(
+            check_filter(empty_tests),
+            [
+                "filter.must[0].any_of",
+                "filter.must[1].range",
+                "filter.must[2].range",
+                "filter.must[3].datetime_range"
+            ]
+        );
+    }
+
+    #[test]
+    fn delete_by_empty_filter_is_refused() {
+        let limits = limits();
+        let mut v = Validator::new(&limits, 3);
+        v.delete(&DeleteRequest {
+            namespace: "ns".into(),
+            tenant: "t".into(),
+            selector: DeleteSelector::Filter(Filter::default()),
+        });
+        assert_eq!(violations(v.finish()), ["filter"]);
+    }
+}
