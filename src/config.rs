@@ -48,6 +48,8 @@ pub struct Config {
     pub backend: BackendConfig,
     pub limits: Limits,
     pub admission: AdmissionConfig,
+    pub pipeline: PipelineConfig,
+    pub resilience: ResilienceConfig,
     pub namespaces: BTreeMap<String, NamespaceConfig>,
 }
 
@@ -195,6 +197,64 @@ pub struct AdmissionConfig {
     pub tenant_burst: u32,
 }
 
+/// The layers between admission and the backend.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    pub batch: BatchConfig,
+    pub cache: CacheConfig,
+}
+
+/// Coalescing of concurrent calls into batched backend calls.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchConfig {
+    pub enabled: bool,
+    /// Most requests in one backend call.
+    pub max_batch_size: usize,
+    /// Longest wait for more requests after the first; 0 takes only what is
+    /// already queued.
+    pub max_delay_us: u64,
+    /// Requests that may wait per namespace and kind before callers are
+    /// pushed back.
+    pub queue_capacity: usize,
+    /// Batches of searches (and of gets) of one namespace run at once.
+    pub concurrent_reads: usize,
+}
+
+/// The result cache of searches and gets.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    pub enabled: bool,
+    /// Size bound, in bytes of cached keys and results.
+    pub max_bytes: u64,
+    /// How long an entry is served; the staleness bound across replicas.
+    pub ttl_ms: u64,
+    /// Answer from an expired entry while the backend is unavailable.
+    pub serve_stale_on_error: bool,
+    /// How old (since stored) an entry served that way may be.
+    pub stale_max_age_ms: u64,
+}
+
+/// Retries and the circuit breaker in front of the backend.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResilienceConfig {
+    /// Retries of a call that failed with UNAVAILABLE; 0 = none.
+    pub max_retries: u32,
+    pub backoff_min_ms: u64,
+    pub backoff_max_ms: u64,
+    /// Retries allowed on top of first attempts, in percent of them.
+    pub retry_budget_percent: u32,
+    /// Retries per second always allowed, whatever the percentage.
+    pub retry_budget_min_per_sec: u32,
+    /// Consecutive failures that open the circuit; 0 = no breaker.
+    pub circuit_failure_threshold: u32,
+    /// How long the circuit stays open before one call probes the backend.
+    pub circuit_open_ms: u64,
+}
+
 /// One namespace: a Qdrant collection (or embedded shard) of one dimension.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -329,6 +389,7 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        self.validate_pipeline()?;
         if self.namespaces.is_empty() {
             return Err(ConfigError::new(
                 "namespaces",
@@ -387,6 +448,51 @@ impl Config {
 }
 
 impl Config {
+    fn validate_pipeline(&self) -> Result<(), ConfigError> {
+        let batch = &self.pipeline.batch;
+        for (key, value) in [
+            ("pipeline.batch.max_batch_size", batch.max_batch_size),
+            ("pipeline.batch.queue_capacity", batch.queue_capacity),
+            ("pipeline.batch.concurrent_reads", batch.concurrent_reads),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::new(key, "must be at least 1"));
+            }
+        }
+        let cache = &self.pipeline.cache;
+        if cache.enabled && (cache.ttl_ms == 0 || cache.max_bytes == 0) {
+            let key = if cache.ttl_ms == 0 {
+                "pipeline.cache.ttl_ms"
+            } else {
+                "pipeline.cache.max_bytes"
+            };
+            return Err(ConfigError::new(
+                key,
+                "must be at least 1 (set pipeline.cache.enabled = false to turn the cache off)",
+            ));
+        }
+        let resilience = &self.resilience;
+        if resilience.backoff_max_ms == 0 || resilience.backoff_min_ms > resilience.backoff_max_ms {
+            return Err(ConfigError::new(
+                "resilience.backoff_max_ms",
+                "must be at least 1 and not below resilience.backoff_min_ms",
+            ));
+        }
+        if resilience.retry_budget_min_per_sec > 1_000_000 {
+            return Err(ConfigError::new(
+                "resilience.retry_budget_min_per_sec",
+                "must be at most 1000000",
+            ));
+        }
+        if resilience.retry_budget_percent > 1000 {
+            return Err(ConfigError::new(
+                "resilience.retry_budget_percent",
+                "must be between 0 and 1000",
+            ));
+        }
+        Ok(())
+    }
+
     fn validate_qdrant(&self) -> Result<(), ConfigError> {
         let qdrant = &self.backend.qdrant;
         let uri: Result<axum::http::Uri, _> = qdrant.url.parse();

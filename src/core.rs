@@ -16,10 +16,13 @@ use crate::backend::{
 use crate::config::{Config, Distance, Limits, NamespaceConfig};
 use crate::error::{Error, Result};
 use crate::model::{
-    CountRequest, DeleteRequest, GetRequest, GetResult, ScoredMemory, ScrollPage, ScrollRequest,
-    SearchRequest, UpdatePayloadRequest, UpdatePayloadResult, UpsertRequest, Validator, join,
+    Consistency, CountRequest, DeleteRequest, GetRequest, GetResult, ScoredMemory, ScrollPage,
+    ScrollRequest, SearchRequest, UpdatePayloadRequest, UpdatePayloadResult, UpsertRequest,
+    Validator, join,
 };
+use crate::pipeline::Pipeline;
 use crate::pipeline::admission::{Access, TenantRates};
+use crate::pipeline::cache::{CacheKey, Cached, ResultCache, Served};
 
 /// What `DescribeNamespace` reports.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,15 +38,17 @@ pub struct Core {
     limits: Limits,
     rates: TenantRates,
     store: Arc<dyn VectorStore>,
+    cache: ResultCache,
 }
 
 impl Core {
-    pub fn new(config: &Config, store: Arc<dyn VectorStore>) -> Self {
+    pub fn new(config: &Config, pipeline: Pipeline) -> Self {
         Self {
             namespaces: config.namespaces.clone(),
             limits: config.limits.clone(),
             rates: TenantRates::new(&config.admission),
-            store,
+            store: pipeline.store,
+            cache: pipeline.cache,
         }
     }
 
@@ -89,28 +94,43 @@ impl Core {
             })
             .collect();
         let ids = items.iter().map(|item| item.memory.id.clone()).collect();
-        self.store.upsert(&namespace, items).await?;
+        let written = self.store.upsert(&namespace, items).await;
+        self.cache.written(&namespace, &tenant);
+        written?;
         Ok(ids)
     }
 
-    pub async fn search(&self, req: SearchRequest) -> Result<Vec<ScoredMemory>> {
+    pub async fn search(&self, req: SearchRequest) -> Result<Served<Vec<ScoredMemory>>> {
         let mut validator = self.validator("namespace", &req.namespace)?;
         validator.search("", &req);
         validator.finish()?;
         self.rates.check(&req.tenant, Access::Read)?;
         let namespace = req.namespace.clone();
-        let mut results = self
-            .store
-            .search(&namespace, vec![self.tenant_search(req)])
+        let consistency = req.consistency;
+        let search = self.tenant_search(req);
+        let key = self.cache.search_key(&namespace, &search);
+        let served = self
+            .cache
+            .get_or_load(key, consistency, || async {
+                let mut results = self.store.search(&namespace, vec![search.clone()]).await?;
+                let hits = results
+                    .pop()
+                    .ok_or_else(|| Error::internal("store returned no search result"))?;
+                Ok(Cached::Hits(hits))
+            })
             .await?;
-        results
-            .pop()
-            .ok_or_else(|| Error::internal("store returned no search result"))
+        Ok(Served {
+            value: hits(&served.value)?,
+            stale: served.stale,
+        })
     }
 
     /// Runs searches that may span namespaces: one store call per namespace,
     /// results put back in request order.
-    pub async fn search_batch(&self, reqs: Vec<SearchRequest>) -> Result<Vec<Vec<ScoredMemory>>> {
+    pub async fn search_batch(
+        &self,
+        reqs: Vec<SearchRequest>,
+    ) -> Result<Served<Vec<Vec<ScoredMemory>>>> {
         if reqs.is_empty() || reqs.len() > self.limits.max_batch {
             return Err(Error::invalid(
                 "searches",
@@ -137,28 +157,58 @@ impl Core {
             self.rates.check(&req.tenant, Access::Read)?;
         }
 
-        let mut by_namespace: BTreeMap<String, Vec<(usize, TenantSearch)>> = BTreeMap::new();
+        // Answers from the cache where it has them; the rest from the store,
+        // one call per namespace.
+        let mut results: Vec<Option<Vec<ScoredMemory>>> = vec![None; reqs.len()];
+        let mut misses: BTreeMap<String, Vec<(usize, CacheKey, Consistency, TenantSearch)>> =
+            BTreeMap::new();
         for (i, req) in reqs.into_iter().enumerate() {
             let namespace = req.namespace.clone();
-            by_namespace
-                .entry(namespace)
-                .or_default()
-                .push((i, self.tenant_search(req)));
-        }
-        let mut results = vec![Vec::new(); by_namespace.values().map(Vec::len).sum()];
-        for (namespace, items) in by_namespace {
-            let (positions, searches): (Vec<usize>, Vec<TenantSearch>) = items.into_iter().unzip();
-            let found = self.store.search(&namespace, searches).await?;
-            if found.len() != positions.len() {
-                return Err(Error::internal(
-                    "store returned a wrong number of search results",
-                ));
-            }
-            for (position, hits) in positions.into_iter().zip(found) {
-                results[position] = hits;
+            let consistency = req.consistency;
+            let search = self.tenant_search(req);
+            let key = self.cache.search_key(&namespace, &search);
+            match self.cache.peek(&key, consistency).await {
+                Some(cached) => results[i] = Some(hits(&cached)?),
+                None => misses
+                    .entry(namespace)
+                    .or_default()
+                    .push((i, key, consistency, search)),
             }
         }
-        Ok(results)
+        let mut stale = false;
+        for (namespace, items) in misses {
+            let searches = items.iter().map(|item| item.3.clone()).collect();
+            match self.store.search(&namespace, searches).await {
+                Ok(found) if found.len() == items.len() => {
+                    for ((i, key, consistency, _), hits) in items.into_iter().zip(found) {
+                        let cached = Arc::new(Cached::Hits(hits.clone()));
+                        self.cache.put(key, cached, consistency).await;
+                        results[i] = Some(hits);
+                    }
+                }
+                Ok(_) => {
+                    return Err(Error::internal(
+                        "store returned a wrong number of search results",
+                    ));
+                }
+                // Served stale only if every search of the batch can be.
+                Err(error) => {
+                    for (i, key, consistency, _) in items {
+                        if consistency == Consistency::Fresh {
+                            return Err(error);
+                        }
+                        let cached = self.cache.stale_or(&key, error.clone()).await?;
+                        results[i] = Some(hits(&cached)?);
+                        stale = true;
+                    }
+                }
+            }
+        }
+        let value = results
+            .into_iter()
+            .map(|hits| hits.ok_or_else(|| Error::internal("a search of the batch got no answer")))
+            .collect::<Result<_>>()?;
+        Ok(Served { value, stale })
     }
 
     fn tenant_search(&self, req: SearchRequest) -> TenantSearch {
@@ -173,13 +223,35 @@ impl Core {
         }
     }
 
-    pub async fn get(&self, req: GetRequest) -> Result<GetResult> {
+    pub async fn get(&self, req: GetRequest) -> Result<Served<GetResult>> {
         let mut validator = self.validator("namespace", &req.namespace)?;
         validator.get(&req);
         validator.finish()?;
         self.rates.check(&req.tenant, Access::Read)?;
-        self.find(&req.namespace, &req.tenant, req.ids, req.with_vector)
-            .await
+        let key = self
+            .cache
+            .get_key(&req.namespace, &req.tenant, &req.ids, req.with_vector);
+        let served = self
+            .cache
+            .get_or_load(key, req.consistency, || async {
+                let found = self
+                    .find(
+                        &req.namespace,
+                        &req.tenant,
+                        req.ids.clone(),
+                        req.with_vector,
+                    )
+                    .await?;
+                Ok(Cached::Found(found))
+            })
+            .await?;
+        match &*served.value {
+            Cached::Found(found) => Ok(Served {
+                value: found.clone(),
+                stale: served.stale,
+            }),
+            Cached::Hits(_) => Err(Error::internal("cache returned search hits for a get")),
+        }
     }
 
     /// Looks up `ids` of `tenant`: the memories found, in order, and the rest.
@@ -214,10 +286,12 @@ impl Core {
         validator.finish()?;
         self.rates.check(&req.tenant, Access::Write)?;
         let delete = TenantDelete {
-            tenant: req.tenant,
+            tenant: req.tenant.clone(),
             selector: req.selector,
         };
-        self.store.delete(&req.namespace, vec![delete]).await
+        let deleted = self.store.delete(&req.namespace, vec![delete]).await;
+        self.cache.written(&req.namespace, &req.tenant);
+        deleted
     }
 
     pub async fn scroll(&self, req: ScrollRequest) -> Result<ScrollPage> {
@@ -280,13 +354,15 @@ impl Core {
         };
         if !result.updated_ids.is_empty() {
             let update = PayloadUpdate {
-                tenant,
+                tenant: tenant.clone(),
                 ids: result.updated_ids.clone(),
                 payload,
                 replace,
                 updated_at: SystemTime::now(),
             };
-            self.store.update_payload(&namespace, update).await?;
+            let updated = self.store.update_payload(&namespace, update).await;
+            self.cache.written(&namespace, &tenant);
+            updated?;
         }
         Ok(result)
     }
@@ -318,5 +394,13 @@ impl Core {
 
     pub async fn is_ready(&self) -> bool {
         self.store.is_ready().await
+    }
+}
+
+/// The hits of a cached search answer.
+fn hits(cached: &Cached) -> Result<Vec<ScoredMemory>> {
+    match cached {
+        Cached::Hits(hits) => Ok(hits.clone()),
+        Cached::Found(_) => Err(Error::internal("cache returned a get answer for a search")),
     }
 }

@@ -24,7 +24,7 @@ pub struct FieldViolation {
 }
 
 /// Every way a call can fail, independent of the transport.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     #[error("invalid request: {}", Violations(.0))]
     InvalidArgument(Vec<FieldViolation>),
@@ -44,6 +44,11 @@ pub enum Error {
         message: String,
         retry_after: Duration,
     },
+    /// The backend did not answer within its configured timeout. Reported as
+    /// UNAVAILABLE like an outage, but never retried: the call may be slow
+    /// rather than lost, and retrying would multiply the load on it.
+    #[error("storage backend timed out")]
+    BackendTimedOut { retry_after: Duration },
     #[error("deadline exceeded")]
     DeadlineExceeded,
     #[error("internal error: {0}")]
@@ -71,7 +76,7 @@ impl Error {
             Error::Unauthenticated(_) => Code::Unauthenticated,
             Error::PermissionDenied(_) => Code::PermissionDenied,
             Error::ResourceExhausted { .. } => Code::ResourceExhausted,
-            Error::Unavailable { .. } => Code::Unavailable,
+            Error::Unavailable { .. } | Error::BackendTimedOut { .. } => Code::Unavailable,
             Error::DeadlineExceeded => Code::DeadlineExceeded,
             Error::Internal(_) => Code::Internal,
         }
@@ -84,7 +89,9 @@ impl Error {
             Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Error::PermissionDenied(_) => StatusCode::FORBIDDEN,
             Error::ResourceExhausted { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Unavailable { .. } | Error::BackendTimedOut { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Error::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -101,7 +108,8 @@ impl Error {
     fn retry_after(&self) -> Option<Duration> {
         match self {
             Error::ResourceExhausted { retry_after, .. }
-            | Error::Unavailable { retry_after, .. } => Some(*retry_after),
+            | Error::Unavailable { retry_after, .. }
+            | Error::BackendTimedOut { retry_after } => Some(*retry_after),
             Error::InvalidArgument(_)
             | Error::NamespaceNotFound(_)
             | Error::Unauthenticated(_)
@@ -109,6 +117,16 @@ impl Error {
             | Error::DeadlineExceeded
             | Error::Internal(_) => None,
         }
+    }
+
+    /// Whether the backend is down or not answering (as opposed to an error
+    /// about the request): what trips the circuit breaker and what a stale
+    /// cache answer may stand in for.
+    pub fn is_backend_unavailable(&self) -> bool {
+        matches!(
+            self,
+            Error::Unavailable { .. } | Error::BackendTimedOut { .. }
+        )
     }
 
     fn violations(&self) -> &[FieldViolation] {

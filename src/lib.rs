@@ -10,6 +10,7 @@ pub mod config;
 pub mod core;
 pub mod deadline;
 pub mod error;
+pub mod metrics;
 pub mod model;
 pub mod pipeline;
 pub mod server;

@@ -17,6 +17,7 @@ use tonic::codec::CompressionEncoding;
 use tonic::server::NamedService;
 use tonic::service::Routes;
 
+use crate::api;
 use crate::api::deadline::GrpcDeadlineLayer;
 use crate::api::grpc::GrpcApi;
 use crate::api::health::{self, Health};
@@ -25,7 +26,8 @@ use crate::backend::embedded::EmbeddedStore;
 use crate::backend::qdrant::QdrantStore;
 use crate::config::{BackendKind, Config};
 use crate::core::Core;
-use crate::pipeline::admission;
+use crate::metrics::Metrics;
+use crate::pipeline::{self, admission};
 use crate::proto;
 use crate::proto::memory_service_server::MemoryServiceServer;
 use crate::proto::namespace_service_server::NamespaceServiceServer;
@@ -59,8 +61,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 impl Server {
     /// Opens storage and binds both listeners (port 0 picks a free port).
     pub async fn start(config: Config) -> anyhow::Result<Self> {
-        let store = open_store(&config).await?;
-        let core = Arc::new(Core::new(&config, store));
+        let metrics = Arc::new(Metrics::new());
+        let backend = open_store(&config).await?;
+        let pipeline = pipeline::build(&config, backend, metrics.clone())?;
+        let core = Arc::new(Core::new(&config, pipeline));
 
         let (reporter, health_service) = tonic_health::server::health_reporter();
         let health = Health::new(core.clone(), reporter);
@@ -68,7 +72,7 @@ impl Server {
         let checker = health.spawn_checker();
 
         let grpc = grpc_router(&config, core.clone(), health_service)?;
-        let http = health::router(health.clone());
+        let http = health::router(health.clone()).merge(api::metrics::router(metrics.clone()));
 
         let grpc_listener = bind(config.server.grpc_addr, "server.grpc_addr").await?;
         let http_listener = bind(config.server.http_addr, "server.http_addr").await?;

@@ -131,16 +131,17 @@ async fn qdrant_outage_fails_fast_reports_not_ready_and_recovers_without_losing_
         .await
         .expect_err("unavailable");
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    // The failures above opened the circuit breaker; it lets a probe
+    // through within `resilience.circuit_open_ms` and closes on success.
     double.set_unavailable(false);
-    assert_eq!(
-        client
-            .count(count("t", None))
-            .await
-            .expect("count")
-            .into_inner()
-            .count,
-        10
-    );
+    let mut counted = None;
+    let recovered = eventually(RECOVERY, async || {
+        counted = client.count(count("t", None)).await.ok();
+        counted.is_some()
+    })
+    .await;
+    assert!(recovered, "calls did not succeed again after the outage");
+    assert_eq!(counted.map(|c| c.into_inner().count), Some(10));
 }
 
 #[tokio::test]

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
 use crate::api::convert::{search_batch_from_proto, search_response};
@@ -11,6 +12,9 @@ use crate::core::Core;
 use crate::proto;
 use crate::proto::memory_service_server::MemoryService;
 use crate::proto::namespace_service_server::NamespaceService;
+
+/// Response metadata set on answers served stale.
+pub const STALE_HEADER: &str = "x-vecmem-stale";
 
 /// Serves `vecmem.v1.MemoryService` and `vecmem.v1.NamespaceService`.
 #[derive(Clone)]
@@ -22,6 +26,18 @@ impl GrpcApi {
     pub fn new(core: Arc<Core>) -> Self {
         Self { core }
     }
+}
+
+/// A response, marked `x-vecmem-stale: true` when it was served from an
+/// expired cache entry because the backend is unavailable.
+fn respond<T>(message: T, stale: bool) -> Response<T> {
+    let mut response = Response::new(message);
+    if stale {
+        response
+            .metadata_mut()
+            .insert(STALE_HEADER, MetadataValue::from_static("true"));
+    }
+    response
 }
 
 #[tonic::async_trait]
@@ -38,32 +54,35 @@ impl MemoryService for GrpcApi {
         &self,
         request: Request<proto::SearchRequest>,
     ) -> Result<Response<proto::SearchResponse>, Status> {
-        let hits = self.core.search(request.into_inner().try_into()?).await?;
-        Ok(Response::new(search_response(hits)))
+        let served = self.core.search(request.into_inner().try_into()?).await?;
+        Ok(respond(search_response(served.value), served.stale))
     }
 
     async fn search_batch(
         &self,
         request: Request<proto::SearchBatchRequest>,
     ) -> Result<Response<proto::SearchBatchResponse>, Status> {
-        let results = self
+        let served = self
             .core
             .search_batch(search_batch_from_proto(request.into_inner())?)
             .await?;
-        Ok(Response::new(proto::SearchBatchResponse {
-            results: results.into_iter().map(search_response).collect(),
-        }))
+        let response = proto::SearchBatchResponse {
+            results: served.value.into_iter().map(search_response).collect(),
+        };
+        Ok(respond(response, served.stale))
     }
 
     async fn get(
         &self,
         request: Request<proto::GetRequest>,
     ) -> Result<Response<proto::GetResponse>, Status> {
-        let found = self.core.get(request.into_inner().try_into()?).await?;
-        Ok(Response::new(proto::GetResponse {
+        let served = self.core.get(request.into_inner().try_into()?).await?;
+        let found = served.value;
+        let response = proto::GetResponse {
             memories: found.memories.into_iter().map(Into::into).collect(),
             missing_ids: found.missing_ids,
-        }))
+        };
+        Ok(respond(response, served.stale))
     }
 
     async fn delete(

@@ -4,3 +4,4 @@ pub mod convert;
 pub mod deadline;
 pub mod grpc;
 pub mod health;
+pub mod metrics;

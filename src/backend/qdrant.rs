@@ -232,8 +232,7 @@ pub(crate) fn backend_error(op: &'static str, status: Status) -> Error {
                 Error::DeadlineExceeded
             } else {
                 tracing::warn!(op, "qdrant call timed out");
-                Error::Unavailable {
-                    message: "storage backend timed out".into(),
+                Error::BackendTimedOut {
                     retry_after: RETRY_AFTER,
                 }
             }
@@ -546,12 +545,12 @@ mod tests {
         // Our own per-call timeout cut a slow Qdrant short.
         assert!(matches!(
             backend_error("query", timed_out()),
-            Error::Unavailable { .. }
+            Error::BackendTimedOut { .. }
         ));
         let later = tokio::time::Instant::now() + Duration::from_secs(5);
         let error =
             crate::deadline::scope(later, async { backend_error("query", timed_out()) }).await;
-        assert!(matches!(error, Error::Unavailable { .. }));
+        assert!(matches!(error, Error::BackendTimedOut { .. }));
         // The caller's deadline ran out.
         let now = tokio::time::Instant::now();
         let error =

@@ -1,5 +1,92 @@
-//! The request pipeline between the transports and the store. Each concern
-//! lives in its own module and can be switched off for side-by-side
-//! measurement.
+//! The request pipeline between the transports and the backend, composed in
+//! one place ([`build`]). Each concern lives in its own module and can be
+//! switched off for side-by-side measurement.
+//!
+//! In request order: admission (a tower layer on the transports, then the
+//! per-tenant rates in the core) → result cache (called by the core, which
+//! knows each read's consistency and each write's tenant) → batcher →
+//! resilience → backend. The last three are [`VectorStore`]s wrapped around
+//! each other, so the core talks to one store whatever is switched on.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::backend::VectorStore;
+use crate::config::Config;
+use crate::error::Result;
+use crate::metrics::Metrics;
 
 pub mod admission;
+pub mod batch;
+pub mod batch_store;
+pub mod cache;
+#[cfg(test)]
+mod fake_store;
+pub mod resilience;
+
+use batch::BatchLimits;
+use batch_store::BatchingStore;
+use cache::{CacheSettings, ResultCache};
+use resilience::{ResilienceSettings, ResilientStore};
+
+/// What the core calls: the wrapped store and the result cache.
+pub struct Pipeline {
+    pub store: Arc<dyn VectorStore>,
+    pub cache: ResultCache,
+}
+
+/// Wraps `backend` in the layers the config switches on. Must run inside the
+/// tokio runtime: the batcher's workers are spawned here.
+pub fn build(
+    config: &Config,
+    backend: Arc<dyn VectorStore>,
+    metrics: Arc<Metrics>,
+) -> Result<Pipeline> {
+    // Innermost: retries and the breaker see every backend call, one per
+    // batch, so a batch is retried as a whole and an open circuit fails a
+    // whole batch at once.
+    let resilience = &config.resilience;
+    let mut store: Arc<dyn VectorStore> = Arc::new(ResilientStore::new(
+        backend,
+        ResilienceSettings {
+            max_retries: resilience.max_retries,
+            backoff_min: Duration::from_millis(resilience.backoff_min_ms),
+            backoff_max: Duration::from_millis(resilience.backoff_max_ms),
+            retry_budget_ratio: resilience.retry_budget_percent as f32 / 100.0,
+            retry_budget_min_per_sec: resilience.retry_budget_min_per_sec,
+            failure_threshold: resilience.circuit_failure_threshold,
+            open_for: Duration::from_millis(resilience.circuit_open_ms),
+        },
+        metrics.clone(),
+    )?);
+
+    // Then the batcher: concurrent calls of a namespace become one call.
+    let batch = &config.pipeline.batch;
+    if batch.enabled {
+        store = Arc::new(BatchingStore::new(
+            store,
+            config.namespaces.keys().map(String::as_str),
+            BatchLimits {
+                max_batch_size: batch.max_batch_size,
+                max_delay: Duration::from_micros(batch.max_delay_us),
+                queue_capacity: batch.queue_capacity,
+            },
+            batch.concurrent_reads,
+            metrics.clone(),
+        ));
+    }
+
+    // The cache sits above the batcher: a hit never waits in a queue.
+    let cache = &config.pipeline.cache;
+    let cache = ResultCache::new(
+        CacheSettings {
+            enabled: cache.enabled,
+            max_bytes: cache.max_bytes,
+            ttl: Duration::from_millis(cache.ttl_ms),
+            serve_stale_on_error: cache.serve_stale_on_error,
+            stale_for: Duration::from_millis(cache.stale_max_age_ms),
+        },
+        metrics,
+    );
+    Ok(Pipeline { store, cache })
+}

@@ -306,3 +306,40 @@ fn listening_addrs(line: &str) -> Option<(SocketAddr, SocketAddr)> {
 fn join_logs(logs: &Mutex<Vec<String>>) -> String {
     logs.lock().map(|l| l.join("\n")).unwrap_or_default()
 }
+
+/// GETs `url` over HTTP/1.1: the status and the body as text.
+pub async fn http_get(url: &str) -> (u16, String) {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<axum::body::Bytes>>();
+    let response = tokio::time::timeout(
+        Duration::from_secs(10),
+        client.get(url.parse().expect("url")),
+    )
+    .await
+    .expect("HTTP answer in time")
+    .expect("HTTP request");
+    let status = response.status().as_u16();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("HTTP body")
+        .to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// The sum of every sample of metric `name` (all label sets) in an
+/// exposition text; 0 when it has none.
+pub fn metric(exposition: &str, name: &str) -> f64 {
+    exposition
+        .lines()
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

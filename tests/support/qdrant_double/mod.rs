@@ -30,10 +30,19 @@ use tonic::Status;
 pub struct Faults {
     unavailable: AtomicBool,
     delay_ms: AtomicU64,
+    calls: AtomicU64,
 }
 
 impl Faults {
+    /// Counts a call and injects the faults.
     async fn apply(&self) -> Result<(), Status> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.apply_uncounted().await
+    }
+
+    /// Injects the faults into a health check, which is not counted: the
+    /// server under test probes on its own schedule.
+    async fn apply_uncounted(&self) -> Result<(), Status> {
         let delay = self.delay_ms.load(Ordering::SeqCst);
         if delay > 0 {
             tokio::time::sleep(Duration::from_millis(delay)).await;
@@ -129,6 +138,11 @@ impl QdrantDouble {
             state,
             server: Some(server),
         }
+    }
+
+    /// Calls received so far (health checks aside), failed ones included.
+    pub fn calls(&self) -> u64 {
+        self.state.faults.calls.load(Ordering::SeqCst)
     }
 
     pub fn url(&self) -> String {

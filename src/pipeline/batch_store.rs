@@ -1,0 +1,604 @@
+//! The store seen through the batcher: a [`VectorStore`] that coalesces the
+//! concurrent upserts, deletes, searches and gets of each namespace into one
+//! backend call per batch, and passes everything else straight through.
+//!
+//! Each namespace has three lanes. Writes share one lane so that upserts and
+//! deletes run in the order they arrived: the lane sends one batch at a time,
+//! and a batch runs as consecutive groups of the same kind (`U U D U` is an
+//! upsert of two requests, a delete, an upsert). Within an upsert group a
+//! later write of the same id replaces an earlier one before the backend
+//! sees it. Searches and gets have a lane each and may run a few batches at
+//! once, since reads do not need an order.
+//!
+//! A batch must not fail for one caller's sake. Requests are validated before
+//! they get here, so a backend error is either about the backend (then every
+//! caller in the group gets it) or about some item (then the group is retried
+//! one request at a time, and each caller gets its own answer).
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::future::try_join_all;
+use tower::limit::ConcurrencyLimit;
+use tower::{Service, ServiceExt};
+
+use crate::backend::{
+    MemoryKey, NamespaceStats, PayloadUpdate, ScrollQuery, StorePage, TenantDelete, TenantMemory,
+    TenantSearch, VectorStore,
+};
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::model::{Filter, Memory, ScoredMemory};
+use crate::pipeline::batch::{self, Batch, BatchLimits, BatchResults, Batcher};
+
+/// One write, as queued in a namespace's write lane.
+#[derive(Debug)]
+enum Write {
+    Upsert(Vec<TenantMemory>),
+    Delete(TenantDelete),
+}
+
+/// One get, as queued in a namespace's get lane.
+#[derive(Debug)]
+struct Lookup {
+    keys: Vec<MemoryKey>,
+    with_vector: bool,
+}
+
+type Hits = Vec<Vec<ScoredMemory>>;
+
+struct Lanes {
+    writes: Batcher<Write, ()>,
+    searches: Batcher<Vec<TenantSearch>, Hits>,
+    gets: Batcher<Lookup, Vec<Option<Memory>>>,
+}
+
+pub struct BatchingStore {
+    inner: Arc<dyn VectorStore>,
+    lanes: HashMap<String, Lanes>,
+}
+
+impl BatchingStore {
+    /// Starts the lanes of every namespace on the current runtime.
+    pub fn new<'a>(
+        inner: Arc<dyn VectorStore>,
+        namespaces: impl IntoIterator<Item = &'a str>,
+        limits: BatchLimits,
+        concurrent_reads: usize,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let lanes = namespaces
+            .into_iter()
+            .map(|namespace| {
+                let lanes = Lanes {
+                    writes: lane(1, limits, "writes", {
+                        let (store, namespace, metrics) =
+                            (inner.clone(), namespace.to_owned(), metrics.clone());
+                        move |batch: Batch<Write>| {
+                            let (store, namespace, metrics) =
+                                (store.clone(), namespace.clone(), metrics.clone());
+                            async move { run_writes(&*store, &namespace, batch, &metrics).await }
+                        }
+                    }),
+                    searches: lane(concurrent_reads, limits, "searches", {
+                        let (store, namespace, metrics) =
+                            (inner.clone(), namespace.to_owned(), metrics.clone());
+                        move |batch: Batch<Vec<TenantSearch>>| {
+                            let (store, namespace, metrics) =
+                                (store.clone(), namespace.clone(), metrics.clone());
+                            async move { run_searches(&*store, &namespace, batch, &metrics).await }
+                        }
+                    }),
+                    gets: lane(concurrent_reads, limits, "gets", {
+                        let (store, namespace, metrics) =
+                            (inner.clone(), namespace.to_owned(), metrics.clone());
+                        move |batch: Batch<Lookup>| {
+                            let (store, namespace, metrics) =
+                                (store.clone(), namespace.clone(), metrics.clone());
+                            async move { run_gets(&*store, &namespace, batch, &metrics).await }
+                        }
+                    }),
+                };
+                (namespace.to_owned(), lanes)
+            })
+            .collect();
+        Self { inner, lanes }
+    }
+
+    fn lanes(&self, namespace: &str) -> Result<&Lanes> {
+        self.lanes
+            .get(namespace)
+            .ok_or_else(|| Error::NamespaceNotFound(namespace.to_owned()))
+    }
+}
+
+/// A batcher whose inner service runs `flush` on at most `concurrency`
+/// batches at a time.
+fn lane<I, O, F, Fut>(
+    concurrency: usize,
+    limits: BatchLimits,
+    name: &'static str,
+    flush: F,
+) -> Batcher<I, O>
+where
+    I: Send + 'static,
+    O: Send + 'static,
+    F: FnMut(Batch<I>) -> Fut + Send + 'static,
+    Fut: Future<Output = BatchResults<O>> + Send + 'static,
+{
+    let mut flush = flush;
+    let service = tower::service_fn(move |batch: Batch<I>| {
+        let deadline = batch.deadline;
+        let results = flush(batch);
+        async move {
+            Ok::<_, Error>(match deadline {
+                Some(deadline) => crate::deadline::scope(deadline, results).await,
+                None => results.await,
+            })
+        }
+    });
+    batch::spawn(
+        ConcurrencyLimit::new(service, concurrency.max(1)),
+        limits,
+        name,
+    )
+}
+
+/// Sends one item through a lane and waits for its own result.
+async fn through<I, O>(lane: &Batcher<I, O>, item: I) -> Result<O>
+where
+    I: Send + 'static,
+    O: Send + 'static,
+{
+    lane.clone().ready().await?.call(item).await
+}
+
+/// Whether an error says something about the backend rather than about the
+/// items: then retrying items one by one cannot help.
+fn about_the_backend(error: &Error) -> bool {
+    error.is_backend_unavailable()
+        || matches!(
+            error,
+            Error::DeadlineExceeded | Error::ResourceExhausted { .. }
+        )
+}
+
+/// Runs a group's combined call; if it fails because of some item, runs each
+/// item alone so the others still succeed.
+async fn combined_or_each<I, O, C, CF, E, EF>(
+    items: Vec<I>,
+    combined: C,
+    each: E,
+) -> BatchResults<O>
+where
+    O: Clone,
+    C: FnOnce(&[I]) -> CF,
+    CF: Future<Output = Result<Vec<O>>>,
+    E: Fn(I) -> EF,
+    EF: Future<Output = Result<O>>,
+{
+    let count = items.len();
+    match combined(&items).await {
+        Ok(outputs) => outputs.into_iter().map(Ok).collect(),
+        Err(error) if count == 1 || about_the_backend(&error) => {
+            vec![Err(error); count]
+        }
+        Err(error) => {
+            tracing::debug!(%error, count, "batch failed; retrying its requests one by one");
+            let mut results = Vec::with_capacity(count);
+            for item in items {
+                results.push(each(item).await);
+            }
+            results
+        }
+    }
+}
+
+async fn run_writes(
+    store: &dyn VectorStore,
+    namespace: &str,
+    batch: Batch<Write>,
+    metrics: &Metrics,
+) -> BatchResults<()> {
+    metrics.observe_batch("write", batch.items.len());
+    let mut results = Vec::with_capacity(batch.items.len());
+    let mut writes = batch.items.into_iter().peekable();
+    while let Some(first) = writes.next() {
+        match first {
+            Write::Upsert(memories) => {
+                let mut group = vec![memories];
+                while let Some(Write::Upsert(more)) =
+                    writes.next_if(|next| matches!(next, Write::Upsert(_)))
+                {
+                    group.push(more);
+                }
+                let count = group.len();
+                let outcome = combined_or_each(
+                    group,
+                    |group| {
+                        let memories = last_write_wins(group);
+                        async move {
+                            store.upsert(namespace, memories).await?;
+                            Ok(vec![(); count])
+                        }
+                    },
+                    |memories| store.upsert(namespace, memories),
+                )
+                .await;
+                results.extend(outcome);
+            }
+            Write::Delete(delete) => {
+                let mut group = vec![delete];
+                while let Some(Write::Delete(more)) =
+                    writes.next_if(|next| matches!(next, Write::Delete(_)))
+                {
+                    group.push(more);
+                }
+                let count = group.len();
+                let outcome = combined_or_each(
+                    group,
+                    |group| {
+                        let deletes = group.to_vec();
+                        async move {
+                            store.delete(namespace, deletes).await?;
+                            Ok(vec![(); count])
+                        }
+                    },
+                    |delete| store.delete(namespace, vec![delete]),
+                )
+                .await;
+                results.extend(outcome);
+            }
+        }
+    }
+    results
+}
+
+/// The memories of a group of upserts as one list, where a later write of a
+/// (tenant, id) replaces every earlier one.
+fn last_write_wins(group: &[Vec<TenantMemory>]) -> Vec<TenantMemory> {
+    let mut seen = HashSet::new();
+    let mut kept: Vec<TenantMemory> = group
+        .iter()
+        .flatten()
+        .rev()
+        .filter(|item| seen.insert((item.tenant.as_str(), item.memory.id.as_str())))
+        .cloned()
+        .collect();
+    kept.reverse();
+    kept
+}
+
+async fn run_searches(
+    store: &dyn VectorStore,
+    namespace: &str,
+    batch: Batch<Vec<TenantSearch>>,
+    metrics: &Metrics,
+) -> BatchResults<Hits> {
+    metrics.observe_batch("search", batch.items.len());
+    combined_or_each(
+        batch.items,
+        |requests| {
+            let searches: Vec<TenantSearch> = requests.iter().flatten().cloned().collect();
+            let lengths: Vec<usize> = requests.iter().map(Vec::len).collect();
+            async move {
+                let hits = store.search(namespace, searches).await?;
+                split(hits, &lengths).ok_or_else(|| {
+                    Error::internal("store returned a wrong number of search results")
+                })
+            }
+        },
+        |searches| store.search(namespace, searches),
+    )
+    .await
+}
+
+async fn run_gets(
+    store: &dyn VectorStore,
+    namespace: &str,
+    batch: Batch<Lookup>,
+    metrics: &Metrics,
+) -> BatchResults<Vec<Option<Memory>>> {
+    metrics.observe_batch("get", batch.items.len());
+    combined_or_each(
+        batch.items,
+        |lookups| {
+            // One call for all: with vectors if anyone asked for them, which
+            // are then dropped for those who did not.
+            let with_vector = lookups.iter().any(|lookup| lookup.with_vector);
+            let keys: Vec<MemoryKey> = lookups
+                .iter()
+                .flat_map(|lookup| lookup.keys.iter().cloned())
+                .collect();
+            let lengths: Vec<usize> = lookups.iter().map(|lookup| lookup.keys.len()).collect();
+            let wanted: Vec<bool> = lookups.iter().map(|lookup| lookup.with_vector).collect();
+            async move {
+                let found = store.get(namespace, keys, with_vector).await?;
+                let mut split = split(found, &lengths)
+                    .ok_or_else(|| Error::internal("store returned a wrong number of memories"))?;
+                for (memories, with_vector) in split.iter_mut().zip(wanted) {
+                    if !with_vector {
+                        for memory in memories.iter_mut().flatten() {
+                            memory.vector = Vec::new();
+                        }
+                    }
+                }
+                Ok(split)
+            }
+        },
+        |lookup| store.get(namespace, lookup.keys, lookup.with_vector),
+    )
+    .await
+}
+
+/// Cuts `all` into consecutive parts of the given lengths; `None` unless the
+/// lengths add up exactly.
+fn split<T>(all: Vec<T>, lengths: &[usize]) -> Option<Vec<Vec<T>>> {
+    if all.len() != lengths.iter().sum::<usize>() {
+        return None;
+    }
+    let mut all = all.into_iter();
+    Some(
+        lengths
+            .iter()
+            .map(|&length| all.by_ref().take(length).collect())
+            .collect(),
+    )
+}
+
+#[async_trait]
+impl VectorStore for BatchingStore {
+    async fn upsert(&self, namespace: &str, memories: Vec<TenantMemory>) -> Result<()> {
+        through(&self.lanes(namespace)?.writes, Write::Upsert(memories)).await
+    }
+
+    async fn search(&self, namespace: &str, searches: Vec<TenantSearch>) -> Result<Hits> {
+        through(&self.lanes(namespace)?.searches, searches).await
+    }
+
+    async fn get(
+        &self,
+        namespace: &str,
+        keys: Vec<MemoryKey>,
+        with_vector: bool,
+    ) -> Result<Vec<Option<Memory>>> {
+        let lookup = Lookup { keys, with_vector };
+        through(&self.lanes(namespace)?.gets, lookup).await
+    }
+
+    async fn delete(&self, namespace: &str, deletes: Vec<TenantDelete>) -> Result<()> {
+        let lane = &self.lanes(namespace)?.writes;
+        try_join_all(
+            deletes
+                .into_iter()
+                .map(|delete| through(lane, Write::Delete(delete))),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn scroll(&self, namespace: &str, tenant: &str, query: ScrollQuery) -> Result<StorePage> {
+        self.inner.scroll(namespace, tenant, query).await
+    }
+
+    async fn count(&self, namespace: &str, tenant: &str, filter: Filter) -> Result<u64> {
+        self.inner.count(namespace, tenant, filter).await
+    }
+
+    async fn update_payload(&self, namespace: &str, update: PayloadUpdate) -> Result<()> {
+        self.inner.update_payload(namespace, update).await
+    }
+
+    async fn stats(&self, namespace: &str) -> Result<NamespaceStats> {
+        self.inner.stats(namespace).await
+    }
+
+    async fn is_ready(&self) -> bool {
+        self.inner.is_ready().await
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.inner.close().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::model::DeleteSelector;
+    use crate::pipeline::fake_store::{Call, FakeStore, unavailable};
+
+    fn batching(fake: &Arc<FakeStore>) -> BatchingStore {
+        BatchingStore::new(
+            fake.clone(),
+            ["ns"],
+            BatchLimits {
+                max_batch_size: 64,
+                max_delay: Duration::ZERO,
+                queue_capacity: 64,
+            },
+            2,
+            Arc::new(Metrics::new()),
+        )
+    }
+
+    fn memory(tenant: &str, id: &str, first: f32) -> Vec<TenantMemory> {
+        vec![TenantMemory {
+            tenant: tenant.into(),
+            memory: Memory {
+                id: id.into(),
+                vector: vec![first, 0.0],
+                payload: Default::default(),
+                updated_at: None,
+            },
+        }]
+    }
+
+    fn delete(tenant: &str, id: &str) -> Vec<TenantDelete> {
+        vec![TenantDelete {
+            tenant: tenant.into(),
+            selector: DeleteSelector::Ids(vec![id.into()]),
+        }]
+    }
+
+    fn search(tenant: &str) -> Vec<TenantSearch> {
+        vec![TenantSearch {
+            tenant: tenant.into(),
+            vector: vec![1.0, 0.0],
+            limit: 10,
+            min_score: None,
+            filter: Filter::default(),
+            with_payload: true,
+            with_vector: false,
+        }]
+    }
+
+    fn upserted(tenant: &str, id: &str, first: f32) -> (String, String, f32) {
+        (tenant.into(), id.into(), first)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_upserts_become_one_call_and_a_later_write_of_an_id_wins() {
+        let fake = Arc::new(FakeStore::default());
+        let store = batching(&fake);
+        let (a, b, c) = tokio::join!(
+            store.upsert("ns", memory("t1", "x", 1.0)),
+            store.upsert("ns", memory("t2", "x", 2.0)),
+            store.upsert("ns", memory("t1", "x", 3.0)),
+        );
+        a.expect("first");
+        b.expect("second");
+        c.expect("third");
+        assert_eq!(
+            fake.calls(),
+            vec![Call::Upsert(vec![
+                upserted("t2", "x", 2.0),
+                upserted("t1", "x", 3.0),
+            ])]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn writes_keep_their_order_across_upserts_and_deletes() {
+        let fake = Arc::new(FakeStore::default());
+        let store = batching(&fake);
+        let (a, b, c, d) = tokio::join!(
+            store.upsert("ns", memory("t", "x", 1.0)),
+            store.upsert("ns", memory("t", "y", 1.0)),
+            store.delete("ns", delete("t", "x")),
+            store.upsert("ns", memory("t", "x", 2.0)),
+        );
+        for result in [a, b, c, d] {
+            result.expect("write");
+        }
+        assert_eq!(
+            fake.calls(),
+            vec![
+                Call::Upsert(vec![upserted("t", "x", 1.0), upserted("t", "y", 1.0)]),
+                Call::Delete(1),
+                Call::Upsert(vec![upserted("t", "x", 2.0)]),
+            ]
+        );
+        let found = store
+            .get(
+                "ns",
+                vec![MemoryKey {
+                    tenant: "t".into(),
+                    id: "x".into(),
+                }],
+                true,
+            )
+            .await
+            .expect("get");
+        assert_eq!(found[0].as_ref().map(|m| m.vector[0]), Some(2.0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_rejected_request_does_not_fail_the_others() {
+        let fake = Arc::new(FakeStore::default());
+        *fake.poisoned_tenant.lock().expect("lock") = Some("bad".into());
+        let store = batching(&fake);
+        let (a, b, c) = tokio::join!(
+            store.upsert("ns", memory("good", "1", 1.0)),
+            store.upsert("ns", memory("bad", "2", 1.0)),
+            store.upsert("ns", memory("good", "3", 1.0)),
+        );
+        a.expect("unaffected");
+        b.expect_err("rejected");
+        c.expect("unaffected");
+        // The combined call, then each request on its own.
+        assert_eq!(fake.calls().len(), 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unavailable_backend_fails_each_caller_without_retrying_items() {
+        let fake = Arc::new(FakeStore::default());
+        fake.fail_next(1, unavailable());
+        let store = batching(&fake);
+        let (a, b) = tokio::join!(
+            store.upsert("ns", memory("t", "1", 1.0)),
+            store.upsert("ns", memory("t", "2", 1.0)),
+        );
+        for result in [a, b] {
+            assert!(
+                matches!(result, Err(Error::Unavailable { .. })),
+                "{result:?}"
+            );
+        }
+        assert_eq!(fake.calls().len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_searches_become_one_call_with_each_tenant_kept_apart() {
+        let fake = Arc::new(FakeStore::default());
+        let store = batching(&fake);
+        store
+            .upsert("ns", memory("a", "a1", 1.0))
+            .await
+            .expect("upsert");
+        store
+            .upsert("ns", memory("b", "b1", 1.0))
+            .await
+            .expect("upsert");
+        let before = fake.calls().len();
+        let (a, b, none) = tokio::join!(
+            store.search("ns", search("a")),
+            store.search("ns", search("b")),
+            store.search("ns", search("c")),
+        );
+        let ids = |hits: Vec<Vec<ScoredMemory>>| -> Vec<String> {
+            hits.concat().into_iter().map(|h| h.memory.id).collect()
+        };
+        assert_eq!(ids(a.expect("a")), vec!["a1"]);
+        assert_eq!(ids(b.expect("b")), vec!["b1"]);
+        assert!(ids(none.expect("c")).is_empty());
+        assert_eq!(fake.calls()[before..], [Call::Search(3)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn batched_gets_return_vectors_only_to_those_who_asked() {
+        let fake = Arc::new(FakeStore::default());
+        let store = batching(&fake);
+        store
+            .upsert("ns", memory("t", "x", 1.0))
+            .await
+            .expect("upsert");
+        let key = || {
+            vec![MemoryKey {
+                tenant: "t".into(),
+                id: "x".into(),
+            }]
+        };
+        let (with, without) =
+            tokio::join!(store.get("ns", key(), true), store.get("ns", key(), false));
+        let with = with.expect("get").remove(0).expect("found");
+        let without = without.expect("get").remove(0).expect("found");
+        assert_eq!(with.vector, vec![1.0, 0.0]);
+        assert!(without.vector.is_empty());
+        assert_eq!(fake.calls().last(), Some(&Call::Get(2)));
+    }
+}
