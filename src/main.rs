@@ -26,6 +26,8 @@ struct Cli {
 enum Command {
     /// Run the service until SIGINT or SIGTERM.
     Serve,
+    /// Load-test a running server over gRPC and report throughput and latency.
+    Bench(Box<vecmem::bench::BenchArgs>),
     /// Exit 0 if the server answers /health/ready with 200, else 1.
     Health {
         /// Readiness URL; defaults to this config's server.http_addr.
@@ -39,6 +41,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The load generator needs no server config.
+    if let Command::Bench(args) = cli.command {
+        return bench(*args);
+    }
     let config = match Config::load(cli.config.as_deref()) {
         Ok(config) => config,
         Err(err) => {
@@ -48,6 +54,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Serve => serve(config),
+        Command::Bench(_) => unreachable!("handled before the config is loaded"),
         Command::Health { url, timeout_ms } => {
             health(&config, url, Duration::from_millis(timeout_ms))
         }
@@ -86,6 +93,26 @@ fn serve(config: Config) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!(error = format!("{err:#}"), "vecmem failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn bench(args: vecmem::bench::BenchArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("vecmem bench: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(vecmem::bench::run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("vecmem bench: {err:#}");
             ExitCode::FAILURE
         }
     }

@@ -434,7 +434,8 @@ fn json_to_proto(value: Value) -> prost_types::Value {
     prost_types::Value { kind: Some(kind) }
 }
 
-fn payload_to_proto(payload: Payload) -> prost_types::Struct {
+/// A JSON object as a protobuf `Struct`.
+pub fn payload_to_proto(payload: Payload) -> prost_types::Struct {
     prost_types::Struct {
         fields: payload
             .into_iter()

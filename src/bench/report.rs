@@ -1,0 +1,162 @@
+//! The result of a `vecmem bench` run and its three renderings. The JSON
+//! shape is a contract (scripts compare runs with it): `count`, `rps`,
+//! `errors` by gRPC code name, and `latency_ms` percentiles. Latencies are
+//! those of successful calls, so a run that sheds load reports how the
+//! admitted calls fared; `ok` says how many that is.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// Latencies are recorded in microseconds, up to a minute, 3 digits.
+pub fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("constant bounds hdrhistogram accepts")
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Latency {
+    pub min: f64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Report {
+    /// Calls completed, failed ones included.
+    pub count: u64,
+    /// Calls that succeeded.
+    pub ok: u64,
+    /// Completed calls per second of the measured run.
+    pub rps: f64,
+    pub errors: BTreeMap<String, u64>,
+    pub latency_ms: Latency,
+    pub elapsed_s: f64,
+    pub concurrency: usize,
+    pub op: String,
+}
+
+impl Report {
+    pub fn new(
+        latencies: &Histogram<u64>,
+        errors: BTreeMap<String, u64>,
+        elapsed: Duration,
+        concurrency: usize,
+        op: String,
+    ) -> Self {
+        let ok = latencies.len();
+        let count = ok + errors.values().sum::<u64>();
+        let ms = |micros: u64| micros as f64 / 1000.0;
+        let at = |q: f64| ms(latencies.value_at_quantile(q));
+        Self {
+            count,
+            ok,
+            rps: count as f64 / elapsed.as_secs_f64().max(f64::EPSILON),
+            errors,
+            latency_ms: Latency {
+                min: ms(latencies.min()),
+                p50: at(0.50),
+                p90: at(0.90),
+                p95: at(0.95),
+                p99: at(0.99),
+                p999: at(0.999),
+                max: ms(latencies.max()),
+            },
+            elapsed_s: elapsed.as_secs_f64(),
+            concurrency,
+            op,
+        }
+    }
+
+    pub fn text(&self) -> String {
+        let l = &self.latency_ms;
+        let mut out = format!(
+            "op {}  concurrency {}\n\
+             requests  {} in {:.2} s = {:.1} req/s ({} ok)\n\
+             latency   min {:.2}  p50 {:.2}  p90 {:.2}  p95 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2} ms\n",
+            self.op,
+            self.concurrency,
+            self.count,
+            self.elapsed_s,
+            self.rps,
+            self.ok,
+            l.min,
+            l.p50,
+            l.p90,
+            l.p95,
+            l.p99,
+            l.p999,
+            l.max
+        );
+        if !self.errors.is_empty() {
+            let errors: Vec<String> = self
+                .errors
+                .iter()
+                .map(|(code, n)| format!("{code} {n}"))
+                .collect();
+            out.push_str(&format!("errors    {}\n", errors.join(", ")));
+        }
+        out
+    }
+
+    pub fn csv(&self) -> String {
+        let l = &self.latency_ms;
+        let errors: u64 = self.errors.values().sum();
+        format!(
+            "op,concurrency,count,ok,errors,rps,min_ms,p50_ms,p90_ms,p95_ms,p99_ms,p999_ms,max_ms\n\
+             {},{},{},{},{},{:.1},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3}\n",
+            self.op,
+            self.concurrency,
+            self.count,
+            self.ok,
+            errors,
+            self.rps,
+            l.min,
+            l.p50,
+            l.p90,
+            l.p95,
+            l.p99,
+            l.p999,
+            l.max
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_errors_with_calls_and_latency_of_successes_only() {
+        let mut latencies = new_histogram();
+        for micros in [1000, 2000, 3000, 4000] {
+            latencies.record(micros).expect("in range");
+        }
+        let errors = BTreeMap::from([("RESOURCE_EXHAUSTED".to_owned(), 4)]);
+        let report = Report::new(
+            &latencies,
+            errors,
+            Duration::from_secs(2),
+            8,
+            "search".into(),
+        );
+        assert_eq!(report.count, 8);
+        assert_eq!(report.ok, 4);
+        assert_eq!(report.rps, 4.0);
+        assert_eq!(report.latency_ms.min, 1.0);
+        assert!((report.latency_ms.max - 4.0).abs() < 0.01);
+        let json = serde_json::to_value(&report).expect("json");
+        for field in ["count", "rps", "errors", "latency_ms"] {
+            assert!(json.get(field).is_some(), "{field}");
+        }
+        for field in ["min", "p50", "p90", "p95", "p99", "p999", "max"] {
+            assert!(json["latency_ms"].get(field).is_some(), "{field}");
+        }
+        assert_eq!(json["errors"]["RESOURCE_EXHAUSTED"], 4);
+    }
+}
