@@ -46,7 +46,7 @@ impl Core {
         Self {
             namespaces: config.namespaces.clone(),
             limits: config.limits.clone(),
-            rates: TenantRates::new(&config.admission),
+            rates: TenantRates::new(&config.admission, pipeline.metrics.clone()),
             store: pipeline.store,
             cache: pipeline.cache,
         }

@@ -71,7 +71,7 @@ impl Server {
         health.refresh().await;
         let checker = health.spawn_checker();
 
-        let grpc = grpc_router(&config, core.clone(), health_service)?;
+        let grpc = grpc_router(&config, core.clone(), health_service, metrics.clone())?;
         let http = health::router(health.clone()).merge(api::metrics::router(metrics.clone()));
 
         let grpc_listener = bind(config.server.grpc_addr, "server.grpc_addr").await?;
@@ -147,6 +147,7 @@ fn grpc_router(
     health_service: tonic_health::pb::health_server::HealthServer<
         impl tonic_health::pb::health_server::Health,
     >,
+    metrics: Arc<Metrics>,
 ) -> anyhow::Result<Router> {
     let api = GrpcApi::new(core);
     let max_dim = config
@@ -185,13 +186,21 @@ fn grpc_router(
         .layer(admission::shed_layer(
             config.admission.max_concurrency,
             retry_after,
+            metrics.clone(),
+        ))
+        // The deadline covers everything a call does, shedding included.
+        .layer(GrpcDeadlineLayer)
+        // Outermost: shed calls and expired deadlines are counted too.
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            api::request_metrics::record,
         ));
     let operational = Routes::new(health_service)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
-        .into_axum_router();
-    // Outermost: the deadline covers everything a call does, shedding included.
-    Ok(vecmem.merge(operational).layer(GrpcDeadlineLayer))
+        .into_axum_router()
+        .layer(GrpcDeadlineLayer);
+    Ok(vecmem.merge(operational))
 }
 
 /// The route of every method of a gRPC service.

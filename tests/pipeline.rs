@@ -125,6 +125,14 @@ async fn concurrent_writers_and_readers_never_read_older_than_an_acknowledged_wr
         batched > batches,
         "some batch held more than one request: {exposition}"
     );
+    // Every call was counted, by method and code, and none is left in flight.
+    let upserts = r#"vecmem_requests_total{rpc="Upsert",code="OK"}"#;
+    assert_eq!(
+        metric(&exposition, upserts),
+        (PAIRS as u64 * WRITES_PER_PAIR) as f64,
+        "{exposition}"
+    );
+    assert_eq!(metric(&exposition, "vecmem_inflight_requests"), 0.0);
 }
 
 #[tokio::test]

@@ -5,3 +5,4 @@ pub mod deadline;
 pub mod grpc;
 pub mod health;
 pub mod metrics;
+pub mod request_metrics;

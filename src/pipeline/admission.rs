@@ -13,6 +13,7 @@
 //!   tenant), so one noisy tenant cannot starve the others.
 
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -27,6 +28,7 @@ use tower::{BoxError, Layer, ServiceBuilder};
 
 use crate::config::AdmissionConfig;
 use crate::error::{Error, Result};
+use crate::metrics::Metrics;
 
 /// How often (in checks) idle tenants' buckets are dropped from memory.
 const RETAIN_EVERY: u64 = 4096;
@@ -35,6 +37,7 @@ const RETAIN_EVERY: u64 = 4096;
 pub fn shed_layer<S>(
     max_concurrency: usize,
     retry_after: Duration,
+    metrics: Arc<Metrics>,
 ) -> impl Layer<
     S,
     Service = impl tower::Service<
@@ -53,16 +56,18 @@ where
     S::Future: Send + 'static,
 {
     ServiceBuilder::new()
-        .layer(HandleErrorLayer::new(move |err: BoxError| async move {
-            overloaded(err, retry_after)
+        .layer(HandleErrorLayer::new(move |err: BoxError| {
+            let metrics = metrics.clone();
+            async move { overloaded(err, retry_after, &metrics) }
         }))
         .layer(LoadShedLayer::new())
         .layer(GlobalConcurrencyLimitLayer::new(max_concurrency))
 }
 
 /// The gRPC answer to a shed call.
-fn overloaded(err: BoxError, retry_after: Duration) -> Response<Body> {
+fn overloaded(err: BoxError, retry_after: Duration, metrics: &Metrics) -> Response<Body> {
     let error = if err.is::<tower::load_shed::error::Overloaded>() {
+        metrics.shed("concurrency");
         Error::ResourceExhausted {
             reason: "server overloaded; retry later".into(),
             retry_after,
@@ -88,10 +93,11 @@ pub struct TenantRates {
     read: Option<KeyedLimiter>,
     write: Option<KeyedLimiter>,
     checks: AtomicU64,
+    metrics: Arc<Metrics>,
 }
 
 impl TenantRates {
-    pub fn new(config: &AdmissionConfig) -> Self {
+    pub fn new(config: &AdmissionConfig, metrics: Arc<Metrics>) -> Self {
         let limiter = |per_second: u32| {
             let rate = NonZeroU32::new(per_second)?;
             let burst = NonZeroU32::new(config.tenant_burst).unwrap_or(rate);
@@ -103,6 +109,7 @@ impl TenantRates {
             read: limiter(config.tenant_read_rps),
             write: limiter(config.tenant_write_rps),
             checks: AtomicU64::new(0),
+            metrics,
         }
     }
 
@@ -120,6 +127,10 @@ impl TenantRates {
         }
         limiter.check_key(&tenant.to_owned()).map_err(|not_until| {
             let retry_after = not_until.wait_time_from(DefaultClock::default().now());
+            self.metrics.shed(match access {
+                Access::Read => "tenant_read_rate",
+                Access::Write => "tenant_write_rate",
+            });
             Error::ResourceExhausted {
                 reason: format!("tenant {} rate limit exceeded", kind(access)),
                 retry_after: retry_after.max(Duration::from_millis(1)),
@@ -156,7 +167,8 @@ mod tests {
     #[tokio::test]
     async fn calls_beyond_the_limit_are_shed_at_once_with_retry_info() {
         let (mock, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-        let service = shed_layer(1, Duration::from_millis(250)).layer(mock);
+        let metrics = Arc::new(Metrics::new());
+        let service = shed_layer(1, Duration::from_millis(250), metrics.clone()).layer(mock);
 
         // The first call takes the only slot and stays in flight.
         let first = tokio::spawn(service.clone().oneshot(Request::new(Body::empty())));
@@ -178,6 +190,13 @@ mod tests {
             .retry_info()
             .and_then(|r| r.retry_delay);
         assert_eq!(retry, Some(Duration::from_millis(250)));
+        assert!(
+            metrics
+                .encode()
+                .contains(r#"vecmem_shed_total{reason="concurrency"} 1"#),
+            "{}",
+            metrics.encode()
+        );
 
         // When the first finishes, its slot is free again.
         in_flight.send_response(Response::new(Body::empty()));
@@ -206,6 +225,7 @@ mod tests {
             )),
             write: Some(RateLimiter::keyed(Quota::per_hour(NonZeroU32::MIN))),
             checks: AtomicU64::new(0),
+            metrics: Arc::new(Metrics::new()),
         };
         assert!(rates.check("a", Access::Read).is_ok());
         assert!(rates.check("a", Access::Read).is_ok());
@@ -227,11 +247,11 @@ mod tests {
 
     #[test]
     fn zero_means_unlimited() {
-        let rates = TenantRates::new(&config(0, 0, 0));
+        let rates = TenantRates::new(&config(0, 0, 0), Arc::new(Metrics::new()));
         for _ in 0..10_000 {
             assert!(rates.check("a", Access::Write).is_ok());
         }
-        let limited = TenantRates::new(&config(5, 0, 5));
+        let limited = TenantRates::new(&config(5, 0, 5), Arc::new(Metrics::new()));
         let allowed = (0..100)
             .filter(|_| limited.check("a", Access::Read).is_ok())
             .count();

@@ -29,10 +29,12 @@ use batch_store::BatchingStore;
 use cache::{CacheSettings, ResultCache};
 use resilience::{ResilienceSettings, ResilientStore};
 
-/// What the core calls: the wrapped store and the result cache.
+/// What the core calls: the wrapped store and the result cache, and the
+/// metrics the core's own admission checks record into.
 pub struct Pipeline {
     pub store: Arc<dyn VectorStore>,
     pub cache: ResultCache,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Wraps `backend` in the layers the config switches on. Must run inside the
@@ -86,7 +88,11 @@ pub fn build(
             serve_stale_on_error: cache.serve_stale_on_error,
             stale_for: Duration::from_millis(cache.stale_max_age_ms),
         },
-        metrics,
+        metrics.clone(),
     );
-    Ok(Pipeline { store, cache })
+    Ok(Pipeline {
+        store,
+        cache,
+        metrics,
+    })
 }
