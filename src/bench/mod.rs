@@ -2,11 +2,16 @@
 //! built in so that every measurement in this repository is one command
 //! against a running server.
 //!
-//! `-c` workers share `--connections` HTTP/2 connections; each sends its
-//! next call as soon as the previous one is answered (optionally held to a
-//! global `--rps`), until `-n` calls were made or `-z` has passed. Data can be
-//! seeded first (`--seed-memories`), outside the measured window. The report
-//! is printed as text, JSON or CSV (see [`report`]).
+//! `-c` workers share `--connections` HTTP/2 connections, until `-n` calls
+//! were made or `-z` has passed. Without `--rps` the load is closed-loop:
+//! each worker sends its next call when the previous one is answered, and a
+//! call's latency is its service time. With `--rps` it is open-loop, as in
+//! wrk2: call `k` is due at `start + k / rps`, a free worker sends it then
+//! (or at once if behind), and its latency counts from when it was due, so a
+//! server that stalls is charged for every call scheduled during the stall
+//! (no coordinated omission). Data can be seeded and the server warmed up
+//! first, outside the measured window. The report is printed as text, JSON
+//! or CSV (see [`report`]); a progress bar shows on a terminal.
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
@@ -15,8 +20,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 
@@ -59,9 +64,12 @@ pub struct BenchArgs {
     /// How long to run instead, e.g. 10s or 1m.
     #[arg(short = 'z', long, value_parser = humantime::parse_duration)]
     pub duration: Option<Duration>,
-    /// Cap on calls per second across all workers.
+    /// Offered load in calls per second across all workers (open-loop).
     #[arg(long)]
     pub rps: Option<NonZeroU32>,
+    /// Run the workload this long before measuring, e.g. 2s.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub warmup: Option<Duration>,
     /// What to call; `mix` follows --mix.
     #[arg(long, value_enum, default_value = "search")]
     pub op: Op,
@@ -147,42 +155,35 @@ pub async fn measure(args: &BenchArgs) -> anyhow::Result<Report> {
         seed(&channels[0], &shape, args.seed).await?;
     }
 
-    let stop = match (args.total, args.duration) {
-        (_, Some(duration)) => Stop::After(Instant::now() + duration),
-        (total, None) => Stop::Count(total.unwrap_or(10_000)),
-    };
-    let issued = Arc::new(AtomicU64::new(0));
-    let limiter = args
-        .rps
-        .map(|rps| Arc::new(RateLimiter::direct(Quota::per_second(rps))));
     let timeout = Duration::from_millis(args.timeout_ms);
-    let started = Instant::now();
-    let mut workers = Vec::with_capacity(args.concurrency);
+    let mut clients = Vec::with_capacity(args.concurrency);
     for worker in 0..args.concurrency {
         let client = MemoryServiceClient::new(channels[worker % channels.len()].clone())
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX);
         let workload = Workload::new(shape.clone(), mix.clone(), args.seed, worker)?;
-        workers.push(tokio::spawn(drive(
-            client,
-            workload,
-            stop,
-            issued.clone(),
-            limiter.clone(),
-            timeout,
-        )));
+        clients.push((client, workload));
     }
-    let mut latencies = new_histogram();
-    let mut errors = BTreeMap::new();
-    for worker in workers {
-        let (worker_latencies, worker_errors) = worker.await.context("bench worker")?;
-        latencies
-            .add(&worker_latencies)
-            .context("merging latencies")?;
-        for (code, n) in worker_errors {
-            *errors.entry(code).or_insert(0) += n;
-        }
+    let rate = args.rps.map(|rps| rps.get());
+    if let Some(warmup) = args.warmup {
+        let schedule = Schedule::new(Stop::After(Instant::now() + warmup), rate);
+        (clients, _, _) = run_phase(clients, schedule, timeout, ProgressBar::hidden()).await?;
     }
+    let stop = match (args.total, args.duration) {
+        (_, Some(duration)) => Stop::After(Instant::now() + duration),
+        (total, None) => Stop::Count(total.unwrap_or(10_000)),
+    };
+    let progress = progress_bar(stop);
+    let started = Instant::now();
+    let (_, latencies, errors) = run_phase(
+        clients,
+        Schedule::new(stop, rate),
+        timeout,
+        progress.clone(),
+    )
+    .await?;
+    let elapsed = started.elapsed();
+    progress.finish_and_clear();
     let op = match args.op {
         Op::Mix => format!("mix({})", args.mix),
         other => format!("{other:?}").to_lowercase(),
@@ -190,16 +191,103 @@ pub async fn measure(args: &BenchArgs) -> anyhow::Result<Report> {
     Ok(Report::new(
         &latencies,
         errors,
-        started.elapsed(),
+        elapsed,
         args.concurrency,
         op,
     ))
+}
+
+type Client = (MemoryServiceClient<Channel>, Workload);
+
+/// Runs every worker on `schedule`; the clients back, and what they saw.
+async fn run_phase(
+    clients: Vec<Client>,
+    schedule: Schedule,
+    timeout: Duration,
+    progress: ProgressBar,
+) -> anyhow::Result<(Vec<Client>, Histogram<u64>, BTreeMap<String, u64>)> {
+    let schedule = Arc::new(schedule);
+    let workers: Vec<_> = clients
+        .into_iter()
+        .map(|client| tokio::spawn(drive(client, schedule.clone(), timeout, progress.clone())))
+        .collect();
+    let mut clients = Vec::with_capacity(workers.len());
+    let mut latencies = new_histogram();
+    let mut errors = BTreeMap::new();
+    for worker in workers {
+        let (client, worker_latencies, worker_errors) = worker.await.context("bench worker")?;
+        clients.push(client);
+        latencies
+            .add(&worker_latencies)
+            .context("merging latencies")?;
+        for (code, n) in worker_errors {
+            *errors.entry(code).or_insert(0) += n;
+        }
+    }
+    Ok((clients, latencies, errors))
+}
+
+fn progress_bar(stop: Stop) -> ProgressBar {
+    // Drawn on stderr, and only when it is a terminal.
+    let (bar, template) = match stop {
+        Stop::Count(total) => (
+            ProgressBar::new(total),
+            "{elapsed:>4} [{wide_bar}] {pos}/{len} calls, {per_sec}",
+        ),
+        Stop::After(end) => (
+            ProgressBar::new(
+                end.saturating_duration_since(Instant::now())
+                    .as_secs()
+                    .max(1),
+            ),
+            "{elapsed:>4} [{wide_bar}] {pos}/{len} s",
+        ),
+    };
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
 }
 
 #[derive(Debug, Clone, Copy)]
 enum Stop {
     Count(u64),
     After(Instant),
+}
+
+/// Hands out the calls of a run: how many, and when each is due.
+struct Schedule {
+    stop: Stop,
+    /// Time between due times in open-loop mode.
+    interval: Option<Duration>,
+    start: Instant,
+    issued: AtomicU64,
+}
+
+impl Schedule {
+    fn new(stop: Stop, rate: Option<u32>) -> Self {
+        Self {
+            stop,
+            interval: rate.map(|rate| Duration::from_secs(1) / rate),
+            start: Instant::now(),
+            issued: AtomicU64::new(0),
+        }
+    }
+
+    /// When the next call is due (now, in closed-loop mode); `None` once the
+    /// run is over.
+    fn next_due(&self) -> Option<Instant> {
+        let ticket = self.issued.fetch_add(1, Ordering::Relaxed);
+        let due = match self.interval {
+            Some(interval) => self.start + interval.saturating_mul(u32::try_from(ticket).ok()?),
+            None => Instant::now(),
+        };
+        match self.stop {
+            Stop::Count(total) if ticket >= total => None,
+            Stop::After(end) if due >= end => None,
+            _ => Some(due),
+        }
+    }
 }
 
 async fn connect(addr: &str, connections: usize) -> anyhow::Result<Vec<Channel>> {
@@ -279,32 +367,23 @@ async fn seed(channel: &Channel, shape: &Shape, seed: u64) -> anyhow::Result<()>
     Ok(())
 }
 
-/// One worker: calls until told to stop; its latencies and error counts.
+/// One worker: sends each call when it is due, until the schedule ends;
+/// its client back, its latencies (from due time to answer) and error counts.
 async fn drive(
-    mut client: MemoryServiceClient<Channel>,
-    mut workload: Workload,
-    stop: Stop,
-    issued: Arc<AtomicU64>,
-    limiter: Option<Arc<DefaultDirectRateLimiter>>,
+    (mut client, mut workload): Client,
+    schedule: Arc<Schedule>,
     timeout: Duration,
-) -> (Histogram<u64>, BTreeMap<String, u64>) {
+    progress: ProgressBar,
+) -> (Client, Histogram<u64>, BTreeMap<String, u64>) {
     let mut latencies = new_histogram();
     let mut errors = BTreeMap::new();
-    loop {
-        match stop {
-            Stop::Count(total) if issued.fetch_add(1, Ordering::Relaxed) >= total => break,
-            Stop::After(end) if Instant::now() >= end => break,
-            _ => {}
-        }
-        if let Some(limiter) = &limiter {
-            limiter.until_ready().await;
-        }
+    while let Some(due) = schedule.next_due() {
+        tokio::time::sleep_until(due).await;
         let call = workload.next_call();
-        let started = Instant::now();
         let outcome = send(&mut client, call, timeout).await;
         match outcome {
             Ok(()) => {
-                let micros = started.elapsed().as_micros().max(1);
+                let micros = due.elapsed().as_micros().max(1);
                 latencies.saturating_record(u64::try_from(micros).unwrap_or(u64::MAX));
             }
             Err(status) => {
@@ -312,8 +391,15 @@ async fn drive(
                 *errors.entry(code).or_insert(0) += 1;
             }
         }
+        match schedule.stop {
+            Stop::Count(_) => progress.inc(1),
+            Stop::After(end) => {
+                let left = end.saturating_duration_since(Instant::now()).as_secs();
+                progress.set_position(progress.length().unwrap_or(0).saturating_sub(left));
+            }
+        }
     }
-    (latencies, errors)
+    ((client, workload), latencies, errors)
 }
 
 async fn send(
@@ -331,5 +417,41 @@ async fn send(
         Call::Upsert(r) => client.upsert(request(r, timeout)).await.map(drop),
         Call::Get(r) => client.get(request(r, timeout)).await.map(drop),
         Call::Delete(r) => client.delete(request(r, timeout)).await.map(drop),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn open_loop_calls_are_due_at_fixed_intervals_whatever_the_answers_take() {
+        let schedule = Schedule::new(Stop::Count(3), Some(10));
+        let start = schedule.start;
+        // Time passing (a slow answer) does not move later due times.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let due: Vec<_> = std::iter::from_fn(|| schedule.next_due()).collect();
+        let offsets: Vec<_> = due.iter().map(|at| *at - start).collect();
+        assert_eq!(
+            offsets,
+            [0, 100, 200].map(Duration::from_millis),
+            "calls stay due when they were scheduled"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timed_run_ends_with_the_last_call_due_before_the_end() {
+        let end = Instant::now() + Duration::from_millis(250);
+        let schedule = Schedule::new(Stop::After(end), Some(10));
+        assert_eq!(std::iter::from_fn(|| schedule.next_due()).count(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn closed_loop_calls_are_due_when_asked() {
+        let schedule = Schedule::new(Stop::Count(2), None);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(schedule.next_due(), Some(Instant::now()));
+        assert!(schedule.next_due().is_some());
+        assert_eq!(schedule.next_due(), None);
     }
 }
