@@ -9,6 +9,7 @@ use std::time::SystemTime;
 
 use uuid::Uuid;
 
+use crate::auth::Caller;
 use crate::backend::{
     MemoryKey, NamespaceStats, PayloadUpdate, ScrollQuery, TenantDelete, TenantMemory,
     TenantSearch, VectorStore,
@@ -56,6 +57,12 @@ impl Core {
         &self.store
     }
 
+    /// Lets `caller` act for `tenant`, within the tenant's rate budget.
+    fn admit(&self, caller: &Caller, tenant: &str, access: Access) -> Result<()> {
+        caller.authorize(tenant, access)?;
+        self.rates.check(tenant, access)
+    }
+
     /// Resolves a namespace and starts a validator for its dimension.
     fn validator(&self, field: &str, namespace: &str) -> Result<Validator<'_>> {
         if namespace.is_empty() {
@@ -68,11 +75,11 @@ impl Core {
         Ok(Validator::new(&self.limits, ns.dim as usize))
     }
 
-    pub async fn upsert(&self, req: UpsertRequest) -> Result<Vec<String>> {
+    pub async fn upsert(&self, caller: &Caller, req: UpsertRequest) -> Result<Vec<String>> {
         let mut validator = self.validator("namespace", &req.namespace)?;
         validator.upsert(&req);
         validator.finish()?;
-        self.rates.check(&req.tenant, Access::Write)?;
+        self.admit(caller, &req.tenant, Access::Write)?;
 
         let now = SystemTime::now();
         let UpsertRequest {
@@ -100,11 +107,15 @@ impl Core {
         Ok(ids)
     }
 
-    pub async fn search(&self, req: SearchRequest) -> Result<Served<Vec<ScoredMemory>>> {
+    pub async fn search(
+        &self,
+        caller: &Caller,
+        req: SearchRequest,
+    ) -> Result<Served<Vec<ScoredMemory>>> {
         let mut validator = self.validator("namespace", &req.namespace)?;
         validator.search("", &req);
         validator.finish()?;
-        self.rates.check(&req.tenant, Access::Read)?;
+        self.admit(caller, &req.tenant, Access::Read)?;
         let namespace = req.namespace.clone();
         let consistency = req.consistency;
         let search = self.tenant_search(req);
@@ -129,6 +140,7 @@ impl Core {
     /// results put back in request order.
     pub async fn search_batch(
         &self,
+        caller: &Caller,
         reqs: Vec<SearchRequest>,
     ) -> Result<Served<Vec<Vec<ScoredMemory>>>> {
         if reqs.is_empty() || reqs.len() > self.limits.max_batch {
@@ -154,7 +166,7 @@ impl Core {
             return Err(Error::InvalidArgument(violations));
         }
         for req in &reqs {
-            self.rates.check(&req.tenant, Access::Read)?;
+            self.admit(caller, &req.tenant, Access::Read)?;
         }
 
         // Answers from the cache where it has them; the rest from the store,
@@ -223,11 +235,11 @@ impl Core {
         }
     }
 
-    pub async fn get(&self, req: GetRequest) -> Result<Served<GetResult>> {
+    pub async fn get(&self, caller: &Caller, req: GetRequest) -> Result<Served<GetResult>> {
         let mut validator = self.validator("namespace", &req.namespace)?;
         validator.get(&req);
         validator.finish()?;
-        self.rates.check(&req.tenant, Access::Read)?;
+        self.admit(caller, &req.tenant, Access::Read)?;
         let key = self
             .cache
             .get_key(&req.namespace, &req.tenant, &req.ids, req.with_vector);
@@ -280,11 +292,11 @@ impl Core {
         Ok(result)
     }
 
-    pub async fn delete(&self, req: DeleteRequest) -> Result<()> {
+    pub async fn delete(&self, caller: &Caller, req: DeleteRequest) -> Result<()> {
         let mut validator = self.validator("namespace", &req.namespace)?;
         validator.delete(&req);
         validator.finish()?;
-        self.rates.check(&req.tenant, Access::Write)?;
+        self.admit(caller, &req.tenant, Access::Write)?;
         let delete = TenantDelete {
             tenant: req.tenant.clone(),
             selector: req.selector,
@@ -294,11 +306,11 @@ impl Core {
         deleted
     }
 
-    pub async fn scroll(&self, req: ScrollRequest) -> Result<ScrollPage> {
+    pub async fn scroll(&self, caller: &Caller, req: ScrollRequest) -> Result<ScrollPage> {
         let mut validator = self.validator("namespace", &req.namespace)?;
         validator.scroll(&req);
         validator.finish()?;
-        self.rates.check(&req.tenant, Access::Read)?;
+        self.admit(caller, &req.tenant, Access::Read)?;
         let offset = match req.page_token.as_str() {
             "" => None,
             token => Some(Uuid::try_parse(token).map_err(|_| {
@@ -324,22 +336,26 @@ impl Core {
         })
     }
 
-    pub async fn count(&self, req: CountRequest) -> Result<u64> {
+    pub async fn count(&self, caller: &Caller, req: CountRequest) -> Result<u64> {
         let mut validator = self.validator("namespace", &req.namespace)?;
         validator.count(&req);
         validator.finish()?;
-        self.rates.check(&req.tenant, Access::Read)?;
+        self.admit(caller, &req.tenant, Access::Read)?;
         self.store
             .count(&req.namespace, &req.tenant, req.filter)
             .await
     }
 
     /// Changes the payload of the ids that exist and reports the others.
-    pub async fn update_payload(&self, req: UpdatePayloadRequest) -> Result<UpdatePayloadResult> {
+    pub async fn update_payload(
+        &self,
+        caller: &Caller,
+        req: UpdatePayloadRequest,
+    ) -> Result<UpdatePayloadResult> {
         let mut validator = self.validator("namespace", &req.namespace)?;
         validator.update_payload(&req);
         validator.finish()?;
-        self.rates.check(&req.tenant, Access::Write)?;
+        self.admit(caller, &req.tenant, Access::Write)?;
         let UpdatePayloadRequest {
             namespace,
             tenant,

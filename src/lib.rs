@@ -5,6 +5,7 @@
 //! storage boundary. `../shared/ARCHITECTURE.md` fixes the contracts.
 
 pub mod api;
+pub mod auth;
 pub mod backend;
 pub mod bench;
 pub mod config;

@@ -21,13 +21,14 @@ use crate::api;
 use crate::api::deadline::GrpcDeadlineLayer;
 use crate::api::grpc::GrpcApi;
 use crate::api::health::{self, Health};
+use crate::auth::Authenticator;
 use crate::backend::VectorStore;
 use crate::backend::embedded::EmbeddedStore;
 use crate::backend::qdrant::QdrantStore;
 use crate::config::{BackendKind, Config};
 use crate::core::Core;
 use crate::metrics::Metrics;
-use crate::pipeline::{self, admission};
+use crate::pipeline::{self, shed::ShedLayer};
 use crate::proto;
 use crate::proto::memory_service_server::MemoryServiceServer;
 use crate::proto::namespace_service_server::NamespaceServiceServer;
@@ -71,7 +72,19 @@ impl Server {
         health.refresh().await;
         let checker = health.spawn_checker();
 
-        let grpc = grpc_router(&config, core.clone(), health_service, metrics.clone())?;
+        let auth = Arc::new(Authenticator::new(&config.auth.keys)?);
+        if !auth.is_enabled() {
+            tracing::warn!(
+                "auth is OFF: no [[auth.keys]] configured, so any caller may act for any tenant"
+            );
+        }
+        let grpc = grpc_router(
+            &config,
+            core.clone(),
+            health_service,
+            metrics.clone(),
+            auth.clone(),
+        )?;
         let http = health::router(health.clone()).merge(api::metrics::router(metrics.clone()));
 
         let grpc_listener = bind(config.server.grpc_addr, "server.grpc_addr").await?;
@@ -148,6 +161,7 @@ fn grpc_router(
         impl tonic_health::pb::health_server::Health,
     >,
     metrics: Arc<Metrics>,
+    auth: Arc<Authenticator>,
 ) -> anyhow::Result<Router> {
     let api = GrpcApi::new(core);
     let max_dim = config
@@ -183,11 +197,13 @@ fn grpc_router(
             &grpc_path(NamespaceServiceServer::<GrpcApi>::NAME),
             namespaces,
         )
-        .layer(admission::shed_layer(
+        .layer(ShedLayer::new(
             config.admission.max_concurrency,
             retry_after,
             metrics.clone(),
         ))
+        // Before admission: a call without a valid key takes no slot.
+        .layer(axum::middleware::from_fn_with_state(auth, api::authn::grpc))
         // The deadline covers everything a call does, shedding included.
         .layer(GrpcDeadlineLayer)
         // Outermost: shed calls and expired deadlines are counted too.

@@ -8,7 +8,9 @@ use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
 use crate::api::convert::{search_batch_from_proto, search_response};
+use crate::auth::Caller;
 use crate::core::Core;
+use crate::error::Error;
 use crate::proto;
 use crate::proto::memory_service_server::MemoryService;
 use crate::proto::namespace_service_server::NamespaceService;
@@ -26,6 +28,16 @@ impl GrpcApi {
     pub fn new(core: Arc<Core>) -> Self {
         Self { core }
     }
+}
+
+/// The caller the auth layer attached, and the message.
+fn authenticated<T>(request: Request<T>) -> Result<(Caller, T), Status> {
+    let caller = request
+        .extensions()
+        .get::<Caller>()
+        .cloned()
+        .ok_or_else(|| Error::internal("a call reached its handler without authentication"))?;
+    Ok((caller, request.into_inner()))
 }
 
 /// A response, marked `x-vecmem-stale: true` when it was served from an
@@ -46,7 +58,8 @@ impl MemoryService for GrpcApi {
         &self,
         request: Request<proto::UpsertRequest>,
     ) -> Result<Response<proto::UpsertResponse>, Status> {
-        let ids = self.core.upsert(request.into_inner().try_into()?).await?;
+        let (caller, message) = authenticated(request)?;
+        let ids = self.core.upsert(&caller, message.try_into()?).await?;
         Ok(Response::new(proto::UpsertResponse { ids }))
     }
 
@@ -54,7 +67,8 @@ impl MemoryService for GrpcApi {
         &self,
         request: Request<proto::SearchRequest>,
     ) -> Result<Response<proto::SearchResponse>, Status> {
-        let served = self.core.search(request.into_inner().try_into()?).await?;
+        let (caller, message) = authenticated(request)?;
+        let served = self.core.search(&caller, message.try_into()?).await?;
         Ok(respond(search_response(served.value), served.stale))
     }
 
@@ -62,9 +76,10 @@ impl MemoryService for GrpcApi {
         &self,
         request: Request<proto::SearchBatchRequest>,
     ) -> Result<Response<proto::SearchBatchResponse>, Status> {
+        let (caller, message) = authenticated(request)?;
         let served = self
             .core
-            .search_batch(search_batch_from_proto(request.into_inner())?)
+            .search_batch(&caller, search_batch_from_proto(message)?)
             .await?;
         let response = proto::SearchBatchResponse {
             results: served.value.into_iter().map(search_response).collect(),
@@ -76,7 +91,8 @@ impl MemoryService for GrpcApi {
         &self,
         request: Request<proto::GetRequest>,
     ) -> Result<Response<proto::GetResponse>, Status> {
-        let served = self.core.get(request.into_inner().try_into()?).await?;
+        let (caller, message) = authenticated(request)?;
+        let served = self.core.get(&caller, message.try_into()?).await?;
         let found = served.value;
         let response = proto::GetResponse {
             memories: found.memories.into_iter().map(Into::into).collect(),
@@ -89,7 +105,8 @@ impl MemoryService for GrpcApi {
         &self,
         request: Request<proto::DeleteRequest>,
     ) -> Result<Response<proto::DeleteResponse>, Status> {
-        self.core.delete(request.into_inner().try_into()?).await?;
+        let (caller, message) = authenticated(request)?;
+        self.core.delete(&caller, message.try_into()?).await?;
         Ok(Response::new(proto::DeleteResponse {}))
     }
 
@@ -97,7 +114,8 @@ impl MemoryService for GrpcApi {
         &self,
         request: Request<proto::ScrollRequest>,
     ) -> Result<Response<proto::ScrollResponse>, Status> {
-        let page = self.core.scroll(request.into_inner().try_into()?).await?;
+        let (caller, message) = authenticated(request)?;
+        let page = self.core.scroll(&caller, message.try_into()?).await?;
         Ok(Response::new(proto::ScrollResponse {
             memories: page.memories.into_iter().map(Into::into).collect(),
             next_page_token: page.next_page_token,
@@ -108,7 +126,8 @@ impl MemoryService for GrpcApi {
         &self,
         request: Request<proto::CountRequest>,
     ) -> Result<Response<proto::CountResponse>, Status> {
-        let count = self.core.count(request.into_inner().try_into()?).await?;
+        let (caller, message) = authenticated(request)?;
+        let count = self.core.count(&caller, message.try_into()?).await?;
         Ok(Response::new(proto::CountResponse { count }))
     }
 
@@ -116,9 +135,10 @@ impl MemoryService for GrpcApi {
         &self,
         request: Request<proto::UpdatePayloadRequest>,
     ) -> Result<Response<proto::UpdatePayloadResponse>, Status> {
+        let (caller, message) = authenticated(request)?;
         let result = self
             .core
-            .update_payload(request.into_inner().try_into()?)
+            .update_payload(&caller, message.try_into()?)
             .await?;
         Ok(Response::new(proto::UpdatePayloadResponse {
             updated_ids: result.updated_ids,

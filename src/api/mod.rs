@@ -1,5 +1,6 @@
 //! Transport adapters: gRPC (tonic) and HTTP (axum) over the one core.
 
+pub mod authn;
 pub mod convert;
 pub mod deadline;
 pub mod grpc;

@@ -32,7 +32,7 @@ use crate::proto::namespace_service_client::NamespaceServiceClient;
 pub mod report;
 pub mod workload;
 
-use report::{Report, new_histogram};
+use report::{Errors, Report, new_histogram};
 use workload::{Call, Kind, Mix, Op, Shape, Workload};
 
 /// Memories per upsert while seeding.
@@ -205,7 +205,7 @@ async fn run_phase(
     schedule: Schedule,
     timeout: Duration,
     progress: ProgressBar,
-) -> anyhow::Result<(Vec<Client>, Histogram<u64>, BTreeMap<String, u64>)> {
+) -> anyhow::Result<(Vec<Client>, Histogram<u64>, Errors)> {
     let schedule = Arc::new(schedule);
     let workers: Vec<_> = clients
         .into_iter()
@@ -213,16 +213,14 @@ async fn run_phase(
         .collect();
     let mut clients = Vec::with_capacity(workers.len());
     let mut latencies = new_histogram();
-    let mut errors = BTreeMap::new();
+    let mut errors = Errors::default();
     for worker in workers {
         let (client, worker_latencies, worker_errors) = worker.await.context("bench worker")?;
         clients.push(client);
         latencies
             .add(&worker_latencies)
             .context("merging latencies")?;
-        for (code, n) in worker_errors {
-            *errors.entry(code).or_insert(0) += n;
-        }
+        errors.merge(worker_errors);
     }
     Ok((clients, latencies, errors))
 }
@@ -374,9 +372,9 @@ async fn drive(
     schedule: Arc<Schedule>,
     timeout: Duration,
     progress: ProgressBar,
-) -> (Client, Histogram<u64>, BTreeMap<String, u64>) {
+) -> (Client, Histogram<u64>, Errors) {
     let mut latencies = new_histogram();
-    let mut errors = BTreeMap::new();
+    let mut errors = Errors::default();
     while let Some(due) = schedule.next_due() {
         tokio::time::sleep_until(due).await;
         let call = workload.next_call();
@@ -387,8 +385,7 @@ async fn drive(
                 latencies.saturating_record(u64::try_from(micros).unwrap_or(u64::MAX));
             }
             Err(status) => {
-                let code = crate::error::code_name(status.code()).to_owned();
-                *errors.entry(code).or_insert(0) += 1;
+                errors.record(crate::error::code_name(status.code()), &status);
             }
         }
         match schedule.stop {

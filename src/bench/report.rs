@@ -15,6 +15,31 @@ pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("constant bounds hdrhistogram accepts")
 }
 
+/// Failed calls by gRPC code, with the first message seen for each.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Errors {
+    pub counts: BTreeMap<String, u64>,
+    pub samples: BTreeMap<String, String>,
+}
+
+impl Errors {
+    pub fn record(&mut self, code: &str, status: &tonic::Status) {
+        *self.counts.entry(code.to_owned()).or_insert(0) += 1;
+        self.samples
+            .entry(code.to_owned())
+            .or_insert_with(|| status.message().to_owned());
+    }
+
+    pub fn merge(&mut self, other: Errors) {
+        for (code, n) in other.counts {
+            *self.counts.entry(code).or_insert(0) += n;
+        }
+        for (code, message) in other.samples {
+            self.samples.entry(code).or_insert(message);
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Latency {
     pub min: f64,
@@ -35,6 +60,8 @@ pub struct Report {
     /// Completed calls per second of the measured run.
     pub rps: f64,
     pub errors: BTreeMap<String, u64>,
+    /// The first message seen for each error code.
+    pub error_messages: BTreeMap<String, String>,
     pub latency_ms: Latency,
     pub elapsed_s: f64,
     pub concurrency: usize,
@@ -44,20 +71,21 @@ pub struct Report {
 impl Report {
     pub fn new(
         latencies: &Histogram<u64>,
-        errors: BTreeMap<String, u64>,
+        errors: Errors,
         elapsed: Duration,
         concurrency: usize,
         op: String,
     ) -> Self {
         let ok = latencies.len();
-        let count = ok + errors.values().sum::<u64>();
+        let count = ok + errors.counts.values().sum::<u64>();
         let ms = |micros: u64| micros as f64 / 1000.0;
         let at = |q: f64| ms(latencies.value_at_quantile(q));
         Self {
             count,
             ok,
             rps: count as f64 / elapsed.as_secs_f64().max(f64::EPSILON),
-            errors,
+            errors: errors.counts,
+            error_messages: errors.samples,
             latency_ms: Latency {
                 min: ms(latencies.min()),
                 p50: at(0.50),
@@ -94,12 +122,11 @@ impl Report {
             l.max
         );
         if !self.errors.is_empty() {
-            let errors: Vec<String> = self
-                .errors
-                .iter()
-                .map(|(code, n)| format!("{code} {n}"))
-                .collect();
-            out.push_str(&format!("errors    {}\n", errors.join(", ")));
+            out.push_str("errors\n");
+            for (code, n) in &self.errors {
+                let message = self.error_messages.get(code).map_or("", String::as_str);
+                out.push_str(&format!("  {code:<20} {n:>8}  e.g. {message:?}\n"));
+            }
         }
         out
     }
@@ -137,7 +164,13 @@ mod tests {
         for micros in [1000, 2000, 3000, 4000] {
             latencies.record(micros).expect("in range");
         }
-        let errors = BTreeMap::from([("RESOURCE_EXHAUSTED".to_owned(), 4)]);
+        let mut errors = Errors::default();
+        for _ in 0..4 {
+            errors.record(
+                "RESOURCE_EXHAUSTED",
+                &tonic::Status::resource_exhausted("overloaded"),
+            );
+        }
         let report = Report::new(
             &latencies,
             errors,
@@ -158,5 +191,6 @@ mod tests {
             assert!(json["latency_ms"].get(field).is_some(), "{field}");
         }
         assert_eq!(json["errors"]["RESOURCE_EXHAUSTED"], 4);
+        assert_eq!(json["error_messages"]["RESOURCE_EXHAUSTED"], "overloaded");
     }
 }

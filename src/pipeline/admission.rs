@@ -1,30 +1,17 @@
-//! Admission control: shed load with a clear status instead of queueing it.
-//!
-//! Two independent gates:
-//!
-//! - A global concurrency limit on the vecmem services (`shed_layer`), built
-//!   from tower's `GlobalConcurrencyLimit` and `LoadShed`: a slot is reserved
-//!   in `poll_ready`, and a call that finds none is answered at once with
-//!   RESOURCE_EXHAUSTED and a `RetryInfo`, never queued. It sits before
-//!   decoding, so an overloaded replica spends nothing on shed calls. Health
-//!   and reflection are outside it, so probes still answer under overload.
-//! - Per-tenant token buckets (`TenantRates`), separate for reads and writes,
-//!   checked in the core after validation (only the decoded request names its
-//!   tenant), so one noisy tenant cannot starve the others.
+//! Per-tenant admission: token buckets (`TenantRates`, from `governor`),
+//! separate for reads and writes, so one noisy tenant cannot starve the
+//! others. They are checked in the core after validation, since only the
+//! decoded request names its tenant; a tenant over its budget gets
+//! RESOURCE_EXHAUSTED with the time until its next token as `RetryInfo`.
+//! The global concurrency limit in front of decoding is [`super::shed`].
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::error_handling::HandleErrorLayer;
-use axum::http::Response;
 use governor::clock::{Clock, DefaultClock};
 use governor::{Quota, RateLimiter};
-use tower::limit::GlobalConcurrencyLimitLayer;
-use tower::load_shed::LoadShedLayer;
-use tower::{BoxError, Layer, ServiceBuilder};
 
 use crate::config::AdmissionConfig;
 use crate::error::{Error, Result};
@@ -32,51 +19,6 @@ use crate::metrics::Metrics;
 
 /// How often (in checks) idle tenants' buckets are dropped from memory.
 const RETAIN_EVERY: u64 = 4096;
-
-/// Sheds calls beyond `max_concurrency` in flight with RESOURCE_EXHAUSTED.
-pub fn shed_layer<S>(
-    max_concurrency: usize,
-    retry_after: Duration,
-    metrics: Arc<Metrics>,
-) -> impl Layer<
-    S,
-    Service = impl tower::Service<
-        axum::http::Request<Body>,
-        Response = Response<Body>,
-        Error = std::convert::Infallible,
-        Future: Send,
-    > + Clone,
-> + Clone
-where
-    S: tower::Service<axum::http::Request<Body>, Response = Response<Body>>
-        + Clone
-        + Send
-        + 'static,
-    S::Error: Into<BoxError>,
-    S::Future: Send + 'static,
-{
-    ServiceBuilder::new()
-        .layer(HandleErrorLayer::new(move |err: BoxError| {
-            let metrics = metrics.clone();
-            async move { overloaded(err, retry_after, &metrics) }
-        }))
-        .layer(LoadShedLayer::new())
-        .layer(GlobalConcurrencyLimitLayer::new(max_concurrency))
-}
-
-/// The gRPC answer to a shed call.
-fn overloaded(err: BoxError, retry_after: Duration, metrics: &Metrics) -> Response<Body> {
-    let error = if err.is::<tower::load_shed::error::Overloaded>() {
-        metrics.shed("concurrency");
-        Error::ResourceExhausted {
-            reason: "server overloaded; retry later".into(),
-            retry_after,
-        }
-    } else {
-        Error::internal(err)
-    };
-    tonic::Status::from(error).into_http()
-}
 
 /// Whether a call reads or writes; each has its own per-tenant budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,10 +91,6 @@ fn kind(access: Access) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::Request;
-    use tonic::Code;
-    use tonic_types::StatusExt;
-    use tower::{Service, ServiceExt};
 
     fn config(read: u32, write: u32, burst: u32) -> AdmissionConfig {
         AdmissionConfig {
@@ -162,58 +100,6 @@ mod tests {
             tenant_write_rps: write,
             tenant_burst: burst,
         }
-    }
-
-    #[tokio::test]
-    async fn calls_beyond_the_limit_are_shed_at_once_with_retry_info() {
-        let (mock, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-        let metrics = Arc::new(Metrics::new());
-        let service = shed_layer(1, Duration::from_millis(250), metrics.clone()).layer(mock);
-
-        // The first call takes the only slot and stays in flight.
-        let first = tokio::spawn(service.clone().oneshot(Request::new(Body::empty())));
-        let (_request, in_flight) = handle
-            .next_request()
-            .await
-            .expect("first call reached the service");
-
-        // The second is answered at once, without reaching the service.
-        let shed = service
-            .clone()
-            .oneshot(Request::new(Body::empty()))
-            .await
-            .expect("infallible");
-        let status = tonic::Status::from_header_map(shed.headers()).expect("grpc status");
-        assert_eq!(status.code(), Code::ResourceExhausted);
-        let retry = status
-            .get_error_details()
-            .retry_info()
-            .and_then(|r| r.retry_delay);
-        assert_eq!(retry, Some(Duration::from_millis(250)));
-        assert!(
-            metrics
-                .encode()
-                .contains(r#"vecmem_shed_total{reason="concurrency"} 1"#),
-            "{}",
-            metrics.encode()
-        );
-
-        // When the first finishes, its slot is free again.
-        in_flight.send_response(Response::new(Body::empty()));
-        let done = first.await.expect("join").expect("infallible");
-        assert!(tonic::Status::from_header_map(done.headers()).is_none());
-        let mut service = service;
-        let third = tokio::spawn(async move {
-            service
-                .ready()
-                .await
-                .expect("ready")
-                .call(Request::new(Body::empty()))
-                .await
-        });
-        let (_request, respond) = handle.next_request().await.expect("third call admitted");
-        respond.send_response(Response::new(Body::empty()));
-        third.await.expect("join").expect("infallible");
     }
 
     #[test]

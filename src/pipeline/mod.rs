@@ -23,6 +23,7 @@ pub mod cache;
 #[cfg(test)]
 mod fake_store;
 pub mod resilience;
+pub mod shed;
 
 use batch::BatchLimits;
 use batch_store::BatchingStore;

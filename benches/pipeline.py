@@ -1,0 +1,200 @@
+#!/usr/bin/env python3
+"""Measures what each pipeline layer buys, as ratios taken in one run.
+
+Each experiment starts `vecmem serve` (release build, embedded backend, data
+in a fresh temporary directory) once per configuration, drives it with
+`vecmem bench`, and compares the configurations:
+
+  batching   64 clients upserting one memory each: batching on vs off
+  cache      searches drawn by a Zipf law from 1,000 distinct queries:
+             result cache on vs off
+  admission  4x the concurrency limit vs at the limit: p99 of admitted
+             calls, and how many were shed; plus the same overload with the
+             limit lifted, to show what queueing would cost
+
+Absolute numbers drift between machines; the ratios are the result.
+
+  python3 benches/pipeline.py [--quick] [--out benches/results/pipeline.json]
+
+Needs `cargo build --release` first (or VECMEM=/path/to/vecmem).
+"""
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VECMEM = os.environ.get("VECMEM", os.path.join(ROOT, "target", "release", "vecmem"))
+DIM = 256
+# Exact scans throughout: no index build competing for the CPU mid-run.
+NO_INDEX = {"VECMEM__NAMESPACES__MEMORIES__INDEXING_THRESHOLD_KB": 10_000_000}
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`vecmem serve` with extra VECMEM__ settings, stopped on exit."""
+
+    def __init__(self, settings):
+        self.dir = tempfile.TemporaryDirectory(prefix="vecmem-bench-")
+        self.grpc = f"127.0.0.1:{free_port()}"
+        self.http = f"127.0.0.1:{free_port()}"
+        env = dict(os.environ)
+        env.update(
+            {
+                "VECMEM__SERVER__GRPC_ADDR": self.grpc,
+                "VECMEM__SERVER__HTTP_ADDR": self.http,
+                "VECMEM__BACKEND__EMBEDDED__PATH": os.path.join(self.dir.name, "data"),
+                "VECMEM__NAMESPACES__MEMORIES__DIM": str(DIM),
+                "VECMEM__LOG__LEVEL": "warn",
+            }
+        )
+        env.update({k: str(v) for k, v in settings.items()})
+        self.log = open(os.path.join(self.dir.name, "log"), "w")
+        self.process = subprocess.Popen(
+            [VECMEM, "serve"], env=env, stdout=self.log, stderr=subprocess.STDOUT
+        )
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if self.process.poll() is not None:
+                sys.exit(f"vecmem exited at start-up; see {self.log.name}")
+            try:
+                with urllib.request.urlopen(f"http://{self.http}/health/ready", timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        sys.exit("vecmem did not become ready within 60 s")
+
+    def metrics(self):
+        with urllib.request.urlopen(f"http://{self.http}/metrics", timeout=5) as r:
+            return r.read().decode()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self.log.close()
+        self.dir.cleanup()
+
+
+def bench(server, *args):
+    command = [VECMEM, "bench", "--addr", server.grpc, "--dim", str(DIM), "-O", "json", *map(str, args)]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout)
+
+
+def describe(name, report):
+    latency = report["latency_ms"]
+    errors = ", ".join(f"{k} {v}" for k, v in report["errors"].items()) or "none"
+    print(
+        f"  {name:<34} {report['rps']:>9.1f} req/s  p50 {latency['p50']:>7.2f}  "
+        f"p99 {latency['p99']:>8.2f} ms  ok {report['ok']:>6}  errors: {errors}"
+    )
+
+
+def batching(quick):
+    print("batching: 64 concurrent clients, one memory per upsert")
+    calls = 1000 if quick else 4000
+    results = {}
+    for label, enabled in (("on", "true"), ("off", "false")):
+        settings = {"VECMEM__PIPELINE__BATCH__ENABLED": enabled, "VECMEM__ADMISSION__MAX_CONCURRENCY": 256}
+        with Server(settings) as server:
+            bench(server, "--op", "upsert", "-c", 64, "-n", 200)  # warm-up
+            results[label] = bench(server, "--op", "upsert", "-c", 64, "-n", calls, "--tenants", 16)
+        describe(f"batching {label}", results[label])
+    ratio = results["on"]["rps"] / results["off"]["rps"]
+    print(f"  => throughput ratio on/off: {ratio:.1f}x (target >= 5x)\n")
+    return {"runs": results, "throughput_ratio": ratio}
+
+
+def cache(quick):
+    print("cache: Zipf(s=1.1) searches over 1,000 distinct queries, 20,000 memories")
+    calls = 3000 if quick else 10000
+    seed = 5000 if quick else 20000
+    results = {}
+    for label, enabled in (("on", "true"), ("off", "false")):
+        settings = {"VECMEM__PIPELINE__CACHE__ENABLED": enabled, "VECMEM__PIPELINE__CACHE__TTL_MS": 600000, **NO_INDEX}
+        with Server(settings) as server:
+            common = ["--op", "search", "-c", 8, "--tenants", 4, "--distinct-queries", 1000, "--zipf", 1.1]
+            bench(server, *common, "-n", 10, "--seed-memories", seed)  # seed, warm-up
+            results[label] = bench(server, *common, "-n", calls)
+        describe(f"cache {label}", results[label])
+    ratio = results["on"]["rps"] / results["off"]["rps"]
+    print(f"  => throughput ratio on/off: {ratio:.1f}x (target >= 10x)\n")
+    return {"runs": results, "throughput_ratio": ratio}
+
+
+def admission(quick):
+    limit = 8
+    print(f"admission: max_concurrency {limit}; searches at the limit vs at 4x the limit")
+    duration = "10s" if quick else "20s"
+    common = ["--op", "search", "--tenants", 4, "--distinct-queries", 100000, "-z", duration]
+    results = {}
+    for label, max_concurrency, clients in (
+        ("at the limit", limit, limit),
+        ("4x the limit, shedding", limit, 4 * limit),
+        ("4x the limit, no limit (queueing)", 100000, 4 * limit),
+    ):
+        settings = {
+            "VECMEM__ADMISSION__MAX_CONCURRENCY": max_concurrency,
+            "VECMEM__PIPELINE__CACHE__ENABLED": "false",
+            **NO_INDEX,
+        }
+        with Server(settings) as server:
+            bench(server, *common[:-2], "-n", 10, "--seed-memories", 5000)
+            results[label] = bench(server, *common, "-c", clients)
+        describe(label, results[label])
+    unloaded = results["at the limit"]["latency_ms"]["p99"]
+    shedding = results["4x the limit, shedding"]
+    queueing = results["4x the limit, no limit (queueing)"]
+    ratio = shedding["latency_ms"]["p99"] / unloaded
+    queued_ratio = queueing["latency_ms"]["p99"] / unloaded
+    shed = shedding["errors"].get("RESOURCE_EXHAUSTED", 0)
+    print(
+        f"  => admitted p99 at 4x / at the limit: {ratio:.2f}x (target <= 2x); "
+        f"shed {shed} of {shedding['count']} calls; without the limit p99 grows {queued_ratio:.2f}x\n"
+    )
+    return {"runs": results, "p99_ratio": ratio, "p99_ratio_without_limit": queued_ratio, "shed": shed}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer calls, for a smoke run")
+    parser.add_argument("--out", help="write all reports and ratios as JSON here")
+    parser.add_argument("only", nargs="*", help="experiments to run (batching, cache, admission); default all")
+    args = parser.parse_args()
+    if not os.access(VECMEM, os.X_OK):
+        sys.exit(f"{VECMEM} not found; run `cargo build --release` first")
+    experiments = {"batching": batching, "cache": cache, "admission": admission}
+    chosen = args.only or list(experiments)
+    unknown = [name for name in chosen if name not in experiments]
+    if unknown:
+        sys.exit(f"unknown experiments {unknown}; choose from {list(experiments)}")
+    results = {name: experiments[name](args.quick) for name in chosen}
+    results["machine"] = {"cpus": os.cpu_count(), "dim": DIM}
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "w") as f:
+            json.dump(results, f, indent=2)
+        print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
