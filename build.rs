@@ -3,6 +3,11 @@
 //! is also written to OUT_DIR for gRPC server reflection; it includes
 //! `google/rpc/error_details.proto` (vendored from tonic-types) so that
 //! grpcurl can decode the `BadRequest` and `RetryInfo` details of our errors.
+//!
+//! The REST gateway speaks the proto3 JSON mapping of the same messages:
+//! pbjson-build derives their serde impls from the descriptors, and the
+//! well-known types (`Struct`, `Timestamp`) come from pbjson-types, which
+//! carry the matching JSON forms.
 
 use std::path::PathBuf;
 
@@ -25,13 +30,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     let encoded = prost::Message::encode_to_vec(&descriptors);
-    std::fs::write(out_dir.join("vecmem_descriptor.bin"), encoded)?;
+    std::fs::write(out_dir.join("vecmem_descriptor.bin"), &encoded)?;
 
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
         // Only for reflection: the Rust types come from tonic-types.
         .extern_path(".google.rpc", "::tonic_types")
+        // Well-known types from pbjson-types instead of prost-types.
+        .compile_well_known_types(true)
+        .extern_path(".google.protobuf", "::pbjson_types")
         .compile_fds(descriptors)?;
+
+    pbjson_build::Builder::new()
+        .register_descriptors(&encoded)?
+        // `"count": "0"` rather than `{}`: REST callers expect every field.
+        .emit_fields()
+        .build(&[".vecmem.v1"])?;
     Ok(())
 }

@@ -178,6 +178,9 @@ impl IntoResponse for Error {
             body["field_violations"] = serde_json::Value::Array(violations);
         }
         let mut response = (self.http_status(), axum::Json(body)).into_response();
+        response
+            .extensions_mut()
+            .insert(ErrorCode(code_name(self.code())));
         if let Some(delay) = self.retry_after() {
             // Retry-After is whole seconds; round up so clients never retry early.
             let secs = delay.as_millis().div_ceil(1000).max(1);
@@ -188,6 +191,11 @@ impl IntoResponse for Error {
         response
     }
 }
+
+/// The gRPC code name of an error answered over HTTP, for the request
+/// metrics (an HTTP status alone does not say which code it was).
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorCode(pub &'static str);
 
 /// The canonical upper-case gRPC code name (`INVALID_ARGUMENT`).
 pub fn code_name(code: Code) -> &'static str {

@@ -21,6 +21,8 @@ pub mod telemetry;
 /// Types and stubs generated from `proto/vecmem/v1/*.proto`.
 pub mod proto {
     tonic::include_proto!("vecmem.v1");
+    // serde impls in the proto3 JSON mapping, for the REST gateway.
+    include!(concat!(env!("OUT_DIR"), "/vecmem.v1.serde.rs"));
 
     /// The encoded descriptor set of `vecmem.v1`, served by reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("vecmem_descriptor");

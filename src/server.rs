@@ -85,7 +85,7 @@ impl Server {
             metrics.clone(),
             auth.clone(),
         )?;
-        let http = health::router(health.clone()).merge(api::metrics::router(metrics.clone()));
+        let http = http_router(&config, core.clone(), health.clone(), metrics.clone(), auth);
 
         let grpc_listener = bind(config.server.grpc_addr, "server.grpc_addr").await?;
         let http_listener = bind(config.server.http_addr, "server.http_addr").await?;
@@ -164,14 +164,7 @@ fn grpc_router(
     auth: Arc<Authenticator>,
 ) -> anyhow::Result<Router> {
     let api = GrpcApi::new(core);
-    let max_dim = config
-        .namespaces
-        .values()
-        .map(|ns| ns.dim as usize)
-        .max()
-        .unwrap_or(0);
-    let max_message = config.limits.max_batch
-        * (max_dim * 4 + config.limits.max_payload_bytes + PER_MEMORY_OVERHEAD);
+    let max_message = max_message_bytes(config);
 
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -217,6 +210,38 @@ fn grpc_router(
         .into_axum_router()
         .layer(GrpcDeadlineLayer);
     Ok(vecmem.merge(operational))
+}
+
+/// The largest request or response the limits allow: a full batch of the
+/// widest namespace's vectors with the largest payloads.
+fn max_message_bytes(config: &Config) -> usize {
+    let max_dim = config
+        .namespaces
+        .values()
+        .map(|ns| ns.dim as usize)
+        .max()
+        .unwrap_or(0);
+    config.limits.max_batch * (max_dim * 4 + config.limits.max_payload_bytes + PER_MEMORY_OVERHEAD)
+}
+
+/// Health, metrics and the REST gateway on the HTTP port.
+fn http_router(
+    config: &Config,
+    core: Arc<Core>,
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
+    auth: Arc<Authenticator>,
+) -> Router {
+    // JSON spends ~10 bytes per float where protobuf spends 4.
+    let body_limit = max_message_bytes(config).saturating_mul(3);
+    let gateway = api::rest::router(core, auth.clone(), body_limit).layer(
+        axum::middleware::from_fn_with_state(metrics.clone(), api::request_metrics::record_rest),
+    );
+    let mut scrape = api::metrics::router(metrics);
+    if config.auth.protect_metrics {
+        scrape = scrape.layer(axum::middleware::from_fn_with_state(auth, api::authn::http));
+    }
+    health::router(health).merge(scrape).merge(gateway)
 }
 
 /// The route of every method of a gRPC service.

@@ -194,3 +194,33 @@ async fn health_probes_need_no_key() {
     let (code, _) = support::http_get(&format!("http://{}/health/ready", server.http_addr)).await;
     assert_eq!(code, 200);
 }
+
+#[tokio::test]
+async fn the_rest_gateway_checks_the_same_keys() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(dir.path());
+    let url = format!("http://{}/v1/namespaces/test/memories", server.http_addr);
+    let body =
+        || Some(json!({"tenant": "a", "memories": [{"id": "r", "vector": [1.0, 0.0, 0.0, 0.0]}]}));
+
+    let answer = support::http("POST", &url, body(), &[]).await;
+    assert_eq!(answer.status, 401, "{}", answer.body);
+    assert_eq!(answer.json()["code"], "UNAUTHENTICATED");
+
+    let bearer = format!("Bearer {READER_AB}");
+    let answer = support::http("POST", &url, body(), &[("authorization", &bearer)]).await;
+    assert_eq!(answer.status, 403, "read-only: {}", answer.body);
+    assert_eq!(answer.json()["code"], "PERMISSION_DENIED");
+
+    let other =
+        Some(json!({"tenant": "b", "memories": [{"id": "r", "vector": [1.0, 0.0, 0.0, 0.0]}]}));
+    let answer = support::http("POST", &url, other, &[("x-api-key", WRITER_A)]).await;
+    assert_eq!(answer.status, 403, "other tenant: {}", answer.body);
+
+    let answer = support::http("POST", &url, body(), &[("x-api-key", WRITER_A)]).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+
+    // Metrics stay open unless auth.protect_metrics is set.
+    let (status, _) = support::http_get(&format!("http://{}/metrics", server.http_addr)).await;
+    assert_eq!(status, 200);
+}

@@ -271,7 +271,7 @@ async fn filters_select_by_payload(backend: Backend) {
     let since_february = cond(
         "at",
         Test::DatetimeRange(proto::DatetimeRange {
-            gte: Some(prost_types::Timestamp {
+            gte: Some(pbjson_types::Timestamp {
                 seconds: 1_769_904_000,
                 nanos: 0,
             }), // 2026-02-01
@@ -505,7 +505,7 @@ async fn update_payload_merges_or_replaces_and_reports_missing_ids(backend: Back
         json!({"keep": 1.0, "change": "new", "added": true})
     );
     assert_eq!(a.vector, [1.0, 0.0, 0.0, 0.0], "vector untouched");
-    let seconds_nanos = |t: Option<prost_types::Timestamp>| t.map(|t| (t.seconds, t.nanos));
+    let seconds_nanos = |t: Option<pbjson_types::Timestamp>| t.map(|t| (t.seconds, t.nanos));
     assert!(
         seconds_nanos(a.updated_at) > seconds_nanos(before),
         "updated_at moves forward"
@@ -969,11 +969,11 @@ fn malformed_requests() -> Vec<Malformed> {
                 vec![proto::Memory {
                     id: "a".into(),
                     vector: ok_vector.to_vec(),
-                    payload: Some(prost_types::Struct {
+                    payload: Some(pbjson_types::Struct {
                         fields: [(
                             "score".to_string(),
-                            prost_types::Value {
-                                kind: Some(prost_types::value::Kind::NumberValue(f64::NAN)),
+                            pbjson_types::Value {
+                                kind: Some(pbjson_types::value::Kind::NumberValue(f64::NAN)),
                             },
                         )]
                         .into(),

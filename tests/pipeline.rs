@@ -17,6 +17,8 @@ use support::{Backend, TestServer, eventually, http_get, metric};
 use vecmem::proto;
 
 const PAIRS: usize = 64;
+/// How slow the failing Qdrant double answers in the circuit test.
+const QDRANT_DELAY: Duration = Duration::from_millis(200);
 const WRITES_PER_PAIR: u64 = 12;
 /// Pairs share tenants, so readers also see each other's writes invalidate.
 const TENANTS: usize = 16;
@@ -147,7 +149,7 @@ async fn the_circuit_opens_on_a_failing_qdrant_fails_fast_and_closes_on_recovery
         &[
             ("VECMEM__RESILIENCE__MAX_RETRIES", "0"),
             ("VECMEM__RESILIENCE__CIRCUIT_FAILURE_THRESHOLD", "3"),
-            ("VECMEM__RESILIENCE__CIRCUIT_OPEN_MS", "300"),
+            ("VECMEM__RESILIENCE__CIRCUIT_OPEN_MS", "2000"),
             ("VECMEM__PIPELINE__CACHE__ENABLED", "false"),
         ],
     );
@@ -165,6 +167,9 @@ async fn the_circuit_opens_on_a_failing_qdrant_fails_fast_and_closes_on_recovery
         acknowledged.push(id);
     }
 
+    // A failing Qdrant that is also slow: a call that reaches it takes at
+    // least QDRANT_DELAY, so an answer much faster than that cannot have.
+    double.set_delay(QDRANT_DELAY);
     double.set_unavailable(true);
     let mut failures = 0;
     while failures < 3 {
@@ -199,12 +204,15 @@ async fn the_circuit_opens_on_a_failing_qdrant_fails_fast_and_closes_on_recovery
         }
     }
     took.sort();
+    // The latency target itself (under 5 ms) is measured by the benchmark
+    // (benches/README.md); here it is enough that no answer waited on Qdrant.
     let median = took[took.len() / 2];
     assert!(
-        median < Duration::from_millis(5),
+        median < QDRANT_DELAY / 4,
         "open-circuit calls took {took:?}"
     );
 
+    double.set_delay(Duration::ZERO);
     double.set_unavailable(false);
     let recovered = eventually(Duration::from_secs(10), async || {
         client

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 
 use crate::auth::Authenticator;
 
@@ -28,5 +28,18 @@ pub async fn grpc(
             crate::pipeline::shed::drain(request.into_body()).await;
             tonic::Status::from(error).into_http()
         }
+    }
+}
+
+/// Middleware for HTTP routes that need a key (`/metrics` when protected);
+/// the REST gateway authenticates in its handlers.
+pub async fn http(
+    State(auth): State<Arc<Authenticator>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match auth.authenticate(request.headers()) {
+        Ok(_) => next.run(request).await,
+        Err(error) => error.into_response(),
     }
 }

@@ -8,7 +8,7 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use prost_types::value::Kind;
+use pbjson_types::value::Kind;
 use serde_json::{Number, Value};
 
 use crate::core::NamespaceInfo;
@@ -345,7 +345,7 @@ fn condition_from_proto(
         }
         Some(Test::DatetimeRange(proto::DatetimeRange { gt, gte, lt, lte })) => {
             let field = join(path, "datetime_range");
-            let mut micros = |t: Option<prost_types::Timestamp>| {
+            let mut micros = |t: Option<pbjson_types::Timestamp>| {
                 t.and_then(|t| timestamp_micros(t, &field, violations))
             };
             FieldTest::DatetimeRange(Bounds {
@@ -361,7 +361,7 @@ fn condition_from_proto(
 }
 
 fn timestamp_micros(
-    t: prost_types::Timestamp,
+    t: pbjson_types::Timestamp,
     field: &str,
     violations: &mut Violations,
 ) -> Option<i64> {
@@ -377,7 +377,7 @@ fn timestamp_micros(
 /// A `google.protobuf.Struct` as a JSON object. Whole numbers within 2^53
 /// become integers so that integer filters match them.
 fn payload_from_proto(
-    payload: Option<prost_types::Struct>,
+    payload: Option<pbjson_types::Struct>,
     path: &str,
     violations: &mut Violations,
 ) -> Payload {
@@ -394,7 +394,7 @@ fn payload_from_proto(
         .collect()
 }
 
-fn json_from_proto(value: prost_types::Value, path: &str, violations: &mut Violations) -> Value {
+fn json_from_proto(value: pbjson_types::Value, path: &str, violations: &mut Violations) -> Value {
     match value.kind {
         None | Some(Kind::NullValue(_)) => Value::Null,
         Some(Kind::BoolValue(b)) => Value::Bool(b),
@@ -420,23 +420,23 @@ fn json_from_proto(value: prost_types::Value, path: &str, violations: &mut Viola
     }
 }
 
-fn json_to_proto(value: Value) -> prost_types::Value {
+fn json_to_proto(value: Value) -> pbjson_types::Value {
     let kind = match value {
         Value::Null => Kind::NullValue(0),
         Value::Bool(b) => Kind::BoolValue(b),
         Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
         Value::String(s) => Kind::StringValue(s),
-        Value::Array(items) => Kind::ListValue(prost_types::ListValue {
+        Value::Array(items) => Kind::ListValue(pbjson_types::ListValue {
             values: items.into_iter().map(json_to_proto).collect(),
         }),
         Value::Object(map) => Kind::StructValue(payload_to_proto(map)),
     };
-    prost_types::Value { kind: Some(kind) }
+    pbjson_types::Value { kind: Some(kind) }
 }
 
 /// A JSON object as a protobuf `Struct`.
-pub fn payload_to_proto(payload: Payload) -> prost_types::Struct {
-    prost_types::Struct {
+pub fn payload_to_proto(payload: Payload) -> pbjson_types::Struct {
+    pbjson_types::Struct {
         fields: payload
             .into_iter()
             .map(|(k, v)| (k, json_to_proto(v)))
@@ -458,7 +458,7 @@ impl From<model::Memory> for proto::Memory {
             payload: (!payload.is_empty()).then(|| payload_to_proto(payload)),
             updated_at: updated_at.map(|t| {
                 let since_epoch = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
-                prost_types::Timestamp {
+                pbjson_types::Timestamp {
                     seconds: i64::try_from(since_epoch.as_secs()).unwrap_or(i64::MAX),
                     nanos: i32::try_from(since_epoch.subsec_nanos()).unwrap_or(0),
                 }
@@ -522,8 +522,8 @@ impl From<NamespaceInfo> for proto::NamespaceInfo {
 mod tests {
     use super::*;
 
-    fn number(n: f64) -> prost_types::Value {
-        prost_types::Value {
+    fn number(n: f64) -> pbjson_types::Value {
+        pbjson_types::Value {
             kind: Some(Kind::NumberValue(n)),
         }
     }

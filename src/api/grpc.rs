@@ -1,16 +1,17 @@
-//! gRPC adapters: each handler converts the request, calls the core, and
-//! converts the result back. Nothing about validation, tenancy or storage
-//! lives here.
+//! gRPC adapters: each handler takes the caller the auth layer attached,
+//! runs the RPC ([`calls`]) and marks stale answers. Nothing about
+//! validation, tenancy or storage lives here.
 
 use std::sync::Arc;
 
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
-use crate::api::convert::{search_batch_from_proto, search_response};
+use crate::api::calls;
 use crate::auth::Caller;
 use crate::core::Core;
 use crate::error::Error;
+use crate::pipeline::cache::Served;
 use crate::proto;
 use crate::proto::memory_service_server::MemoryService;
 use crate::proto::namespace_service_server::NamespaceService;
@@ -42,9 +43,9 @@ fn authenticated<T>(request: Request<T>) -> Result<(Caller, T), Status> {
 
 /// A response, marked `x-vecmem-stale: true` when it was served from an
 /// expired cache entry because the backend is unavailable.
-fn respond<T>(message: T, stale: bool) -> Response<T> {
-    let mut response = Response::new(message);
-    if stale {
+fn respond<T>(served: Served<T>) -> Response<T> {
+    let mut response = Response::new(served.value);
+    if served.stale {
         response
             .metadata_mut()
             .insert(STALE_HEADER, MetadataValue::from_static("true"));
@@ -59,8 +60,9 @@ impl MemoryService for GrpcApi {
         request: Request<proto::UpsertRequest>,
     ) -> Result<Response<proto::UpsertResponse>, Status> {
         let (caller, message) = authenticated(request)?;
-        let ids = self.core.upsert(&caller, message.try_into()?).await?;
-        Ok(Response::new(proto::UpsertResponse { ids }))
+        Ok(Response::new(
+            calls::upsert(&self.core, &caller, message).await?,
+        ))
     }
 
     async fn search(
@@ -68,8 +70,7 @@ impl MemoryService for GrpcApi {
         request: Request<proto::SearchRequest>,
     ) -> Result<Response<proto::SearchResponse>, Status> {
         let (caller, message) = authenticated(request)?;
-        let served = self.core.search(&caller, message.try_into()?).await?;
-        Ok(respond(search_response(served.value), served.stale))
+        Ok(respond(calls::search(&self.core, &caller, message).await?))
     }
 
     async fn search_batch(
@@ -77,14 +78,9 @@ impl MemoryService for GrpcApi {
         request: Request<proto::SearchBatchRequest>,
     ) -> Result<Response<proto::SearchBatchResponse>, Status> {
         let (caller, message) = authenticated(request)?;
-        let served = self
-            .core
-            .search_batch(&caller, search_batch_from_proto(message)?)
-            .await?;
-        let response = proto::SearchBatchResponse {
-            results: served.value.into_iter().map(search_response).collect(),
-        };
-        Ok(respond(response, served.stale))
+        Ok(respond(
+            calls::search_batch(&self.core, &caller, message).await?,
+        ))
     }
 
     async fn get(
@@ -92,13 +88,7 @@ impl MemoryService for GrpcApi {
         request: Request<proto::GetRequest>,
     ) -> Result<Response<proto::GetResponse>, Status> {
         let (caller, message) = authenticated(request)?;
-        let served = self.core.get(&caller, message.try_into()?).await?;
-        let found = served.value;
-        let response = proto::GetResponse {
-            memories: found.memories.into_iter().map(Into::into).collect(),
-            missing_ids: found.missing_ids,
-        };
-        Ok(respond(response, served.stale))
+        Ok(respond(calls::get(&self.core, &caller, message).await?))
     }
 
     async fn delete(
@@ -106,8 +96,9 @@ impl MemoryService for GrpcApi {
         request: Request<proto::DeleteRequest>,
     ) -> Result<Response<proto::DeleteResponse>, Status> {
         let (caller, message) = authenticated(request)?;
-        self.core.delete(&caller, message.try_into()?).await?;
-        Ok(Response::new(proto::DeleteResponse {}))
+        Ok(Response::new(
+            calls::delete(&self.core, &caller, message).await?,
+        ))
     }
 
     async fn scroll(
@@ -115,11 +106,9 @@ impl MemoryService for GrpcApi {
         request: Request<proto::ScrollRequest>,
     ) -> Result<Response<proto::ScrollResponse>, Status> {
         let (caller, message) = authenticated(request)?;
-        let page = self.core.scroll(&caller, message.try_into()?).await?;
-        Ok(Response::new(proto::ScrollResponse {
-            memories: page.memories.into_iter().map(Into::into).collect(),
-            next_page_token: page.next_page_token,
-        }))
+        Ok(Response::new(
+            calls::scroll(&self.core, &caller, message).await?,
+        ))
     }
 
     async fn count(
@@ -127,8 +116,9 @@ impl MemoryService for GrpcApi {
         request: Request<proto::CountRequest>,
     ) -> Result<Response<proto::CountResponse>, Status> {
         let (caller, message) = authenticated(request)?;
-        let count = self.core.count(&caller, message.try_into()?).await?;
-        Ok(Response::new(proto::CountResponse { count }))
+        Ok(Response::new(
+            calls::count(&self.core, &caller, message).await?,
+        ))
     }
 
     async fn update_payload(
@@ -136,14 +126,9 @@ impl MemoryService for GrpcApi {
         request: Request<proto::UpdatePayloadRequest>,
     ) -> Result<Response<proto::UpdatePayloadResponse>, Status> {
         let (caller, message) = authenticated(request)?;
-        let result = self
-            .core
-            .update_payload(&caller, message.try_into()?)
-            .await?;
-        Ok(Response::new(proto::UpdatePayloadResponse {
-            updated_ids: result.updated_ids,
-            missing_ids: result.missing_ids,
-        }))
+        Ok(Response::new(
+            calls::update_payload(&self.core, &caller, message).await?,
+        ))
     }
 }
 
@@ -153,19 +138,16 @@ impl NamespaceService for GrpcApi {
         &self,
         _request: Request<proto::ListNamespacesRequest>,
     ) -> Result<Response<proto::ListNamespacesResponse>, Status> {
-        let namespaces = self.core.list_namespaces().await?;
-        Ok(Response::new(proto::ListNamespacesResponse {
-            namespaces: namespaces.into_iter().map(Into::into).collect(),
-        }))
+        Ok(Response::new(calls::list_namespaces(&self.core).await?))
     }
 
     async fn describe_namespace(
         &self,
         request: Request<proto::DescribeNamespaceRequest>,
     ) -> Result<Response<proto::NamespaceInfo>, Status> {
-        let proto::DescribeNamespaceRequest { namespace } = request.into_inner();
+        let message = request.into_inner();
         Ok(Response::new(
-            self.core.describe_namespace(&namespace).await?.into(),
+            calls::describe_namespace(&self.core, message).await?,
         ))
     }
 }

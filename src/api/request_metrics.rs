@@ -1,4 +1,4 @@
-//! Request metrics of the gRPC services: `vecmem_requests_total{rpc,code}`,
+//! Request metrics of the gRPC services and the REST gateway: `vecmem_requests_total{rpc,code}`,
 //! `vecmem_request_duration_seconds{rpc}` and `vecmem_inflight_requests`.
 //!
 //! It wraps the vecmem services outside the deadline and admission layers,
@@ -11,13 +11,13 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use tokio::time::Instant;
 use tonic::Code;
 
-use crate::error::code_name;
+use crate::error::{ErrorCode, code_name};
 use crate::metrics::Metrics;
 
 /// Every method of MemoryService and NamespaceService.
@@ -81,6 +81,50 @@ pub async fn record(State(metrics): State<Arc<Metrics>>, request: Request, next:
         .map_or(Code::Ok, Code::from);
     in_flight.finish(code_name(code));
     response
+}
+
+/// The same for the REST gateway: the RPC from the matched route, the code
+/// from the error the response carries ([`ErrorCode`]), else OK.
+pub async fn record_rest(
+    State(metrics): State<Arc<Metrics>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let rpc = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unknown", |path| rest_rpc_name(path.as_str()));
+    metrics.request_started();
+    let in_flight = InFlight {
+        metrics,
+        rpc,
+        started: Instant::now(),
+        done: false,
+    };
+    let response = next.run(request).await;
+    let code = response
+        .extensions()
+        .get::<ErrorCode>()
+        .map_or(code_name(Code::Ok), |code| code.0);
+    in_flight.finish(code);
+    response
+}
+
+/// `/v1/namespaces/{namespace}/memories/search` → `Search`, and so on.
+fn rest_rpc_name(route: &str) -> &'static str {
+    match route.rsplit('/').next().unwrap_or_default() {
+        "memories" => "Upsert",
+        "search" => "Search",
+        "search_batch" => "SearchBatch",
+        "get" => "Get",
+        "delete" => "Delete",
+        "scroll" => "Scroll",
+        "count" => "Count",
+        "update_payload" => "UpdatePayload",
+        "namespaces" => "ListNamespaces",
+        "{namespace}" => "DescribeNamespace",
+        _ => "unknown",
+    }
 }
 
 /// `/vecmem.v1.MemoryService/Search` → `Search`; anything else → `unknown`.

@@ -2,36 +2,36 @@
 
 #![allow(dead_code)]
 
-use prost_types::value::Kind;
+use pbjson_types::value::Kind;
 use serde_json::Value;
 use vecmem::proto::{self, condition::Test};
 
 use super::NS;
 
-pub fn to_struct(json: Value) -> prost_types::Struct {
+pub fn to_struct(json: Value) -> pbjson_types::Struct {
     let Value::Object(map) = json else {
         panic!("payload must be an object");
     };
-    prost_types::Struct {
+    pbjson_types::Struct {
         fields: map.into_iter().map(|(k, v)| (k, to_value(v))).collect(),
     }
 }
 
-fn to_value(json: Value) -> prost_types::Value {
+fn to_value(json: Value) -> pbjson_types::Value {
     let kind = match json {
         Value::Null => Kind::NullValue(0),
         Value::Bool(b) => Kind::BoolValue(b),
         Value::Number(n) => Kind::NumberValue(n.as_f64().expect("number")),
         Value::String(s) => Kind::StringValue(s),
-        Value::Array(items) => Kind::ListValue(prost_types::ListValue {
+        Value::Array(items) => Kind::ListValue(pbjson_types::ListValue {
             values: items.into_iter().map(to_value).collect(),
         }),
         Value::Object(_) => Kind::StructValue(to_struct(json)),
     };
-    prost_types::Value { kind: Some(kind) }
+    pbjson_types::Value { kind: Some(kind) }
 }
 
-pub fn from_struct(s: &prost_types::Struct) -> Value {
+pub fn from_struct(s: &pbjson_types::Struct) -> Value {
     Value::Object(
         s.fields
             .iter()
@@ -40,7 +40,7 @@ pub fn from_struct(s: &prost_types::Struct) -> Value {
     )
 }
 
-fn from_value(v: &prost_types::Value) -> Value {
+fn from_value(v: &pbjson_types::Value) -> Value {
     match &v.kind {
         None | Some(Kind::NullValue(_)) => Value::Null,
         Some(Kind::BoolValue(b)) => Value::Bool(*b),

@@ -1,0 +1,122 @@
+//! Each RPC as one function from its protobuf request to its protobuf
+//! response, over the core: the part both transports share. gRPC hands the
+//! decoded message in and the message out; the REST gateway does the same
+//! with the message's proto3 JSON form. So an RPC behaves identically on both
+//! transports by construction.
+
+use crate::api::convert::{search_batch_from_proto, search_response};
+use crate::auth::Caller;
+use crate::core::Core;
+use crate::error::Result;
+use crate::pipeline::cache::Served;
+use crate::proto;
+
+pub async fn upsert(
+    core: &Core,
+    caller: &Caller,
+    request: proto::UpsertRequest,
+) -> Result<proto::UpsertResponse> {
+    let ids = core.upsert(caller, request.try_into()?).await?;
+    Ok(proto::UpsertResponse { ids })
+}
+
+pub async fn search(
+    core: &Core,
+    caller: &Caller,
+    request: proto::SearchRequest,
+) -> Result<Served<proto::SearchResponse>> {
+    let served = core.search(caller, request.try_into()?).await?;
+    Ok(Served {
+        value: search_response(served.value),
+        stale: served.stale,
+    })
+}
+
+pub async fn search_batch(
+    core: &Core,
+    caller: &Caller,
+    request: proto::SearchBatchRequest,
+) -> Result<Served<proto::SearchBatchResponse>> {
+    let served = core
+        .search_batch(caller, search_batch_from_proto(request)?)
+        .await?;
+    Ok(Served {
+        value: proto::SearchBatchResponse {
+            results: served.value.into_iter().map(search_response).collect(),
+        },
+        stale: served.stale,
+    })
+}
+
+pub async fn get(
+    core: &Core,
+    caller: &Caller,
+    request: proto::GetRequest,
+) -> Result<Served<proto::GetResponse>> {
+    let served = core.get(caller, request.try_into()?).await?;
+    let found = served.value;
+    Ok(Served {
+        value: proto::GetResponse {
+            memories: found.memories.into_iter().map(Into::into).collect(),
+            missing_ids: found.missing_ids,
+        },
+        stale: served.stale,
+    })
+}
+
+pub async fn delete(
+    core: &Core,
+    caller: &Caller,
+    request: proto::DeleteRequest,
+) -> Result<proto::DeleteResponse> {
+    core.delete(caller, request.try_into()?).await?;
+    Ok(proto::DeleteResponse {})
+}
+
+pub async fn scroll(
+    core: &Core,
+    caller: &Caller,
+    request: proto::ScrollRequest,
+) -> Result<proto::ScrollResponse> {
+    let page = core.scroll(caller, request.try_into()?).await?;
+    Ok(proto::ScrollResponse {
+        memories: page.memories.into_iter().map(Into::into).collect(),
+        next_page_token: page.next_page_token,
+    })
+}
+
+pub async fn count(
+    core: &Core,
+    caller: &Caller,
+    request: proto::CountRequest,
+) -> Result<proto::CountResponse> {
+    let count = core.count(caller, request.try_into()?).await?;
+    Ok(proto::CountResponse { count })
+}
+
+pub async fn update_payload(
+    core: &Core,
+    caller: &Caller,
+    request: proto::UpdatePayloadRequest,
+) -> Result<proto::UpdatePayloadResponse> {
+    let result = core.update_payload(caller, request.try_into()?).await?;
+    Ok(proto::UpdatePayloadResponse {
+        updated_ids: result.updated_ids,
+        missing_ids: result.missing_ids,
+    })
+}
+
+pub async fn list_namespaces(core: &Core) -> Result<proto::ListNamespacesResponse> {
+    let namespaces = core.list_namespaces().await?;
+    Ok(proto::ListNamespacesResponse {
+        namespaces: namespaces.into_iter().map(Into::into).collect(),
+    })
+}
+
+pub async fn describe_namespace(
+    core: &Core,
+    request: proto::DescribeNamespaceRequest,
+) -> Result<proto::NamespaceInfo> {
+    let proto::DescribeNamespaceRequest { namespace } = request;
+    Ok(core.describe_namespace(&namespace).await?.into())
+}

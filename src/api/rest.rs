@@ -1,0 +1,217 @@
+//! The REST/JSON gateway: every MemoryService and NamespaceService call on
+//! the HTTP port, with bodies in the proto3 JSON mapping of the same
+//! messages (field names in lowerCamelCase or as in the proto), running the
+//! same [`calls`] as gRPC.
+//!
+//! | route | RPC |
+//! | --- | --- |
+//! | `POST /v1/namespaces/{ns}/memories` | Upsert |
+//! | `POST /v1/namespaces/{ns}/memories/{search,get,delete,scroll,count,update_payload}` | the RPC of that name |
+//! | `POST /v1/search_batch` | SearchBatch |
+//! | `GET /v1/namespaces`, `GET /v1/namespaces/{ns}` | ListNamespaces, DescribeNamespace |
+//!
+//! The namespace comes from the path; a body may repeat it but not contradict
+//! it. Errors are JSON (`code`, `message`, `field_violations`) with the HTTP
+//! status of the contract table; gzip request bodies are accepted and
+//! responses are compressed when the client asks.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tower_http::compression::CompressionLayer;
+use tower_http::decompression::RequestDecompressionLayer;
+
+use crate::api::calls;
+use crate::api::grpc::STALE_HEADER;
+use crate::auth::{Authenticator, Caller};
+use crate::core::Core;
+use crate::error::{Error, Result};
+use crate::pipeline::cache::Served;
+use crate::proto;
+
+#[derive(Clone)]
+struct Gateway {
+    core: Arc<Core>,
+    auth: Arc<Authenticator>,
+}
+
+/// The `/v1` routes; bodies above `body_limit` bytes are refused.
+pub fn router(core: Arc<Core>, auth: Arc<Authenticator>, body_limit: usize) -> Router {
+    let memories = "/v1/namespaces/{namespace}/memories";
+    Router::new()
+        .route("/v1/namespaces", get(list_namespaces))
+        .route("/v1/namespaces/{namespace}", get(describe_namespace))
+        .route(memories, post(upsert))
+        .route(&format!("{memories}/search"), post(search))
+        .route(&format!("{memories}/get"), post(get_memories))
+        .route(&format!("{memories}/delete"), post(delete))
+        .route(&format!("{memories}/scroll"), post(scroll))
+        .route(&format!("{memories}/count"), post(count))
+        .route(&format!("{memories}/update_payload"), post(update_payload))
+        .route("/v1/search_batch", post(search_batch))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(RequestDecompressionLayer::new())
+        .layer(CompressionLayer::new())
+        .with_state(Gateway { core, auth })
+}
+
+/// Authenticates, decodes the JSON body, runs `call` and encodes its answer.
+async fn handle<Req, Resp, F, Fut>(
+    gateway: Gateway,
+    headers: &HeaderMap,
+    body: std::result::Result<Bytes, BytesRejection>,
+    call: F,
+) -> Response
+where
+    Req: DeserializeOwned,
+    Resp: Serialize,
+    F: FnOnce(Arc<Core>, Caller, Req) -> Fut,
+    Fut: Future<Output = Result<Served<Resp>>>,
+{
+    let outcome = async {
+        let caller = gateway.auth.authenticate(headers)?;
+        let request: Req = decode(body)?;
+        call(gateway.core, caller, request).await
+    }
+    .await;
+    match outcome {
+        Ok(served) => encode(served),
+        Err(error) => error.into_response(),
+    }
+}
+
+fn decode<T: DeserializeOwned>(body: std::result::Result<Bytes, BytesRejection>) -> Result<T> {
+    let body = body.map_err(|rejection| Error::invalid("body", rejection.body_text()))?;
+    // An empty body is an empty message, as in protobuf.
+    let body: &[u8] = if body.is_empty() { b"{}" } else { &body };
+    serde_json::from_slice(body).map_err(|err| Error::invalid("body", err.to_string()))
+}
+
+/// Fills the body's namespace from the path; a different one is an error.
+fn in_namespace(field: &mut String, path: String) -> Result<()> {
+    if !field.is_empty() && *field != path {
+        return Err(Error::invalid(
+            "namespace",
+            format!("is {field:?} in the body but {path:?} in the path"),
+        ));
+    }
+    *field = path;
+    Ok(())
+}
+
+fn encode<T: Serialize>(served: Served<T>) -> Response {
+    let mut response = axum::Json(served.value).into_response();
+    if served.stale {
+        response
+            .headers_mut()
+            .insert(STALE_HEADER, HeaderValue::from_static("true"));
+    }
+    response
+}
+
+macro_rules! route {
+    ($name:ident, $request:ty, $call:path, served) => {
+        async fn $name(
+            State(gateway): State<Gateway>,
+            Path(namespace): Path<String>,
+            headers: HeaderMap,
+            body: std::result::Result<Bytes, BytesRejection>,
+        ) -> Response {
+            handle(
+                gateway,
+                &headers,
+                body,
+                |core, caller, mut request: $request| async move {
+                    in_namespace(&mut request.namespace, namespace)?;
+                    $call(&core, &caller, request).await
+                },
+            )
+            .await
+        }
+    };
+    ($name:ident, $request:ty, $call:path) => {
+        async fn $name(
+            State(gateway): State<Gateway>,
+            Path(namespace): Path<String>,
+            headers: HeaderMap,
+            body: std::result::Result<Bytes, BytesRejection>,
+        ) -> Response {
+            handle(
+                gateway,
+                &headers,
+                body,
+                |core, caller, mut request: $request| async move {
+                    in_namespace(&mut request.namespace, namespace)?;
+                    $call(&core, &caller, request).await.map(Served::fresh)
+                },
+            )
+            .await
+        }
+    };
+}
+
+route!(upsert, proto::UpsertRequest, calls::upsert);
+route!(search, proto::SearchRequest, calls::search, served);
+route!(get_memories, proto::GetRequest, calls::get, served);
+route!(delete, proto::DeleteRequest, calls::delete);
+route!(scroll, proto::ScrollRequest, calls::scroll);
+route!(count, proto::CountRequest, calls::count);
+route!(
+    update_payload,
+    proto::UpdatePayloadRequest,
+    calls::update_payload
+);
+
+async fn search_batch(
+    State(gateway): State<Gateway>,
+    headers: HeaderMap,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Response {
+    handle(
+        gateway,
+        &headers,
+        body,
+        |core, caller, request: proto::SearchBatchRequest| async move {
+            calls::search_batch(&core, &caller, request).await
+        },
+    )
+    .await
+}
+
+async fn list_namespaces(State(gateway): State<Gateway>, headers: HeaderMap) -> Response {
+    let outcome = async {
+        gateway.auth.authenticate(&headers)?;
+        calls::list_namespaces(&gateway.core).await
+    }
+    .await;
+    match outcome {
+        Ok(response) => encode(Served::fresh(response)),
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn describe_namespace(
+    State(gateway): State<Gateway>,
+    Path(namespace): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let outcome = async {
+        gateway.auth.authenticate(&headers)?;
+        calls::describe_namespace(&gateway.core, proto::DescribeNamespaceRequest { namespace })
+            .await
+    }
+    .await;
+    match outcome {
+        Ok(response) => encode(Served::fresh(response)),
+        Err(error) => error.into_response(),
+    }
+}

@@ -1,0 +1,223 @@
+//! The REST/JSON gateway: every route answers like its gRPC RPC, bodies in
+//! the proto3 JSON mapping (camelCase or proto field names), errors as JSON
+//! with the contract's code names and HTTP statuses.
+
+mod support;
+
+use serde_json::{Value, json};
+
+use support::{Backend, TestServer, http, metric};
+
+struct Rest {
+    base: String,
+}
+
+impl Rest {
+    fn new(server: &TestServer) -> Self {
+        Self {
+            base: format!("http://{}", server.http_addr),
+        }
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let answer = http("POST", &format!("{}{path}", self.base), Some(body), &[]).await;
+        (answer.status, answer.json())
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let answer = http("GET", &format!("{}{path}", self.base), None, &[]).await;
+        (answer.status, answer.json())
+    }
+}
+
+const MEMORIES: &str = "/v1/namespaces/test/memories";
+
+#[tokio::test]
+async fn every_route_works_like_its_rpc() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Backend::embedded().start_server(dir.path());
+    let rest = Rest::new(&server);
+
+    let (status, body) = rest
+        .post(
+            MEMORIES,
+            json!({"tenant": "t", "memories": [
+                {"id": "a", "vector": [1.0, 0.0, 0.0, 0.0], "payload": {"kind": "note", "n": 1}},
+                {"id": "b", "vector": [0.0, 1.0, 0.0, 0.0], "payload": {"kind": "todo", "n": 2}},
+            ]}),
+        )
+        .await;
+    assert_eq!((status, &body), (200, &json!({"ids": ["a", "b"]})));
+
+    // Proto field names and their lowerCamelCase forms are both accepted.
+    for projection in [json!({"with_payload": true}), json!({"withPayload": true})] {
+        let mut request = json!({"tenant": "t", "vector": [1.0, 0.0, 0.0, 0.0], "limit": 1});
+        request
+            .as_object_mut()
+            .expect("object")
+            .extend(projection.as_object().expect("object").clone());
+        let (status, body) = rest.post(&format!("{MEMORIES}/search"), request).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["hits"][0]["memory"]["id"], "a");
+        assert_eq!(body["hits"][0]["memory"]["payload"]["kind"], "note");
+    }
+
+    let (status, body) = rest
+        .post(
+            &format!("{MEMORIES}/search"),
+            json!({"tenant": "t", "vector": [1.0, 0.0, 0.0, 0.0],
+                   "filter": {"must": [{"key": "kind", "equals": {"keyword": "todo"}}]}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let ids: Vec<&str> = body["hits"]
+        .as_array()
+        .expect("hits")
+        .iter()
+        .filter_map(|h| h["memory"]["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["b"]);
+
+    let (status, body) = rest
+        .post(
+            &format!("{MEMORIES}/get"),
+            json!({"tenant": "t", "ids": ["b", "zz"]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["memories"][0]["id"], "b");
+    assert_eq!(body["missingIds"], json!(["zz"]));
+
+    let (status, body) = rest
+        .post(&format!("{MEMORIES}/count"), json!({"tenant": "t"}))
+        .await;
+    assert_eq!(
+        (status, body["count"].clone()),
+        (200, json!("2")),
+        "uint64 is a JSON string"
+    );
+
+    let (status, body) = rest
+        .post(
+            &format!("{MEMORIES}/update_payload"),
+            json!({"tenant": "t", "ids": ["a", "nope"], "payload": {"pinned": true}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["updatedIds"], json!(["a"]));
+
+    let (status, body) = rest
+        .post(
+            &format!("{MEMORIES}/scroll"),
+            json!({"tenant": "t", "limit": 1}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["memories"].as_array().map(Vec::len), Some(1));
+    assert!(
+        body["nextPageToken"]
+            .as_str()
+            .is_some_and(|t| !t.is_empty())
+    );
+
+    let (status, body) = rest
+        .post(
+            "/v1/search_batch",
+            json!({"searches": [
+                {"namespace": "test", "tenant": "t", "vector": [1.0, 0.0, 0.0, 0.0], "limit": 1},
+                {"namespace": "test", "tenant": "other", "vector": [1.0, 0.0, 0.0, 0.0]},
+            ]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["results"][0]["hits"][0]["memory"]["id"], "a");
+    assert_eq!(
+        body["results"][1],
+        json!({"hits": []}),
+        "no hits for another tenant"
+    );
+
+    let (status, body) = rest
+        .post(
+            &format!("{MEMORIES}/delete"),
+            json!({"tenant": "t", "ids": {"values": ["a"]}}),
+        )
+        .await;
+    assert_eq!(
+        (status, body),
+        (200, json!({})),
+        "DeleteResponse has no fields"
+    );
+    let (_, body) = rest
+        .post(&format!("{MEMORIES}/count"), json!({"tenant": "t"}))
+        .await;
+    assert_eq!(body["count"], "1");
+
+    let (status, body) = rest.get("/v1/namespaces").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["namespaces"].as_array().map(Vec::len), Some(3));
+    let (status, body) = rest.get("/v1/namespaces/test").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["dim"], 4);
+
+    // Each call was counted under its RPC.
+    let (_, exposition) = support::http_get(&format!("{}/metrics", rest.base)).await;
+    assert_eq!(
+        metric(
+            &exposition,
+            r#"vecmem_requests_total{rpc="Count",code="OK"}"#
+        ),
+        2.0,
+        "{exposition}"
+    );
+}
+
+#[tokio::test]
+async fn errors_are_json_with_the_contract_codes_and_statuses() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Backend::embedded().start_server(dir.path());
+    let rest = Rest::new(&server);
+
+    let (status, body) = rest
+        .post(
+            MEMORIES,
+            json!({"tenant": "t", "memories": [{"id": "a", "vector": [1.0, 0.0]}]}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["code"], "INVALID_ARGUMENT");
+    assert_eq!(body["field_violations"][0]["field"], "memories[0].vector");
+
+    let (status, body) = rest
+        .post("/v1/namespaces/nope/memories/count", json!({"tenant": "t"}))
+        .await;
+    assert_eq!(
+        (status, body["code"].clone()),
+        (404, json!("NOT_FOUND")),
+        "{body}"
+    );
+
+    let (status, body) = rest
+        .post(&format!("{MEMORIES}/search"), json!({"tenant": 5}))
+        .await;
+    assert_eq!(
+        (status, body["code"].clone()),
+        (400, json!("INVALID_ARGUMENT")),
+        "{body}"
+    );
+    assert_eq!(body["field_violations"][0]["field"], "body");
+
+    let (status, body) = rest
+        .post(
+            &format!("{MEMORIES}/count"),
+            json!({"namespace": "memories", "tenant": "t"}),
+        )
+        .await;
+    assert_eq!(status, 400, "the body contradicts the path: {body}");
+
+    // Nothing of the rejected upsert was written.
+    let (_, body) = rest
+        .post(&format!("{MEMORIES}/count"), json!({"tenant": "t"}))
+        .await;
+    assert_eq!(body["count"], "0");
+}
