@@ -11,6 +11,8 @@ in a fresh temporary directory) once per configuration, drives it with
   admission  4x the concurrency limit vs at the limit: p99 of admitted
              calls, and how many were shed; plus the same overload with the
              limit lifted, to show what queueing would cost
+  circuit    a hung Qdrant (a TCP listener that never answers): how long
+             calls take to fail before and while the circuit is open
 
 Absolute numbers drift between machines; the ratios are the result.
 
@@ -45,7 +47,8 @@ def free_port():
 class Server:
     """`vecmem serve` with extra VECMEM__ settings, stopped on exit."""
 
-    def __init__(self, settings):
+    def __init__(self, settings, dim=None, wait_for="/health/ready"):
+        self.dim = dim or DIM
         self.dir = tempfile.TemporaryDirectory(prefix="vecmem-bench-")
         self.grpc = f"127.0.0.1:{free_port()}"
         self.http = f"127.0.0.1:{free_port()}"
@@ -55,7 +58,7 @@ class Server:
                 "VECMEM__SERVER__GRPC_ADDR": self.grpc,
                 "VECMEM__SERVER__HTTP_ADDR": self.http,
                 "VECMEM__BACKEND__EMBEDDED__PATH": os.path.join(self.dir.name, "data"),
-                "VECMEM__NAMESPACES__MEMORIES__DIM": str(DIM),
+                "VECMEM__NAMESPACES__MEMORIES__DIM": str(self.dim),
                 "VECMEM__LOG__LEVEL": "warn",
             }
         )
@@ -69,7 +72,7 @@ class Server:
             if self.process.poll() is not None:
                 sys.exit(f"vecmem exited at start-up; see {self.log.name}")
             try:
-                with urllib.request.urlopen(f"http://{self.http}/health/ready", timeout=1) as r:
+                with urllib.request.urlopen(f"http://{self.http}{wait_for}", timeout=1) as r:
                     if r.status == 200:
                         return
             except OSError:
@@ -95,7 +98,7 @@ class Server:
 
 
 def bench(server, *args):
-    command = [VECMEM, "bench", "--addr", server.grpc, "--dim", str(DIM), "-O", "json", *map(str, args)]
+    command = [VECMEM, "bench", "--addr", server.grpc, "--dim", str(server.dim), "-O", "json", *map(str, args)]
     done = subprocess.run(command, capture_output=True, text=True, check=True)
     return json.loads(done.stdout)
 
@@ -124,20 +127,40 @@ def batching(quick):
     return {"runs": results, "throughput_ratio": ratio}
 
 
+def metric(exposition, name):
+    """The sum of a metric's samples in a Prometheus exposition."""
+    total = 0.0
+    for line in exposition.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
 def cache(quick):
-    print("cache: Zipf(s=1.1) searches over 1,000 distinct queries, 20,000 memories")
+    memories = 5000 if quick else 20000
+    print(f"cache: Zipf(s=1.1) searches over 1,000 distinct queries; {memories} memories of dim 1024, exact scan")
     calls = 3000 if quick else 10000
-    seed = 5000 if quick else 20000
     results = {}
     for label, enabled in (("on", "true"), ("off", "false")):
         settings = {"VECMEM__PIPELINE__CACHE__ENABLED": enabled, "VECMEM__PIPELINE__CACHE__TTL_MS": 600000, **NO_INDEX}
-        with Server(settings) as server:
-            common = ["--op", "search", "-c", 8, "--tenants", 4, "--distinct-queries", 1000, "--zipf", 1.1]
-            bench(server, *common, "-n", 10, "--seed-memories", seed)  # seed, warm-up
-            results[label] = bench(server, *common, "-n", calls)
+        with Server(settings, dim=1024) as server:
+            common = ["--op", "search", "-c", 8, "--distinct-queries", 1000, "--zipf", 1.1]
+            bench(server, *common, "-n", 10, "--seed-memories", memories)
+            # Steady state: the same traffic warms the cache first (the
+            # warm-up continues each worker's draws, so the measured calls
+            # are new draws from the same distribution).
+            before = server.metrics()
+            results[label] = bench(server, *common, "-n", calls, "--warmup", "5s")
+            after = server.metrics()
+            hits = metric(after, "vecmem_cache_hits_total") - metric(before, "vecmem_cache_hits_total")
+            misses = metric(after, "vecmem_cache_misses_total") - metric(before, "vecmem_cache_misses_total")
+            results[label]["cache_hit_ratio"] = hits / (hits + misses) if hits + misses else 0.0
         describe(f"cache {label}", results[label])
     ratio = results["on"]["rps"] / results["off"]["rps"]
-    print(f"  => throughput ratio on/off: {ratio:.1f}x (target >= 10x)\n")
+    print(
+        f"  => throughput ratio on/off: {ratio:.1f}x (target >= 10x); "
+        f"hit ratio {results['on']['cache_hit_ratio']:.3f} (warm-up included)\n"
+    )
     return {"runs": results, "throughput_ratio": ratio}
 
 
@@ -174,6 +197,47 @@ def admission(quick):
     return {"runs": results, "p99_ratio": ratio, "p99_ratio_without_limit": queued_ratio, "shed": shed}
 
 
+def circuit(quick):
+    import threading
+
+    print("circuit: Qdrant hung (accepts connections, never answers); backend timeout 200 ms")
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    held = []
+
+    def accept():
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            held.append(connection)
+
+    threading.Thread(target=accept, daemon=True).start()
+    settings = {
+        "VECMEM__BACKEND__KIND": "qdrant",
+        "VECMEM__BACKEND__QDRANT__URL": f"http://127.0.0.1:{listener.getsockname()[1]}",
+        "VECMEM__BACKEND__QDRANT__TIMEOUT_MS": 200,
+        "VECMEM__BACKEND__QDRANT__CONNECT_TIMEOUT_MS": 200,
+        "VECMEM__RESILIENCE__CIRCUIT_FAILURE_THRESHOLD": 5,
+        "VECMEM__RESILIENCE__CIRCUIT_OPEN_MS": 1000,
+    }
+    with Server(settings, wait_for="/health/live") as server:
+        report = bench(server, "--op", "search", "-c", 1, "-z", "3s" if quick else "6s")
+    listener.close()
+    for connection in held:
+        connection.close()
+    took = report.get("error_latency_ms") or {}
+    errors = ", ".join(f"{k} {v}" for k, v in report["errors"].items())
+    print(
+        f"  {report['count']} calls failed ({errors}); time to fail: p50 {took.get('p50', 0):.2f} ms, "
+        f"p90 {took.get('p90', 0):.2f} ms, max {took.get('max', 0):.2f} ms"
+    )
+    print("  => with the circuit open, calls fail in well under 5 ms; only the probes wait for the timeout\n")
+    return {"report": report}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer calls, for a smoke run")
@@ -182,7 +246,7 @@ def main():
     args = parser.parse_args()
     if not os.access(VECMEM, os.X_OK):
         sys.exit(f"{VECMEM} not found; run `cargo build --release` first")
-    experiments = {"batching": batching, "cache": cache, "admission": admission}
+    experiments = {"batching": batching, "cache": cache, "admission": admission, "circuit": circuit}
     chosen = args.only or list(experiments)
     unknown = [name for name in chosen if name not in experiments]
     if unknown:

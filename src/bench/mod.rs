@@ -385,7 +385,12 @@ async fn drive(
                 latencies.saturating_record(u64::try_from(micros).unwrap_or(u64::MAX));
             }
             Err(status) => {
-                errors.record(crate::error::code_name(status.code()), &status);
+                let micros = due.elapsed().as_micros();
+                errors.record(
+                    crate::error::code_name(status.code()),
+                    &status,
+                    u64::try_from(micros).unwrap_or(u64::MAX),
+                );
             }
         }
         match schedule.stop {

@@ -15,15 +15,28 @@ pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("constant bounds hdrhistogram accepts")
 }
 
-/// Failed calls by gRPC code, with the first message seen for each.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// Failed calls by gRPC code, with the first message seen for each, and
+/// how long failing took (a shed call or an open circuit should be quick).
+#[derive(Debug, Clone)]
 pub struct Errors {
     pub counts: BTreeMap<String, u64>,
     pub samples: BTreeMap<String, String>,
+    pub latencies: Histogram<u64>,
+}
+
+impl Default for Errors {
+    fn default() -> Self {
+        Self {
+            counts: BTreeMap::new(),
+            samples: BTreeMap::new(),
+            latencies: new_histogram(),
+        }
+    }
 }
 
 impl Errors {
-    pub fn record(&mut self, code: &str, status: &tonic::Status) {
+    pub fn record(&mut self, code: &str, status: &tonic::Status, micros: u64) {
+        self.latencies.saturating_record(micros.max(1));
         *self.counts.entry(code.to_owned()).or_insert(0) += 1;
         self.samples
             .entry(code.to_owned())
@@ -31,6 +44,8 @@ impl Errors {
     }
 
     pub fn merge(&mut self, other: Errors) {
+        // Both histograms have the same bounds, so adding cannot fail.
+        let _ = self.latencies.add(&other.latencies);
         for (code, n) in other.counts {
             *self.counts.entry(code).or_insert(0) += n;
         }
@@ -63,9 +78,28 @@ pub struct Report {
     /// The first message seen for each error code.
     pub error_messages: BTreeMap<String, String>,
     pub latency_ms: Latency,
+    /// How long the failed calls took; absent when none failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_latency_ms: Option<Latency>,
     pub elapsed_s: f64,
     pub concurrency: usize,
     pub op: String,
+}
+
+impl Latency {
+    fn of(latencies: &Histogram<u64>) -> Self {
+        let ms = |micros: u64| micros as f64 / 1000.0;
+        let at = |q: f64| ms(latencies.value_at_quantile(q));
+        Self {
+            min: ms(latencies.min()),
+            p50: at(0.50),
+            p90: at(0.90),
+            p95: at(0.95),
+            p99: at(0.99),
+            p999: at(0.999),
+            max: ms(latencies.max()),
+        }
+    }
 }
 
 impl Report {
@@ -78,23 +112,15 @@ impl Report {
     ) -> Self {
         let ok = latencies.len();
         let count = ok + errors.counts.values().sum::<u64>();
-        let ms = |micros: u64| micros as f64 / 1000.0;
-        let at = |q: f64| ms(latencies.value_at_quantile(q));
         Self {
             count,
             ok,
             rps: count as f64 / elapsed.as_secs_f64().max(f64::EPSILON),
+            latency_ms: Latency::of(latencies),
+            error_latency_ms: (!errors.latencies.is_empty())
+                .then(|| Latency::of(&errors.latencies)),
             errors: errors.counts,
             error_messages: errors.samples,
-            latency_ms: Latency {
-                min: ms(latencies.min()),
-                p50: at(0.50),
-                p90: at(0.90),
-                p95: at(0.95),
-                p99: at(0.99),
-                p999: at(0.999),
-                max: ms(latencies.max()),
-            },
             elapsed_s: elapsed.as_secs_f64(),
             concurrency,
             op,
@@ -122,7 +148,12 @@ impl Report {
             l.max
         );
         if !self.errors.is_empty() {
-            out.push_str("errors\n");
+            if let Some(l) = &self.error_latency_ms {
+                out.push_str(&format!(
+                    "errors    took p50 {:.2}  p99 {:.2}  max {:.2} ms\n",
+                    l.p50, l.p99, l.max
+                ));
+            }
             for (code, n) in &self.errors {
                 let message = self.error_messages.get(code).map_or("", String::as_str);
                 out.push_str(&format!("  {code:<20} {n:>8}  e.g. {message:?}\n"));
@@ -169,6 +200,7 @@ mod tests {
             errors.record(
                 "RESOURCE_EXHAUSTED",
                 &tonic::Status::resource_exhausted("overloaded"),
+                200,
             );
         }
         let report = Report::new(
@@ -192,5 +224,6 @@ mod tests {
         }
         assert_eq!(json["errors"]["RESOURCE_EXHAUSTED"], 4);
         assert_eq!(json["error_messages"]["RESOURCE_EXHAUSTED"], "overloaded");
+        assert_eq!(report.error_latency_ms.map(|l| l.max), Some(0.2));
     }
 }
