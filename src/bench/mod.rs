@@ -102,6 +102,11 @@ pub struct BenchArgs {
     /// Deadline of each call.
     #[arg(long, default_value_t = 20_000)]
     pub timeout_ms: u64,
+    /// After a call refused with a RetryInfo (shed, circuit open), wait the
+    /// delay it names before that worker's next call, as a well-behaved
+    /// client does. Without it, refused workers retry at once.
+    #[arg(long)]
+    pub respect_retry_info: bool,
     /// Seed of the generated data and draws.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
@@ -156,6 +161,10 @@ pub async fn measure(args: &BenchArgs) -> anyhow::Result<Report> {
     }
 
     let timeout = Duration::from_millis(args.timeout_ms);
+    let behaviour = Behaviour {
+        timeout,
+        respect_retry_info: args.respect_retry_info,
+    };
     let mut clients = Vec::with_capacity(args.concurrency);
     for worker in 0..args.concurrency {
         let client = MemoryServiceClient::new(channels[worker % channels.len()].clone())
@@ -167,7 +176,7 @@ pub async fn measure(args: &BenchArgs) -> anyhow::Result<Report> {
     let rate = args.rps.map(|rps| rps.get());
     if let Some(warmup) = args.warmup {
         let schedule = Schedule::new(Stop::After(Instant::now() + warmup), rate);
-        (clients, _, _) = run_phase(clients, schedule, timeout, ProgressBar::hidden()).await?;
+        (clients, _, _) = run_phase(clients, schedule, behaviour, ProgressBar::hidden()).await?;
     }
     let stop = match (args.total, args.duration) {
         (_, Some(duration)) => Stop::After(Instant::now() + duration),
@@ -178,7 +187,7 @@ pub async fn measure(args: &BenchArgs) -> anyhow::Result<Report> {
     let (_, latencies, errors) = run_phase(
         clients,
         Schedule::new(stop, rate),
-        timeout,
+        behaviour,
         progress.clone(),
     )
     .await?;
@@ -199,17 +208,24 @@ pub async fn measure(args: &BenchArgs) -> anyhow::Result<Report> {
 
 type Client = (MemoryServiceClient<Channel>, Workload);
 
+/// How a worker treats each call.
+#[derive(Debug, Clone, Copy)]
+struct Behaviour {
+    timeout: Duration,
+    respect_retry_info: bool,
+}
+
 /// Runs every worker on `schedule`; the clients back, and what they saw.
 async fn run_phase(
     clients: Vec<Client>,
     schedule: Schedule,
-    timeout: Duration,
+    behaviour: Behaviour,
     progress: ProgressBar,
 ) -> anyhow::Result<(Vec<Client>, Histogram<u64>, Errors)> {
     let schedule = Arc::new(schedule);
     let workers: Vec<_> = clients
         .into_iter()
-        .map(|client| tokio::spawn(drive(client, schedule.clone(), timeout, progress.clone())))
+        .map(|client| tokio::spawn(drive(client, schedule.clone(), behaviour, progress.clone())))
         .collect();
     let mut clients = Vec::with_capacity(workers.len());
     let mut latencies = new_histogram();
@@ -370,7 +386,7 @@ async fn seed(channel: &Channel, shape: &Shape, seed: u64) -> anyhow::Result<()>
 async fn drive(
     (mut client, mut workload): Client,
     schedule: Arc<Schedule>,
-    timeout: Duration,
+    behaviour: Behaviour,
     progress: ProgressBar,
 ) -> (Client, Histogram<u64>, Errors) {
     let mut latencies = new_histogram();
@@ -378,7 +394,7 @@ async fn drive(
     while let Some(due) = schedule.next_due() {
         tokio::time::sleep_until(due).await;
         let call = workload.next_call();
-        let outcome = send(&mut client, call, timeout).await;
+        let outcome = send(&mut client, call, behaviour.timeout).await;
         match outcome {
             Ok(()) => {
                 let micros = due.elapsed().as_micros().max(1);
@@ -391,6 +407,13 @@ async fn drive(
                     &status,
                     u64::try_from(micros).unwrap_or(u64::MAX),
                 );
+                if behaviour.respect_retry_info
+                    && let Some(delay) = tonic_types::StatusExt::get_error_details(&status)
+                        .retry_info()
+                        .and_then(|info| info.retry_delay)
+                {
+                    tokio::time::sleep(delay).await;
+                }
             }
         }
         match schedule.stop {
