@@ -178,9 +178,7 @@ impl IntoResponse for Error {
             body["field_violations"] = serde_json::Value::Array(violations);
         }
         let mut response = (self.http_status(), axum::Json(body)).into_response();
-        response
-            .extensions_mut()
-            .insert(ErrorCode(code_name(self.code())));
+        response.extensions_mut().insert(ErrorCode(self.code()));
         if let Some(delay) = self.retry_after() {
             // Retry-After is whole seconds; round up so clients never retry early.
             let secs = delay.as_millis().div_ceil(1000).max(1);
@@ -195,7 +193,7 @@ impl IntoResponse for Error {
 /// The gRPC code name of an error answered over HTTP, for the request
 /// metrics (an HTTP status alone does not say which code it was).
 #[derive(Debug, Clone, Copy)]
-pub struct ErrorCode(pub &'static str);
+pub struct ErrorCode(pub Code);
 
 /// The canonical upper-case gRPC code name (`INVALID_ARGUMENT`).
 pub fn code_name(code: Code) -> &'static str {

@@ -199,10 +199,10 @@ fn grpc_router(
         .layer(axum::middleware::from_fn_with_state(auth, api::authn::grpc))
         // The deadline covers everything a call does, shedding included.
         .layer(GrpcDeadlineLayer)
-        // Outermost: shed calls and expired deadlines are counted too.
+        // Outermost: shed calls and expired deadlines are logged and counted too.
         .layer(axum::middleware::from_fn_with_state(
             metrics,
-            api::request_metrics::record,
+            api::observe::grpc,
         ));
     let operational = Routes::new(health_service)
         .add_service(reflection().build_v1()?)
@@ -235,7 +235,7 @@ fn http_router(
     // JSON spends ~10 bytes per float where protobuf spends 4.
     let body_limit = max_message_bytes(config).saturating_mul(3);
     let gateway = api::rest::router(core, auth.clone(), body_limit).layer(
-        axum::middleware::from_fn_with_state(metrics.clone(), api::request_metrics::record_rest),
+        axum::middleware::from_fn_with_state(metrics.clone(), api::observe::rest),
     );
     let mut scrape = api::metrics::router(metrics);
     if config.auth.protect_metrics {

@@ -221,3 +221,51 @@ async fn errors_are_json_with_the_contract_codes_and_statuses() {
         .await;
     assert_eq!(body["count"], "0");
 }
+
+#[tokio::test]
+async fn request_ids_are_echoed_and_logged_on_both_transports() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Backend::embedded().start_server(dir.path());
+
+    // REST: the caller's id comes back, and the failed call's log line has it.
+    let url = format!("http://{}{MEMORIES}", server.http_addr);
+    let bad = json!({"tenant": "t", "memories": [{"id": "a", "vector": [1.0]}]});
+    let answer = http("POST", &url, Some(bad), &[("x-request-id", "rest-call-7")]).await;
+    assert_eq!(answer.status, 400);
+    assert_eq!(answer.headers["x-request-id"], "rest-call-7");
+
+    // gRPC: the same in response metadata; without one, a fresh id.
+    let mut client = server.memory().await;
+    let mut wrong = support::data::memory("a", [1.0, 0.0, 0.0, 0.0], json!({}));
+    wrong.vector.pop();
+    let mut request = tonic::Request::new(support::data::upsert("t", vec![wrong]));
+    request
+        .metadata_mut()
+        .insert("x-request-id", "grpc-call-9".parse().expect("ascii"));
+    let status = client.upsert(request).await.expect_err("3 of 4 dimensions");
+    assert_eq!(
+        status
+            .metadata()
+            .get("x-request-id")
+            .map(|v| v.to_str().ok()),
+        Some(Some("grpc-call-9"))
+    );
+    let response = client
+        .count(support::data::count("t", None))
+        .await
+        .expect("count");
+    let generated = response.metadata().get("x-request-id").expect("an id");
+    assert_eq!(generated.len(), 36, "a UUID: {generated:?}");
+
+    let found = support::eventually(std::time::Duration::from_secs(5), async || {
+        let logs = server.logs();
+        logs.contains("rest-call-7") && logs.contains("grpc-call-9")
+    })
+    .await;
+    assert!(
+        found,
+        "request ids missing from the logs:\n{}",
+        server.logs()
+    );
+    assert!(!server.logs().contains("\"vector\""), "no vectors in logs");
+}

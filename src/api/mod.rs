@@ -7,5 +7,5 @@ pub mod deadline;
 pub mod grpc;
 pub mod health;
 pub mod metrics;
-pub mod request_metrics;
+pub mod observe;
 pub mod rest;

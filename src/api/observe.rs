@@ -1,0 +1,199 @@
+//! Per-request observation, the same on both transports: a request id, one
+//! log line, and the request metrics (`vecmem_requests_total{rpc,code}`,
+//! `vecmem_request_duration_seconds{rpc}`, `vecmem_inflight_requests`).
+//!
+//! The request id is the caller's `x-request-id` when it sends a sane one
+//! (1-128 visible ASCII characters), else a new UUIDv7. It is returned in the
+//! `x-request-id` response header (gRPC response metadata), and it is a field
+//! of the `request` span, so every log line written while serving the call
+//! carries it. The call's own line is at debug when it succeeded, at error
+//! for INTERNAL/UNKNOWN/DATA_LOSS, and at warn for every other failure, with
+//! the gRPC code; payloads and vectors are never logged.
+//!
+//! It wraps each transport outermost, so shed calls and expired deadlines are
+//! counted with their codes. gRPC: the code is read from the response
+//! headers; vecmem's RPCs are unary, and tonic puts a failed unary call's
+//! `grpc-status` in the headers (a trailers-only response), so a response
+//! without one succeeded. REST: the code travels with the error response
+//! ([`ErrorCode`]). A call abandoned by its client counts as CANCELLED.
+//! `rpc` comes from a fixed list, so label values stay bounded whatever
+//! paths clients send.
+
+use std::sync::Arc;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::Response;
+use tokio::time::Instant;
+use tonic::Code;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::error::{ErrorCode, code_name};
+use crate::metrics::Metrics;
+
+const REQUEST_ID: &str = "x-request-id";
+
+/// Every method of MemoryService and NamespaceService.
+const RPCS: [&str; 10] = [
+    "Upsert",
+    "Search",
+    "SearchBatch",
+    "Get",
+    "Delete",
+    "Scroll",
+    "Count",
+    "UpdatePayload",
+    "ListNamespaces",
+    "DescribeNamespace",
+];
+
+/// A call being served; dropped before [`Observed::finish`], it was cancelled.
+struct Observed {
+    metrics: Arc<Metrics>,
+    rpc: &'static str,
+    span: tracing::Span,
+    started: Instant,
+    done: bool,
+}
+
+impl Observed {
+    fn finish(mut self, code: Code) {
+        self.done = true;
+        self.record(code);
+    }
+
+    fn record(&self, code: Code) {
+        let seconds = self.started.elapsed().as_secs_f64();
+        self.metrics
+            .request_finished(self.rpc, code_name(code), seconds);
+        let _entered = self.span.enter();
+        let (code, duration_ms) = (code_name(code), seconds * 1000.0);
+        match code {
+            "OK" => tracing::debug!(code, duration_ms, "request served"),
+            "INTERNAL" | "UNKNOWN" | "DATA_LOSS" => {
+                tracing::error!(code, duration_ms, "request failed")
+            }
+            _ => tracing::warn!(code, duration_ms, "request failed"),
+        }
+    }
+}
+
+impl Drop for Observed {
+    fn drop(&mut self) {
+        if !self.done {
+            self.record(Code::Cancelled);
+        }
+    }
+}
+
+async fn observe(
+    metrics: Arc<Metrics>,
+    rpc: &'static str,
+    request: Request,
+    next: Next,
+    code_of: fn(&Response) -> Code,
+) -> Response {
+    let request_id = request_id(&request);
+    let span = tracing::info_span!("request", request_id = %request_id, rpc);
+    metrics.request_started();
+    let observed = Observed {
+        metrics,
+        rpc,
+        span: span.clone(),
+        started: Instant::now(),
+        done: false,
+    };
+    let mut response = next.run(request).instrument(span).await;
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    observed.finish(code_of(&response));
+    response
+}
+
+/// The caller's request id if it is sane, else a new one.
+fn request_id(request: &Request) -> String {
+    request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|value| value.to_str().ok())
+        .filter(|id| (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(|| Uuid::now_v7().to_string(), str::to_owned)
+}
+
+/// Middleware for the gRPC services.
+pub async fn grpc(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
+    let rpc = rpc_name(request.uri().path());
+    observe(metrics, rpc, request, next, |response| {
+        response
+            .headers()
+            .get("grpc-status")
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse::<i32>().ok())
+            .map_or(Code::Ok, Code::from)
+    })
+    .await
+}
+
+/// Middleware for the REST gateway.
+pub async fn rest(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
+    let rpc = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unknown", |path| rest_rpc_name(path.as_str()));
+    observe(metrics, rpc, request, next, |response| {
+        response
+            .extensions()
+            .get::<ErrorCode>()
+            .map_or(Code::Ok, |code| code.0)
+    })
+    .await
+}
+
+/// `/v1/namespaces/{namespace}/memories/search` → `Search`, and so on.
+fn rest_rpc_name(route: &str) -> &'static str {
+    match route.rsplit('/').next().unwrap_or_default() {
+        "memories" => "Upsert",
+        "search" => "Search",
+        "search_batch" => "SearchBatch",
+        "get" => "Get",
+        "delete" => "Delete",
+        "scroll" => "Scroll",
+        "count" => "Count",
+        "update_payload" => "UpdatePayload",
+        "namespaces" => "ListNamespaces",
+        "{namespace}" => "DescribeNamespace",
+        _ => "unknown",
+    }
+}
+
+/// `/vecmem.v1.MemoryService/Search` → `Search`; anything else → `unknown`.
+fn rpc_name(path: &str) -> &'static str {
+    let method = path.rsplit('/').next().unwrap_or_default();
+    RPCS.into_iter()
+        .find(|rpc| *rpc == method)
+        .unwrap_or("unknown")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rpc_labels_come_from_the_fixed_list() {
+        assert_eq!(
+            rpc_name("/vecmem.v1.MemoryService/SearchBatch"),
+            "SearchBatch"
+        );
+        assert_eq!(
+            rpc_name("/vecmem.v1.NamespaceService/DescribeNamespace"),
+            "DescribeNamespace"
+        );
+        assert_eq!(
+            rpc_name("/vecmem.v1.MemoryService/tenant-42-secret"),
+            "unknown"
+        );
+    }
+}
