@@ -5,6 +5,10 @@
 //! servers in one process, and each must count only its own traffic. Every
 //! label value comes from a small fixed set (`rpc`, `op`, `code`, `kind`,
 //! `reason`), never from a tenant or an id, so the series count is bounded.
+//! The standard process metrics (resident memory, open file descriptors,
+//! start time) are read from /proc when scraped.
+
+use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -66,6 +70,71 @@ pub struct Metrics {
     backend_errors: Family<OpKind, Counter>,
     retries: Family<Op, Counter>,
     circuit_open: Gauge,
+    process: ProcessMetrics,
+}
+
+/// The standard process metrics, read from /proc at each scrape.
+struct ProcessMetrics {
+    started: std::time::Instant,
+    resident_bytes: Gauge,
+    open_fds: Gauge,
+    start_time_seconds: Gauge<f64, AtomicU64>,
+    uptime_seconds: Gauge<f64, AtomicU64>,
+}
+
+impl ProcessMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let process = Self {
+            started: std::time::Instant::now(),
+            resident_bytes: Gauge::default(),
+            open_fds: Gauge::default(),
+            start_time_seconds: Gauge::default(),
+            uptime_seconds: Gauge::default(),
+        };
+        let since_epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        process.start_time_seconds.set(since_epoch.as_secs_f64());
+        registry.register(
+            "process_resident_memory_bytes",
+            "Resident set size of the process",
+            process.resident_bytes.clone(),
+        );
+        registry.register(
+            "process_open_fds",
+            "Open file descriptors of the process",
+            process.open_fds.clone(),
+        );
+        registry.register(
+            "process_start_time_seconds",
+            "Start time of the process, seconds since the Unix epoch",
+            process.start_time_seconds.clone(),
+        );
+        registry.register(
+            "vecmem_uptime_seconds",
+            "Seconds since the server started",
+            process.uptime_seconds.clone(),
+        );
+        process
+    }
+
+    /// Reads what changes; a value /proc does not give is left as it was.
+    fn refresh(&self) {
+        self.uptime_seconds
+            .set(self.started.elapsed().as_secs_f64());
+        // statm: size resident shared ... in pages; pages are 4 KiB on the
+        // platforms vecmem ships for.
+        if let Some(pages) = std::fs::read_to_string("/proc/self/statm")
+            .ok()
+            .and_then(|statm| statm.split_whitespace().nth(1)?.parse::<i64>().ok())
+        {
+            self.resident_bytes.set(pages * 4096);
+        }
+        if let Ok(entries) = std::fs::read_dir("/proc/self/fd") {
+            self.open_fds
+                .set(i64::try_from(entries.count()).unwrap_or(i64::MAX));
+        }
+    }
 }
 
 impl Default for Metrics {
@@ -92,6 +161,7 @@ impl Metrics {
         let backend_errors = Family::<OpKind, Counter>::default();
         let retries = Family::<Op, Counter>::default();
         let circuit_open = Gauge::default();
+        let process = ProcessMetrics::register(&mut registry);
 
         // Counters get their `_total` suffix from the encoder.
         registry.register(
@@ -168,11 +238,13 @@ impl Metrics {
             backend_errors,
             retries,
             circuit_open,
+            process,
         }
     }
 
     /// The exposition text (OpenMetrics format, which Prometheus scrapes).
     pub fn encode(&self) -> String {
+        self.process.refresh();
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
@@ -231,5 +303,49 @@ impl Metrics {
 
     pub fn set_circuit_open(&self, open: bool) {
         self.circuit_open.set(i64::from(open));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(text: &str, name: &str) -> f64 {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from\n{text}"))
+    }
+
+    #[test]
+    fn a_scrape_reads_the_process_metrics() {
+        let text = Metrics::new().encode();
+        assert!(value(&text, "process_resident_memory_bytes") > 0.0);
+        assert!(value(&text, "process_open_fds") > 0.0);
+        assert!(value(&text, "process_start_time_seconds") > 1.7e9);
+    }
+
+    #[test]
+    fn counters_are_exposed_with_their_total_suffix_and_labels() {
+        let metrics = Metrics::new();
+        metrics.request_started();
+        metrics.request_finished("Search", "OK", 0.002);
+        metrics.shed("concurrency");
+        let text = metrics.encode();
+        assert_eq!(
+            value(&text, r#"vecmem_requests_total{rpc="Search",code="OK"}"#),
+            1.0
+        );
+        assert_eq!(
+            value(
+                &text,
+                r#"vecmem_request_duration_seconds_count{rpc="Search"}"#
+            ),
+            1.0
+        );
+        assert_eq!(value(&text, "vecmem_inflight_requests"), 0.0);
+        assert_eq!(
+            value(&text, r#"vecmem_shed_total{reason="concurrency"}"#),
+            1.0
+        );
     }
 }
