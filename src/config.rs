@@ -60,6 +60,20 @@ pub struct ServerConfig {
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
     pub shutdown_grace_ms: u64,
+    pub tls: TlsConfig,
+}
+
+/// TLS on both listeners; off while `cert_path` is empty.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert_path: PathBuf,
+    /// PEM private key of the leaf certificate.
+    pub key_path: PathBuf,
+    /// PEM CA certificates; when set, clients must present a certificate
+    /// signed by one of them.
+    pub client_ca_path: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -423,6 +437,20 @@ impl Config {
         }
         self.validate_pipeline()?;
         self.validate_auth()?;
+        let tls = &self.server.tls;
+        let (cert, key) = (tls.cert_path.as_os_str(), tls.key_path.as_os_str());
+        if cert.is_empty() != key.is_empty() {
+            return Err(ConfigError::new(
+                "server.tls.key_path",
+                "server.tls.cert_path and server.tls.key_path are set together or not at all",
+            ));
+        }
+        if cert.is_empty() && !tls.client_ca_path.as_os_str().is_empty() {
+            return Err(ConfigError::new(
+                "server.tls.client_ca_path",
+                "needs server.tls.cert_path and key_path: client certificates are checked over TLS",
+            ));
+        }
         if self.namespaces.is_empty() {
             return Err(ConfigError::new(
                 "namespaces",

@@ -17,6 +17,7 @@ pub mod model;
 pub mod pipeline;
 pub mod server;
 pub mod telemetry;
+pub mod tls;
 
 /// Types and stubs generated from `proto/vecmem/v1/*.proto`.
 pub mod proto {

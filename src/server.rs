@@ -32,6 +32,8 @@ use crate::pipeline::{self, shed::ShedLayer};
 use crate::proto;
 use crate::proto::memory_service_server::MemoryServiceServer;
 use crate::proto::namespace_service_server::NamespaceServiceServer;
+use crate::tls::{self, TlsListener};
+use tokio_rustls::TlsAcceptor;
 
 /// Room for protobuf framing and ids per memory on top of vector and payload.
 const PER_MEMORY_OVERHEAD: usize = 1024;
@@ -92,12 +94,13 @@ impl Server {
         let grpc_addr = grpc_listener.local_addr()?;
         let http_addr = http_listener.local_addr()?;
 
+        let tls = tls::acceptor(&config.server.tls)?;
         let stop = CancellationToken::new();
         let listeners = vec![
-            serve(grpc_listener, grpc, &stop),
-            serve(http_listener, http, &stop),
+            serve(grpc_listener, grpc, tls.clone(), &stop)?,
+            serve(http_listener, http, tls.clone(), &stop)?,
         ];
-        tracing::info!(%grpc_addr, %http_addr, version = env!("CARGO_PKG_VERSION"), "vecmem listening");
+        tracing::info!(%grpc_addr, %http_addr, tls = tls.is_some(), version = env!("CARGO_PKG_VERSION"), "vecmem listening");
         Ok(Self {
             grpc_addr,
             http_addr,
@@ -258,20 +261,29 @@ async fn bind(addr: SocketAddr, key: &str) -> anyhow::Result<TcpListener> {
 fn serve(
     listener: TcpListener,
     router: Router,
+    tls: Option<TlsAcceptor>,
     stop: &CancellationToken,
-) -> JoinHandle<std::io::Result<()>> {
+) -> std::io::Result<JoinHandle<std::io::Result<()>>> {
+    let stop = stop.clone().cancelled_owned();
+    if let Some(acceptor) = tls {
+        let listener = TlsListener::new(listener, acceptor)?;
+        return Ok(tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(stop)
+                .await
+        }));
+    }
     let listener = listener.tap_io(|tcp| {
         // Small unary calls: send each response at once, no Nagle delay.
         if let Err(err) = tcp.set_nodelay(true) {
             tracing::debug!(error = %err, "cannot set TCP_NODELAY");
         }
     });
-    let stop = stop.clone().cancelled_owned();
-    tokio::spawn(async move {
+    Ok(tokio::spawn(async move {
         axum::serve(listener, router)
             .with_graceful_shutdown(stop)
             .await
-    })
+    }))
 }
 
 async fn futures_join<T>(handles: Vec<JoinHandle<T>>) -> Vec<Result<T, tokio::task::JoinError>> {

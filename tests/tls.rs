@@ -1,0 +1,152 @@
+//! TLS: with a certificate configured, a client that trusts its CA gets
+//! through on both ports; a plaintext client does not. With a client CA
+//! configured, a client without a certificate is refused.
+
+mod support;
+
+use std::path::Path;
+
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+use support::data::count;
+use support::{Backend, TestServer};
+use vecmem::proto::memory_service_client::MemoryServiceClient;
+
+/// A CA, and a server certificate for localhost/127.0.0.1 it signed.
+struct Pki {
+    ca_pem: String,
+    cert_pem: String,
+    key_pem: String,
+    client_cert_pem: String,
+    client_key_pem: String,
+}
+
+fn pki() -> Pki {
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca =
+        CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("ca key")).expect("ca");
+    let issue = |names: Vec<String>| {
+        let key = KeyPair::generate().expect("key");
+        let cert = CertificateParams::new(names)
+            .expect("params")
+            .signed_by(&key, &ca)
+            .expect("signed");
+        (cert.pem(), key.serialize_pem())
+    };
+    let (cert_pem, key_pem) = issue(vec!["localhost".into(), "127.0.0.1".into()]);
+    let (client_cert_pem, client_key_pem) = issue(vec!["client.example".into()]);
+    Pki {
+        ca_pem: ca.pem(),
+        cert_pem,
+        key_pem,
+        client_cert_pem,
+        client_key_pem,
+    }
+}
+
+fn start(dir: &Path, pki: &Pki, require_client_certs: bool) -> TestServer {
+    let write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).expect("pem file");
+        path.to_str().expect("utf-8").to_owned()
+    };
+    let cert = write("server.pem", &pki.cert_pem);
+    let key = write("server.key", &pki.key_pem);
+    let ca = write("ca.pem", &pki.ca_pem);
+    let mut env = vec![
+        ("VECMEM__SERVER__TLS__CERT_PATH", cert.as_str()),
+        ("VECMEM__SERVER__TLS__KEY_PATH", key.as_str()),
+    ];
+    if require_client_certs {
+        env.push(("VECMEM__SERVER__TLS__CLIENT_CA_PATH", ca.as_str()));
+    }
+    Backend::embedded().start_server_with(&dir.join("data"), &env)
+}
+
+async fn tls_channel(
+    server: &TestServer,
+    pki: &Pki,
+    identity: bool,
+) -> Result<Channel, tonic::transport::Error> {
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&pki.ca_pem))
+        .domain_name("localhost");
+    if identity {
+        tls = tls.identity(Identity::from_pem(
+            &pki.client_cert_pem,
+            &pki.client_key_pem,
+        ));
+    }
+    Endpoint::from_shared(format!("https://{}", server.grpc_addr))
+        .expect("uri")
+        .tls_config(tls)?
+        .connect()
+        .await
+}
+
+async fn count_works(channel: Channel) -> Result<u64, tonic::Status> {
+    let response = MemoryServiceClient::new(channel)
+        .count(count("t", None))
+        .await?;
+    Ok(response.into_inner().count)
+}
+
+#[tokio::test]
+async fn a_client_trusting_the_ca_gets_through_and_plaintext_does_not() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = pki();
+    let server = start(dir.path(), &pki, false);
+
+    let channel = tls_channel(&server, &pki, false)
+        .await
+        .expect("TLS connect");
+    assert_eq!(count_works(channel).await.expect("count over TLS"), 0);
+
+    let plaintext = Endpoint::from_shared(format!("http://{}", server.grpc_addr))
+        .expect("uri")
+        .connect()
+        .await;
+    let failed = match plaintext {
+        Err(_) => true,
+        Ok(channel) => count_works(channel).await.is_err(),
+    };
+    assert!(failed, "a plaintext gRPC client got an answer");
+
+    // The HTTP port speaks only TLS too.
+    let plain = hyper_get_fails(&format!("http://{}/health/live", server.http_addr)).await;
+    assert!(plain, "plaintext HTTP got an answer");
+}
+
+#[tokio::test]
+async fn with_a_client_ca_only_clients_with_a_certificate_get_through() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = pki();
+    let server = start(dir.path(), &pki, true);
+
+    let with = tls_channel(&server, &pki, true).await.expect("mutual TLS");
+    assert_eq!(
+        count_works(with).await.expect("count with a client cert"),
+        0
+    );
+
+    let without = match tls_channel(&server, &pki, false).await {
+        Err(_) => true,
+        Ok(channel) => count_works(channel).await.is_err(),
+    };
+    assert!(without, "a client without a certificate got an answer");
+}
+
+async fn hyper_get_fails(url: &str) -> bool {
+    use http_body_util::Empty;
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<axum::body::Bytes>>();
+    let answer = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        client.get(url.parse().expect("url")),
+    )
+    .await;
+    !matches!(answer, Ok(Ok(_)))
+}
