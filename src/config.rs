@@ -60,6 +60,8 @@ pub struct ServerConfig {
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
     pub shutdown_grace_ms: u64,
+    /// How long readiness reports "not ready" before the listeners close.
+    pub shutdown_delay_ms: u64,
     pub tls: TlsConfig,
 }
 

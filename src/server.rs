@@ -1,7 +1,8 @@
 //! Assembles the service: opens the store, builds the core, and serves gRPC
 //! and HTTP until told to stop, then shuts down in the order a load balancer
-//! needs: readiness off, listeners drained (bounded by
-//! `server.shutdown_grace_ms`), storage flushed.
+//! needs: readiness off, still serving for `server.shutdown_delay_ms`,
+//! listeners drained (bounded by `server.shutdown_grace_ms`), storage
+//! flushed.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -48,6 +49,7 @@ pub struct Server {
     listeners: Vec<JoinHandle<std::io::Result<()>>>,
     checker: JoinHandle<()>,
     grace: Duration,
+    delay: Duration,
 }
 
 /// Runs the service until SIGINT or SIGTERM, then shuts down gracefully.
@@ -110,6 +112,7 @@ impl Server {
             listeners,
             checker,
             grace: Duration::from_millis(config.server.shutdown_grace_ms),
+            delay: Duration::from_millis(config.server.shutdown_delay_ms),
         })
     }
 
@@ -118,6 +121,13 @@ impl Server {
     pub async fn shutdown(self) -> anyhow::Result<()> {
         self.checker.abort();
         self.health.begin_shutdown().await;
+        if !self.delay.is_zero() {
+            tracing::info!(
+                delay_ms = self.delay.as_millis() as u64,
+                "not ready; still serving while load balancers catch up"
+            );
+            tokio::time::sleep(self.delay).await;
+        }
         self.stop.cancel();
         let drained = tokio::time::timeout(self.grace, futures_join(self.listeners)).await;
         match drained {

@@ -1,6 +1,6 @@
 //! The command line as operators and Docker use it: `--version`, config
 //! errors that stop start-up with the dotted key, `vecmem health` exit codes,
-//! and refusing to start on data of another dimension.
+//! refusing to start on data of another dimension, and SIGTERM under load.
 
 mod support;
 
@@ -120,5 +120,127 @@ fn existing_data_of_another_dimension_is_a_start_up_error() {
     );
     for expected in [&format!("namespace {NS}"), "dim 4", "dim 8"] {
         assert!(logs.contains(expected), "missing {expected:?} in:\n{logs}");
+    }
+}
+
+/// SIGTERM under load: readiness turns 503 while calls are still served, and
+/// no admitted call fails. A call either succeeds, and its write is there
+/// after a restart on the same data, or it fails at the transport (refused
+/// connection, or a stream the server's GOAWAY did not take) and wrote
+/// nothing, so a client may safely retry it elsewhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn graceful_shutdown_under_load_fails_no_admitted_call() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    use serde_json::json;
+    use support::data::{get, memory, upsert};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let delay = [("VECMEM__SERVER__SHUTDOWN_DELAY_MS", "1000")];
+    let server = TestServer::start_with(dir.path(), &delay);
+    let client = server.memory().await;
+    let ready_url = format!("http://{}/health/ready", server.http_addr);
+
+    // Writers: each keeps writing new ids until its calls are refused.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for worker in 0..8 {
+        let (mut client, stop) = (client.clone(), stop.clone());
+        writers.push(tokio::spawn(async move {
+            let (mut acknowledged, mut refused, mut other) = (Vec::new(), Vec::new(), Vec::new());
+            for i in 0..100_000 {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let id = format!("w{worker}-{i}");
+                let request = upsert("t", vec![memory(&id, [1.0, 0.0, 0.0, 0.0], json!({}))]);
+                match client.upsert(request).await {
+                    Ok(_) => acknowledged.push(id),
+                    // The client's view of a connection the server closed.
+                    Err(status)
+                        if matches!(
+                            status.code(),
+                            tonic::Code::Unavailable | tonic::Code::Cancelled
+                        ) =>
+                    {
+                        refused.push(id);
+                        break;
+                    }
+                    Err(status) => other.push(status),
+                }
+            }
+            (acknowledged, refused, other)
+        }));
+    }
+    // Readiness, polled until the HTTP listener is gone.
+    let poller = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        for _ in 0..2_000 {
+            let status =
+                vecmem::api::health::probe_ready(&ready_url, Duration::from_millis(500)).await;
+            let state = match status {
+                Ok(true) => "ready",
+                Ok(false) => "not ready",
+                Err(_) => "closed",
+            };
+            if seen.last() != Some(&state) {
+                seen.push(state);
+            }
+            if state == "closed" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        seen
+    });
+
+    // Let the load run, then SIGTERM (terminate waits for the exit).
+    support::eventually(Duration::from_secs(30), async || {
+        client
+            .clone()
+            .get(get("t", &["w0-20"]))
+            .await
+            .is_ok_and(|r| !r.into_inner().memories.is_empty())
+    })
+    .await;
+    let exit = tokio::task::spawn_blocking(move || server.terminate())
+        .await
+        .expect("terminate");
+    assert!(exit.success(), "exit status {exit:?}");
+    stop.store(true, Ordering::SeqCst);
+
+    let readiness = poller.await.expect("poller");
+    assert_eq!(
+        readiness,
+        ["ready", "not ready", "closed"],
+        "readiness must turn false before the listener closes"
+    );
+    let mut acknowledged = Vec::new();
+    for writer in writers {
+        let (ids, _refused, other) = writer.await.expect("writer");
+        assert!(
+            other.is_empty(),
+            "calls failed other than by refusal: {other:?}"
+        );
+        acknowledged.extend(ids);
+    }
+    assert!(
+        acknowledged.len() > 8,
+        "the load ran: {}",
+        acknowledged.len()
+    );
+
+    let server = TestServer::start(dir.path());
+    let mut client = server.memory().await;
+    for chunk in acknowledged.chunks(200) {
+        let ids: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        let found = client.get(get("t", &ids)).await.expect("get").into_inner();
+        assert!(
+            found.missing_ids.is_empty(),
+            "lost: {:?}",
+            found.missing_ids
+        );
     }
 }
