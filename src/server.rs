@@ -254,7 +254,10 @@ fn http_router(
     if config.auth.protect_metrics {
         scrape = scrape.layer(axum::middleware::from_fn_with_state(auth, api::authn::http));
     }
-    health::router(health).merge(scrape).merge(gateway)
+    health::router(health)
+        .merge(scrape)
+        .merge(gateway)
+        .merge(api::rest::openapi_router())
 }
 
 /// The route of every method of a gRPC service.

@@ -269,3 +269,58 @@ async fn request_ids_are_echoed_and_logged_on_both_transports() {
     );
     assert!(!server.logs().contains("\"vector\""), "no vectors in logs");
 }
+
+#[tokio::test]
+async fn the_openapi_document_is_valid_and_describes_the_routes_served() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Backend::embedded().start_server(dir.path());
+    let rest = Rest::new(&server);
+    let (status, document) = rest.get("/v1/openapi.json").await;
+    assert_eq!(status, 200);
+
+    // Every documented route is served (an empty body gets a JSON answer,
+    // never the router's 404 or 405).
+    let paths = document["paths"].as_object().expect("paths");
+    assert_eq!(paths.len(), 10, "{paths:?}");
+    for (path, operations) in paths {
+        let concrete = path.replace("{namespace}", support::NS);
+        for method in operations.as_object().expect("operations").keys() {
+            let url = format!("{}{concrete}", rest.base);
+            let body = (method == "post").then(|| json!({}));
+            let answer = http(&method.to_uppercase(), &url, body, &[]).await;
+            assert!(
+                ![404, 405].contains(&answer.status) || answer.json()["code"].is_string(),
+                "{method} {path}: {} {}",
+                answer.status,
+                answer.body
+            );
+        }
+    }
+
+    // And it is a valid OpenAPI document.
+    let validator = std::process::Command::new("python3")
+        .args(["-c", "import openapi_spec_validator"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !validator {
+        assert!(
+            std::env::var("CI").is_err(),
+            "openapi-spec-validator is required under CI"
+        );
+        eprintln!("skipped validation: pip install openapi-spec-validator");
+        return;
+    }
+    let file = dir.path().join("openapi.json");
+    std::fs::write(&file, document.to_string()).expect("write");
+    let output = std::process::Command::new("python3")
+        .args(["-m", "openapi_spec_validator"])
+        .arg(&file)
+        .output()
+        .expect("run the validator");
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

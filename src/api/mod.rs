@@ -8,4 +8,5 @@ pub mod grpc;
 pub mod health;
 pub mod metrics;
 pub mod observe;
+pub mod openapi;
 pub mod rest;

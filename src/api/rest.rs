@@ -9,6 +9,7 @@
 //! | `POST /v1/namespaces/{ns}/memories/{search,get,delete,scroll,count,update_payload}` | the RPC of that name |
 //! | `POST /v1/search_batch` | SearchBatch |
 //! | `GET /v1/namespaces`, `GET /v1/namespaces/{ns}` | ListNamespaces, DescribeNamespace |
+//! | `GET /v1/openapi.json` | this table as OpenAPI ([`crate::api::openapi`]) |
 //!
 //! The namespace comes from the path; a body may repeat it but not contradict
 //! it. Errors are JSON (`code`, `message`, `field_violations`) with the HTTP
@@ -185,6 +186,17 @@ async fn search_batch(
         },
     )
     .await
+}
+
+/// `GET /v1/openapi.json`, kept apart from the routes it describes so that
+/// fetching it is not counted as a call.
+pub fn openapi_router() -> Router {
+    Router::new().route("/v1/openapi.json", get(openapi))
+}
+
+async fn openapi() -> Response {
+    static DOCUMENT: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+    axum::Json(DOCUMENT.get_or_init(crate::api::openapi::document)).into_response()
 }
 
 async fn list_namespaces(State(gateway): State<Gateway>, headers: HeaderMap) -> Response {

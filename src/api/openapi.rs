@@ -1,0 +1,297 @@
+//! `GET /v1/openapi.json`: the REST gateway described as OpenAPI 3.0.
+//!
+//! Nothing here is written by hand that could drift: the paths come from the
+//! gateway's own route table ([`ROUTES`], which `rest::router` mounts), and
+//! the schemas are derived from the same protobuf descriptors the gateway's
+//! JSON is generated from, following the proto3 JSON mapping: lowerCamelCase
+//! names (the proto names are accepted too), 64-bit integers as strings,
+//! enums by name, `Struct` as an object, `Timestamp` as an RFC 3339 string.
+
+use prost::Message;
+use prost_types::field_descriptor_proto::{Label, Type};
+use prost_types::{DescriptorProto, EnumDescriptorProto, FieldDescriptorProto, FileDescriptorSet};
+use serde_json::{Map, Value, json};
+
+use crate::proto::FILE_DESCRIPTOR_SET;
+
+/// One route of the gateway.
+pub struct Route {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub rpc: &'static str,
+    /// Request message (without the package); `None` for GETs.
+    pub request: Option<&'static str>,
+    pub response: &'static str,
+}
+
+const fn post(
+    path: &'static str,
+    rpc: &'static str,
+    request: &'static str,
+    response: &'static str,
+) -> Route {
+    Route {
+        method: "post",
+        path,
+        rpc,
+        request: Some(request),
+        response,
+    }
+}
+
+/// Every route of the REST gateway.
+pub const ROUTES: &[Route] = &[
+    post(
+        "/v1/namespaces/{namespace}/memories",
+        "Upsert",
+        "UpsertRequest",
+        "UpsertResponse",
+    ),
+    post(
+        "/v1/namespaces/{namespace}/memories/search",
+        "Search",
+        "SearchRequest",
+        "SearchResponse",
+    ),
+    post(
+        "/v1/namespaces/{namespace}/memories/get",
+        "Get",
+        "GetRequest",
+        "GetResponse",
+    ),
+    post(
+        "/v1/namespaces/{namespace}/memories/delete",
+        "Delete",
+        "DeleteRequest",
+        "DeleteResponse",
+    ),
+    post(
+        "/v1/namespaces/{namespace}/memories/scroll",
+        "Scroll",
+        "ScrollRequest",
+        "ScrollResponse",
+    ),
+    post(
+        "/v1/namespaces/{namespace}/memories/count",
+        "Count",
+        "CountRequest",
+        "CountResponse",
+    ),
+    post(
+        "/v1/namespaces/{namespace}/memories/update_payload",
+        "UpdatePayload",
+        "UpdatePayloadRequest",
+        "UpdatePayloadResponse",
+    ),
+    post(
+        "/v1/search_batch",
+        "SearchBatch",
+        "SearchBatchRequest",
+        "SearchBatchResponse",
+    ),
+    Route {
+        method: "get",
+        path: "/v1/namespaces",
+        rpc: "ListNamespaces",
+        request: None,
+        response: "ListNamespacesResponse",
+    },
+    Route {
+        method: "get",
+        path: "/v1/namespaces/{namespace}",
+        rpc: "DescribeNamespace",
+        request: None,
+        response: "NamespaceInfo",
+    },
+];
+
+const PACKAGE: &str = "vecmem.v1";
+
+/// The whole document.
+pub fn document() -> Value {
+    let mut schemas = Map::new();
+    if let Ok(descriptors) = FileDescriptorSet::decode(FILE_DESCRIPTOR_SET) {
+        for file in descriptors.file.iter().filter(|f| f.package() == PACKAGE) {
+            for message in &file.message_type {
+                add_message(&mut schemas, PACKAGE, message);
+            }
+            for enumeration in &file.enum_type {
+                add_enum(&mut schemas, PACKAGE, enumeration);
+            }
+        }
+    }
+    schemas.insert(
+        "Error".into(),
+        json!({
+            "type": "object",
+            "description": "An error: the gRPC code name, a message, and for INVALID_ARGUMENT the fields at fault.",
+            "properties": {
+                "code": {"type": "string", "example": "INVALID_ARGUMENT"},
+                "message": {"type": "string"},
+                "field_violations": {"type": "array", "items": {
+                    "type": "object",
+                    "properties": {"field": {"type": "string"}, "description": {"type": "string"}}
+                }}
+            },
+            "required": ["code", "message"]
+        }),
+    );
+    let mut paths = Map::new();
+    for route in ROUTES {
+        let entry = paths
+            .entry(route.path.to_owned())
+            .or_insert_with(|| json!({}));
+        entry[route.method] = operation(route);
+    }
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "vecmem REST gateway",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Every MemoryService and NamespaceService call over HTTP/JSON. Bodies follow the proto3 JSON mapping of the messages in proto/vecmem/v1 (field names in lowerCamelCase or as in the proto; 64-bit integers as strings). Send an API key as `authorization: Bearer KEY` or `x-api-key: KEY` when the server has keys configured."
+        },
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"}
+            }
+        },
+        "security": [{"bearer": []}, {"apiKey": []}, {}]
+    })
+}
+
+fn operation(route: &Route) -> Value {
+    let error = |description: &str| {
+        json!({"description": description, "content": {"application/json": {
+            "schema": {"$ref": "#/components/schemas/Error"}}}})
+    };
+    let mut operation = json!({
+        "operationId": route.rpc,
+        "summary": format!("{} (gRPC {})", route.rpc, grpc_method(route.rpc)),
+        "responses": {
+            "200": {"description": "OK", "content": {"application/json": {
+                "schema": {"$ref": schema_ref(route.response)}}}},
+            "400": error("INVALID_ARGUMENT: the body or a field is wrong"),
+            "401": error("UNAUTHENTICATED: no or an unknown API key"),
+            "403": error("PERMISSION_DENIED: the key may not do this for the tenant"),
+            "404": error("NOT_FOUND: unknown namespace"),
+            "429": error("RESOURCE_EXHAUSTED: shed; retry after Retry-After seconds"),
+            "503": error("UNAVAILABLE: the backend is unavailable; retry after Retry-After seconds"),
+            "504": error("DEADLINE_EXCEEDED")
+        }
+    });
+    if route.path.contains("{namespace}") {
+        operation["parameters"] = json!([{
+            "name": "namespace", "in": "path", "required": true,
+            "schema": {"type": "string"},
+            "description": "The namespace; a body may repeat it but not contradict it."
+        }]);
+    }
+    if let Some(request) = route.request {
+        operation["requestBody"] = json!({"required": true, "content": {"application/json": {
+            "schema": {"$ref": schema_ref(request)}}}});
+    }
+    operation
+}
+
+fn grpc_method(rpc: &str) -> String {
+    let service = if rpc.ends_with("Namespaces") || rpc == "DescribeNamespace" {
+        "NamespaceService"
+    } else {
+        "MemoryService"
+    };
+    format!("{PACKAGE}.{service}/{rpc}")
+}
+
+fn schema_ref(message: &str) -> String {
+    format!("#/components/schemas/{PACKAGE}.{message}")
+}
+
+fn add_message(schemas: &mut Map<String, Value>, scope: &str, message: &DescriptorProto) {
+    let name = format!("{scope}.{}", message.name());
+    let mut properties = Map::new();
+    for field in &message.field {
+        properties.insert(field.json_name().to_owned(), field_schema(field));
+    }
+    schemas.insert(
+        name.clone(),
+        json!({"type": "object", "properties": properties}),
+    );
+    for nested in &message.nested_type {
+        add_message(schemas, &name, nested);
+    }
+    for enumeration in &message.enum_type {
+        add_enum(schemas, &name, enumeration);
+    }
+}
+
+fn add_enum(schemas: &mut Map<String, Value>, scope: &str, enumeration: &EnumDescriptorProto) {
+    let values: Vec<&str> = enumeration.value.iter().map(|v| v.name()).collect();
+    schemas.insert(
+        format!("{scope}.{}", enumeration.name()),
+        json!({"type": "string", "enum": values}),
+    );
+}
+
+fn field_schema(field: &FieldDescriptorProto) -> Value {
+    let single = match field.r#type() {
+        Type::Double | Type::Float => json!({"type": "number"}),
+        Type::Int64 | Type::Uint64 | Type::Fixed64 | Type::Sfixed64 | Type::Sint64 => {
+            json!({"type": "string", "format": "int64"})
+        }
+        Type::Int32 | Type::Uint32 | Type::Fixed32 | Type::Sfixed32 | Type::Sint32 => {
+            json!({"type": "integer"})
+        }
+        Type::Bool => json!({"type": "boolean"}),
+        Type::String => json!({"type": "string"}),
+        Type::Bytes => json!({"type": "string", "format": "byte"}),
+        Type::Enum => {
+            json!({"$ref": format!("#/components/schemas/{}", field.type_name().trim_start_matches('.'))})
+        }
+        Type::Message | Type::Group => match field.type_name() {
+            ".google.protobuf.Struct" => json!({"type": "object", "additionalProperties": true}),
+            ".google.protobuf.Timestamp" => json!({"type": "string", "format": "date-time"}),
+            ".google.protobuf.Value" => json!({}),
+            other => {
+                json!({"$ref": format!("#/components/schemas/{}", other.trim_start_matches('.'))})
+            }
+        },
+    };
+    if field.label() == Label::Repeated {
+        json!({"type": "array", "items": single})
+    } else {
+        single
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reference_resolves_and_every_route_is_described() {
+        let document = document();
+        let schemas = document["components"]["schemas"]
+            .as_object()
+            .expect("schemas");
+        let text = document.to_string();
+        for reference in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
+            let name = reference.split('"').next().unwrap_or_default();
+            assert!(schemas.contains_key(name), "dangling $ref {name}");
+        }
+        for route in ROUTES {
+            assert!(
+                document["paths"][route.path][route.method].is_object(),
+                "{} {}",
+                route.method,
+                route.path
+            );
+        }
+        // proto3 JSON names: lowerCamelCase, 64-bit integers as strings.
+        let count = &schemas["vecmem.v1.CountResponse"]["properties"]["count"];
+        assert_eq!(count["type"], "string");
+        assert!(schemas["vecmem.v1.GetResponse"]["properties"]["missingIds"].is_object());
+    }
+}
