@@ -170,6 +170,20 @@ async fn every_route_works_like_its_rpc() {
         2.0,
         "{exposition}"
     );
+    assert_eq!(
+        metric(
+            &exposition,
+            r#"vecmem_request_duration_seconds_count{rpc="Count"}"#
+        ),
+        2.0
+    );
+    // Labels come from fixed sets: no tenant, id or path in any series.
+    for line in exposition.lines().filter(|l| !l.starts_with('#')) {
+        assert!(
+            !line.contains("tenant") && !line.contains("\"t\"") && !line.contains("/v1/"),
+            "{line}"
+        );
+    }
 }
 
 #[tokio::test]
