@@ -131,8 +131,14 @@ fn health(config: &Config, url: Option<String>, timeout: Duration) -> ExitCode {
         } else {
             host
         };
-        format!("http://{host}:{}/health/ready", addr.port())
+        let scheme = if config.server.tls.cert_path.as_os_str().is_empty() {
+            "http"
+        } else {
+            "https"
+        };
+        format!("{scheme}://{host}:{}/health/ready", addr.port())
     });
+    let pinned = Some(config.server.tls.cert_path.as_path()).filter(|p| !p.as_os_str().is_empty());
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -143,7 +149,7 @@ fn health(config: &Config, url: Option<String>, timeout: Duration) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(vecmem::api::health::probe_ready(&url, timeout)) {
+    match runtime.block_on(vecmem::api::health::probe_ready_with(&url, timeout, pinned)) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => {
             eprintln!("vecmem health: {url} is not ready");

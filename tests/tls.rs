@@ -119,6 +119,61 @@ async fn a_client_trusting_the_ca_gets_through_and_plaintext_does_not() {
     assert!(plain, "plaintext HTTP got an answer");
 }
 
+/// Docker's HEALTHCHECK (`vecmem health`) works with TLS on: it reads the
+/// same config and trusts exactly the server's certificate.
+#[tokio::test]
+async fn the_health_probe_speaks_tls_when_the_server_does() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = pki();
+    let server = start(dir.path(), &pki, false);
+    let http_addr = server.http_addr.to_string();
+    let path = |name: &str| dir.path().join(name).to_str().expect("utf-8").to_owned();
+    let probe = health_probe(&http_addr, path("server.pem"), path("server.key")).await;
+    assert!(
+        probe.status.success(),
+        "{}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
+
+    // A certificate other than the server's is not trusted.
+    let (cert, key) = pki_other_cert(dir.path());
+    let probe = health_probe(&http_addr, cert, key).await;
+    assert!(
+        !probe.status.success(),
+        "trusted a certificate it was not given"
+    );
+}
+
+/// `vecmem health` with TLS configured from these files.
+async fn health_probe(http_addr: &str, cert: String, key: String) -> std::process::Output {
+    let http_addr = http_addr.to_owned();
+    tokio::task::spawn_blocking(move || {
+        support::run_vecmem(
+            &["health"],
+            &[
+                ("VECMEM__SERVER__HTTP_ADDR", http_addr.as_str()),
+                ("VECMEM__SERVER__TLS__CERT_PATH", cert.as_str()),
+                ("VECMEM__SERVER__TLS__KEY_PATH", key.as_str()),
+            ],
+        )
+    })
+    .await
+    .expect("probe")
+}
+
+/// Another CA's certificate and key, written beside the server's.
+fn pki_other_cert(dir: &Path) -> (String, String) {
+    let other = pki();
+    let cert = dir.join("other.pem");
+    let key = dir.join("other.key");
+    std::fs::write(&cert, &other.cert_pem).expect("write");
+    std::fs::write(&key, &other.key_pem).expect("write");
+    (
+        cert.to_str().expect("utf-8").to_owned(),
+        key.to_str().expect("utf-8").to_owned(),
+    )
+}
+
 #[tokio::test]
 async fn with_a_client_ca_only_clients_with_a_certificate_get_through() {
     let dir = tempfile::tempdir().expect("tempdir");

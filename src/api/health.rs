@@ -131,11 +131,56 @@ async fn ready(State(health): State<Arc<Health>>) -> (StatusCode, Json<serde_jso
 
 /// GETs `url` and reports whether it answered 200 within `timeout`.
 pub async fn probe_ready(url: &str, timeout: Duration) -> anyhow::Result<bool> {
+    probe_ready_with(url, timeout, None).await
+}
+
+/// [`probe_ready`], also for `https://` URLs: the server must present the
+/// certificate in `pinned` (its own `server.tls.cert_path`).
+pub async fn probe_ready_with(
+    url: &str,
+    timeout: Duration,
+    pinned: Option<&std::path::Path>,
+) -> anyhow::Result<bool> {
     let uri: axum::http::Uri = url.parse()?;
-    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    match tokio::time::timeout(timeout, client.get(uri)).await {
-        Ok(Ok(response)) => Ok(response.status() == StatusCode::OK),
-        Ok(Err(err)) => Err(err.into()),
-        Err(_) => anyhow::bail!("no answer within {timeout:?}"),
-    }
+    let status = tokio::time::timeout(timeout, async {
+        if uri.scheme_str() == Some("https") {
+            let pinned = pinned.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "an https URL needs the server's certificate (server.tls.cert_path)"
+                )
+            })?;
+            get_over_tls(&uri, pinned).await
+        } else {
+            let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+            Ok(client.get(uri.clone()).await?.status())
+        }
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("no answer within {timeout:?}"))??;
+    Ok(status == StatusCode::OK)
+}
+
+/// One HTTP/1.1 GET over TLS to a server that must present `pinned`.
+async fn get_over_tls(
+    uri: &axum::http::Uri,
+    pinned: &std::path::Path,
+) -> anyhow::Result<StatusCode> {
+    let host = uri
+        .host()
+        .ok_or_else(|| anyhow::anyhow!("{uri}: no host"))?;
+    let port = uri.port_u16().unwrap_or(443);
+    let tcp = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port)).await?;
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+        crate::tls::pinned_client_config(pinned)?,
+    ));
+    // The pinned certificate is checked whatever name is asked for.
+    let name = rustls_pki_types::ServerName::try_from("localhost")?;
+    let tls = connector.connect(name, tcp).await?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await?;
+    tokio::spawn(connection);
+    let request = axum::http::Request::get(uri.path())
+        .header(axum::http::header::HOST, host)
+        .body(Empty::<Bytes>::new())?;
+    Ok(sender.send_request(request).await?.status())
 }
