@@ -1,5 +1,5 @@
 //! `GET /metrics`: the Prometheus exposition of this server's [`Metrics`],
-//! in the OpenMetrics text format that Prometheus negotiates by default.
+//! in the Prometheus text format (0.0.4).
 
 use std::sync::Arc;
 
@@ -11,7 +11,7 @@ use axum::routing::get;
 
 use crate::metrics::Metrics;
 
-const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 pub fn router(metrics: Arc<Metrics>) -> Router {
     Router::new()
@@ -20,5 +20,5 @@ pub fn router(metrics: Arc<Metrics>) -> Router {
 }
 
 async fn scrape(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
-    ([(CONTENT_TYPE, OPENMETRICS)], metrics.encode())
+    ([(CONTENT_TYPE, TEXT_FORMAT)], metrics.encode())
 }
