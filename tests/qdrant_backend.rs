@@ -260,3 +260,54 @@ fn an_existing_collection_of_another_shape_stops_start_up() {
         }
     }
 }
+
+/// `vecmem bench --direct-qdrant`: the same workload straight to Qdrant,
+/// laid out as vecmem lays it out, one Qdrant call per bench call.
+#[tokio::test]
+async fn bench_can_drive_qdrant_directly_as_the_baseline() {
+    let double = QdrantDouble::start();
+    let url = double.url();
+    let bench = move |args: Vec<&'static str>, url: String| {
+        tokio::task::spawn_blocking(move || {
+            let mut all = vec![
+                "bench",
+                "--direct-qdrant",
+                url.as_str(),
+                "--namespace",
+                "test",
+                "--dim",
+                "4",
+                "-O",
+                "json",
+            ];
+            all.extend(args);
+            support::run_vecmem(&all, &[])
+        })
+    };
+    let output = bench(vec!["--op", "upsert", "-c", "4", "-n", "40"], url.clone())
+        .await
+        .expect("bench");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json report");
+    assert_eq!(report["count"], 40);
+    assert_eq!(report["errors"], json!({}));
+    assert_eq!(double.points("test"), 40, "each upsert reached Qdrant");
+
+    let output = bench(vec!["--op", "search", "-c", "2", "-n", "20"], url)
+        .await
+        .expect("bench");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json report");
+    assert_eq!(
+        (report["count"].clone(), report["ok"].clone()),
+        (json!(20), json!(20))
+    );
+}

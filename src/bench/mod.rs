@@ -10,7 +10,8 @@
 //! (or at once if behind), and its latency counts from when it was due, so a
 //! server that stalls is charged for every call scheduled during the stall
 //! (no coordinated omission). Data can be seeded and the server warmed up
-//! first, outside the measured window. The report is printed as text, JSON
+//! first, outside the measured window. `--direct-qdrant URL` sends the same
+//! workload straight to Qdrant instead, as the baseline ([`target`]). The report is printed as text, JSON
 //! or CSV (see [`report`]); a progress bar shows on a terminal.
 
 use std::collections::BTreeMap;
@@ -26,14 +27,15 @@ use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::proto;
-use crate::proto::memory_service_client::MemoryServiceClient;
 use crate::proto::namespace_service_client::NamespaceServiceClient;
 
 pub mod report;
+pub mod target;
 pub mod workload;
 
 use report::{Errors, Report, new_histogram};
-use workload::{Call, Kind, Mix, Op, Shape, Workload};
+use target::Target;
+use workload::{Kind, Mix, Op, Shape, Workload};
 
 /// Memories per upsert while seeding.
 const SEED_CHUNK: usize = 256;
@@ -112,6 +114,11 @@ pub struct BenchArgs {
     pub seed: u64,
     #[arg(short = 'O', long = "output", value_enum, default_value = "text")]
     pub output: Output,
+    /// Send the same workload straight to Qdrant at this gRPC URL (e.g.
+    /// http://localhost:6334) instead of to vecmem, as the baseline vecmem
+    /// is compared with; needs --dim.
+    #[arg(long, value_name = "URL")]
+    pub direct_qdrant: Option<String>,
 }
 
 /// Runs the benchmark and prints its report to stdout.
@@ -134,10 +141,22 @@ pub async fn measure(args: &BenchArgs) -> anyhow::Result<Report> {
     if args.total.is_some() && args.duration.is_some() {
         bail!("give either -n or -z, not both");
     }
-    let channels = connect(&args.addr, args.connections).await?;
-    let dim = match args.dim {
-        Some(dim) => dim,
-        None => server_dim(&channels[0], &args.namespace).await?,
+    let (targets, dim) = match &args.direct_qdrant {
+        Some(url) => {
+            let dim = args
+                .dim
+                .context("--direct-qdrant needs --dim (there is no vecmem to ask)")?;
+            let target = Target::direct(url, &args.namespace, dim).await?;
+            (vec![target], dim)
+        }
+        None => {
+            let channels = connect(&args.addr, args.connections).await?;
+            let dim = match args.dim {
+                Some(dim) => dim,
+                None => server_dim(&channels[0], &args.namespace).await?,
+            };
+            (channels.into_iter().map(Target::vecmem).collect(), dim)
+        }
     };
     let shape = Shape {
         namespace: args.namespace.clone(),
@@ -157,7 +176,7 @@ pub async fn measure(args: &BenchArgs) -> anyhow::Result<Report> {
         Op::Mix => Mix::parse(&args.mix)?,
     };
     if args.seed_memories > 0 {
-        seed(&channels[0], &shape, args.seed).await?;
+        seed(&targets[0], &shape, args.seed).await?;
     }
 
     let timeout = Duration::from_millis(args.timeout_ms);
@@ -167,9 +186,7 @@ pub async fn measure(args: &BenchArgs) -> anyhow::Result<Report> {
     };
     let mut clients = Vec::with_capacity(args.concurrency);
     for worker in 0..args.concurrency {
-        let client = MemoryServiceClient::new(channels[worker % channels.len()].clone())
-            .max_decoding_message_size(usize::MAX)
-            .max_encoding_message_size(usize::MAX);
+        let client = targets[worker % targets.len()].clone();
         let workload = Workload::new(shape.clone(), mix.clone(), args.seed, worker)?;
         clients.push((client, workload));
     }
@@ -206,7 +223,7 @@ pub async fn measure(args: &BenchArgs) -> anyhow::Result<Report> {
     ))
 }
 
-type Client = (MemoryServiceClient<Channel>, Workload);
+type Client = (Target, Workload);
 
 /// How a worker treats each call.
 #[derive(Debug, Clone, Copy)]
@@ -338,7 +355,7 @@ async fn server_dim(channel: &Channel, namespace: &str) -> anyhow::Result<usize>
 }
 
 /// Writes the seeded memories, a few chunks at a time.
-async fn seed(channel: &Channel, shape: &Shape, seed: u64) -> anyhow::Result<()> {
+async fn seed(target: &Target, shape: &Shape, seed: u64) -> anyhow::Result<()> {
     use rand::SeedableRng;
 
     let mut rng = rand::rngs::SmallRng::seed_from_u64(seed.wrapping_add(1));
@@ -361,14 +378,13 @@ async fn seed(channel: &Channel, shape: &Shape, seed: u64) -> anyhow::Result<()>
             });
         }
     }
-    let client = MemoryServiceClient::new(channel.clone()).max_encoding_message_size(usize::MAX);
     let mut pending = requests.into_iter();
     let mut in_flight = tokio::task::JoinSet::new();
     loop {
         while in_flight.len() < SEED_CONCURRENCY {
             let Some(request) = pending.next() else { break };
-            let mut client = client.clone();
-            in_flight.spawn(async move { client.upsert(request).await });
+            let mut target = target.clone();
+            in_flight.spawn(async move { target.upsert(request).await });
         }
         match in_flight.join_next().await {
             Some(done) => {
@@ -394,7 +410,7 @@ async fn drive(
     while let Some(due) = schedule.next_due() {
         tokio::time::sleep_until(due).await;
         let call = workload.next_call();
-        let outcome = send(&mut client, call, behaviour.timeout).await;
+        let outcome = client.send(call, behaviour.timeout).await;
         match outcome {
             Ok(()) => {
                 let micros = due.elapsed().as_micros().max(1);
@@ -425,24 +441,6 @@ async fn drive(
         }
     }
     ((client, workload), latencies, errors)
-}
-
-async fn send(
-    client: &mut MemoryServiceClient<Channel>,
-    call: Call,
-    timeout: Duration,
-) -> Result<(), tonic::Status> {
-    fn request<T>(message: T, timeout: Duration) -> tonic::Request<T> {
-        let mut request = tonic::Request::new(message);
-        request.set_timeout(timeout);
-        request
-    }
-    match call {
-        Call::Search(r) => client.search(request(r, timeout)).await.map(drop),
-        Call::Upsert(r) => client.upsert(request(r, timeout)).await.map(drop),
-        Call::Get(r) => client.get(request(r, timeout)).await.map(drop),
-        Call::Delete(r) => client.delete(request(r, timeout)).await.map(drop),
-    }
 }
 
 #[cfg(test)]

@@ -60,6 +60,8 @@ pub struct Collection {
     pub dim: u64,
     pub distance: i32,
     pub tenant_index: AtomicBool,
+    /// Held while a write is applied and flushed.
+    pub writes: Mutex<()>,
 }
 
 /// Everything the double stores; survives listener restarts.

@@ -2,8 +2,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 
 use qdrant_client::qdrant::{
     self,
@@ -62,10 +62,16 @@ fn engine(err: impl std::fmt::Display) -> Status {
 }
 
 /// Applies operations and flushes, as Qdrant's `wait = true` promises.
+/// Writes to a collection take turns: the engine's flush expects its locks
+/// uncontended, and Qdrant itself orders a collection's updates too.
 fn apply(
     collection: &Collection,
     operations: Vec<UpdateOperation>,
 ) -> Result<qdrant::UpdateResult, Status> {
+    let _turn = collection
+        .writes
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     for operation in operations {
         collection.shard.update(operation).map_err(engine)?;
     }
@@ -253,6 +259,7 @@ impl Collections for Service {
             dim: params.size,
             distance: params.distance,
             tenant_index: false.into(),
+            writes: Mutex::new(()),
         };
         collections.insert(name, Arc::new(collection));
         Ok(Response::new(qdrant::CollectionOperationResponse {
