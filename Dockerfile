@@ -8,6 +8,8 @@ COPY Cargo.toml Cargo.lock build.rs ./
 COPY proto proto
 COPY config config
 COPY src src
+# Declared in Cargo.toml ([[bench]]), so cargo wants it present.
+COPY benches/hot_paths.rs benches/hot_paths.rs
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked --bin vecmem \
@@ -25,9 +27,10 @@ USER vecmem
 WORKDIR /var/lib/vecmem
 ENV VECMEM__BACKEND__EMBEDDED__PATH=/var/lib/vecmem/data
 VOLUME ["/var/lib/vecmem/data"]
-# gRPC, HTTP (health; metrics and REST later)
+# gRPC; HTTP (REST gateway, health, metrics)
 EXPOSE 50051 8090
-# `vecmem health` probes /health/ready on server.http_addr and exits 0 or 1.
+# `vecmem health` probes /health/ready on server.http_addr (https when
+# server.tls is set, trusting exactly the server's certificate), exit 0 or 1.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 CMD ["vecmem", "health"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["vecmem"]

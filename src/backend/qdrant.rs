@@ -38,7 +38,7 @@ use crate::error::{Error, Result};
 use crate::model::{DeleteSelector, Filter, Memory, ScoredMemory};
 
 mod bootstrap;
-mod translate;
+pub mod translate;
 
 use bootstrap::BootstrapError;
 use translate::{tenant_filter, tenant_ids_filter};
