@@ -311,3 +311,76 @@ async fn bench_can_drive_qdrant_directly_as_the_baseline() {
         (json!(20), json!(20))
     );
 }
+
+/// Open loop, no coordinated omission: when Qdrant stalls once for 200 ms,
+/// every call that was due during the stall is charged for the wait, not
+/// just the one call that hit it. The same stall in a closed loop shows up
+/// in one call only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_loop_latency_includes_a_stall_for_every_call_due_during_it() {
+    const STALL: Duration = Duration::from_millis(200);
+    let double = std::sync::Arc::new(QdrantDouble::start());
+    let url = double.url();
+
+    let run = |extra: Vec<&'static str>| {
+        let (double, url) = (double.clone(), url.clone());
+        async move {
+            let before = double.calls();
+            let bench = tokio::task::spawn_blocking(move || {
+                let mut args = vec![
+                    "bench",
+                    "--direct-qdrant",
+                    url.as_str(),
+                    "--namespace",
+                    "test",
+                    "--dim",
+                    "4",
+                    "--op",
+                    "get",
+                    "-c",
+                    "1",
+                    "-n",
+                    "200",
+                    "-O",
+                    "json",
+                ];
+                args.extend(extra);
+                support::run_vecmem(&args, &[])
+            });
+            // Stall once, a quarter of the way in.
+            let reached = eventually(Duration::from_secs(30), async || {
+                double.calls() >= before + 50
+            })
+            .await;
+            assert!(reached, "the bench did not get going");
+            double.stall_next_call(STALL);
+            let output = bench.await.expect("bench");
+            assert!(
+                output.status.success(),
+                "{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+            assert_eq!(report["ok"], 200, "{report}");
+            report["latency_ms"].clone()
+        }
+    };
+
+    // 100 calls a second: about 20 are due during the 200 ms stall, so more
+    // than 5% of the 200 calls wait, and p95 sees the stall.
+    let open = run(vec!["--rps", "100"]).await;
+    assert!(
+        open["p95"].as_f64().is_some_and(|p95| p95 >= 50.0),
+        "open loop hid the stall: {open}"
+    );
+    // Closed loop: only the stalled call is slow; p95 does not see it.
+    let closed = run(vec![]).await;
+    assert!(
+        closed["max"].as_f64().is_some_and(|max| max >= 190.0),
+        "{closed}"
+    );
+    assert!(
+        closed["p95"].as_f64().is_some_and(|p95| p95 < 50.0),
+        "closed loop: {closed}"
+    );
+}

@@ -31,12 +31,18 @@ pub struct Faults {
     unavailable: AtomicBool,
     delay_ms: AtomicU64,
     calls: AtomicU64,
+    /// A one-off stall for the next counted call, in milliseconds.
+    stall_once_ms: AtomicU64,
 }
 
 impl Faults {
     /// Counts a call and injects the faults.
     async fn apply(&self) -> Result<(), Status> {
         self.calls.fetch_add(1, Ordering::SeqCst);
+        let stall = self.stall_once_ms.swap(0, Ordering::SeqCst);
+        if stall > 0 {
+            tokio::time::sleep(Duration::from_millis(stall)).await;
+        }
         self.apply_uncounted().await
     }
 
@@ -160,6 +166,14 @@ impl QdrantDouble {
     }
 
     /// Delays every answer by `delay`.
+    /// The next call (only that one) takes `stall` longer.
+    pub fn stall_next_call(&self, stall: Duration) {
+        self.state
+            .faults
+            .stall_once_ms
+            .store(stall.as_millis() as u64, Ordering::SeqCst);
+    }
+
     pub fn set_delay(&self, delay: Duration) {
         self.state
             .faults
