@@ -16,6 +16,7 @@
 //! status of the contract table; gzip request bodies are accepted and
 //! responses are compressed when the client asks.
 
+use std::convert::identity;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -84,10 +85,7 @@ where
         call(gateway.core, caller, request).await
     }
     .await;
-    match outcome {
-        Ok(served) => encode(served),
-        Err(error) => error.into_response(),
-    }
+    answer(outcome)
 }
 
 fn decode<T: DeserializeOwned>(body: std::result::Result<Bytes, BytesRejection>) -> Result<T> {
@@ -109,7 +107,13 @@ fn in_namespace(field: &mut String, path: String) -> Result<()> {
     Ok(())
 }
 
-fn encode<T: Serialize>(served: Served<T>) -> Response {
+/// Encodes a call's outcome: the answer as JSON (marked when served stale),
+/// or the error with its HTTP status.
+fn answer<T: Serialize>(outcome: Result<Served<T>>) -> Response {
+    let served = match outcome {
+        Ok(served) => served,
+        Err(error) => return error.into_response(),
+    };
     let mut response = axum::Json(served.value).into_response();
     if served.stale {
         response
@@ -119,8 +123,10 @@ fn encode<T: Serialize>(served: Served<T>) -> Response {
     response
 }
 
+/// A namespaced route: `$call` answers either a plain response (wrapped by
+/// `Served::fresh`) or an already `Served` one (passed on by `identity`).
 macro_rules! route {
-    ($name:ident, $request:ty, $call:path, served) => {
+    ($name:ident, $request:ty, $call:path, $served:path) => {
         async fn $name(
             State(gateway): State<Gateway>,
             Path(namespace): Path<String>,
@@ -133,26 +139,7 @@ macro_rules! route {
                 body,
                 |core, caller, mut request: $request| async move {
                     in_namespace(&mut request.namespace, namespace)?;
-                    $call(&core, &caller, request).await
-                },
-            )
-            .await
-        }
-    };
-    ($name:ident, $request:ty, $call:path) => {
-        async fn $name(
-            State(gateway): State<Gateway>,
-            Path(namespace): Path<String>,
-            headers: HeaderMap,
-            body: std::result::Result<Bytes, BytesRejection>,
-        ) -> Response {
-            handle(
-                gateway,
-                &headers,
-                body,
-                |core, caller, mut request: $request| async move {
-                    in_namespace(&mut request.namespace, namespace)?;
-                    $call(&core, &caller, request).await.map(Served::fresh)
+                    $call(&core, &caller, request).await.map($served)
                 },
             )
             .await
@@ -160,16 +147,17 @@ macro_rules! route {
     };
 }
 
-route!(upsert, proto::UpsertRequest, calls::upsert);
-route!(search, proto::SearchRequest, calls::search, served);
-route!(get_memories, proto::GetRequest, calls::get, served);
-route!(delete, proto::DeleteRequest, calls::delete);
-route!(scroll, proto::ScrollRequest, calls::scroll);
-route!(count, proto::CountRequest, calls::count);
+route!(upsert, proto::UpsertRequest, calls::upsert, Served::fresh);
+route!(search, proto::SearchRequest, calls::search, identity);
+route!(get_memories, proto::GetRequest, calls::get, identity);
+route!(delete, proto::DeleteRequest, calls::delete, Served::fresh);
+route!(scroll, proto::ScrollRequest, calls::scroll, Served::fresh);
+route!(count, proto::CountRequest, calls::count, Served::fresh);
 route!(
     update_payload,
     proto::UpdatePayloadRequest,
-    calls::update_payload
+    calls::update_payload,
+    Served::fresh
 );
 
 async fn search_batch(
@@ -205,10 +193,7 @@ async fn list_namespaces(State(gateway): State<Gateway>, headers: HeaderMap) -> 
         calls::list_namespaces(&gateway.core).await
     }
     .await;
-    match outcome {
-        Ok(response) => encode(Served::fresh(response)),
-        Err(error) => error.into_response(),
-    }
+    answer(outcome.map(Served::fresh))
 }
 
 async fn describe_namespace(
@@ -222,8 +207,5 @@ async fn describe_namespace(
             .await
     }
     .await;
-    match outcome {
-        Ok(response) => encode(Served::fresh(response)),
-        Err(error) => error.into_response(),
-    }
+    answer(outcome.map(Served::fresh))
 }
