@@ -69,13 +69,13 @@ impl Observed {
         self.metrics
             .request_finished(self.rpc, code_name(code), seconds);
         let _entered = self.span.enter();
-        let (code, duration_ms) = (code_name(code), seconds * 1000.0);
+        let (name, duration_ms) = (code_name(code), seconds * 1000.0);
         match code {
-            "OK" => tracing::debug!(code, duration_ms, "request served"),
-            "INTERNAL" | "UNKNOWN" | "DATA_LOSS" => {
-                tracing::error!(code, duration_ms, "request failed")
+            Code::Ok => tracing::debug!(code = name, duration_ms, "request served"),
+            Code::Internal | Code::Unknown | Code::DataLoss => {
+                tracing::error!(code = name, duration_ms, "request failed")
             }
-            _ => tracing::warn!(code, duration_ms, "request failed"),
+            _ => tracing::warn!(code = name, duration_ms, "request failed"),
         }
     }
 }
