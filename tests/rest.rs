@@ -312,16 +312,10 @@ async fn the_openapi_document_is_valid_and_describes_the_routes_served() {
     }
 
     // And it is a valid OpenAPI document.
-    let validator = std::process::Command::new("python3")
-        .args(["-c", "import openapi_spec_validator"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !validator {
-        assert!(
-            std::env::var("CI").is_err(),
-            "openapi-spec-validator is required under CI"
-        );
-        eprintln!("skipped validation: pip install openapi-spec-validator");
+    if !support::tool_available(
+        std::process::Command::new("python3").args(["-c", "import openapi_spec_validator"]),
+        "pip install openapi-spec-validator",
+    ) {
         return;
     }
     let file = dir.path().join("openapi.json");

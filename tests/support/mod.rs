@@ -365,26 +365,23 @@ pub async fn http(
 
 /// GETs `url` over HTTP/1.1: the status and the body as text.
 pub async fn http_get(url: &str) -> (u16, String) {
-    use http_body_util::{BodyExt, Empty};
-    use hyper_util::client::legacy::Client;
-    use hyper_util::rt::TokioExecutor;
+    let answer = http("GET", url, None, &[]).await;
+    (answer.status, answer.body)
+}
 
-    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<axum::body::Bytes>>();
-    let response = tokio::time::timeout(
-        Duration::from_secs(10),
-        client.get(url.parse().expect("url")),
-    )
-    .await
-    .expect("HTTP answer in time")
-    .expect("HTTP request");
-    let status = response.status().as_u16();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("HTTP body")
-        .to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
+/// Whether the external tool that `probe` runs is installed. Under CI it must
+/// be (`.ci/run` installs it), so a missing one fails the test; elsewhere the
+/// test is skipped with a printed reason and how to install the tool.
+pub fn tool_available(probe: &mut std::process::Command, install: &str) -> bool {
+    let found = probe.output().is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var("CI").is_err(),
+            "{probe:?} failed; CI must install it: {install}"
+        );
+        eprintln!("skipped: {probe:?} failed; to run this test: {install}");
+    }
+    found
 }
 
 /// The sum of every sample of metric `name` (all label sets) in an
