@@ -408,7 +408,12 @@ async fn drive(
     let mut latencies = new_histogram();
     let mut errors = Errors::default();
     while let Some(due) = schedule.next_due() {
-        tokio::time::sleep_until(due).await;
+        // Only sleep for a call that is not yet due: tokio's timer rounds
+        // up to the next millisecond tick, so sleeping until "now" would
+        // charge each closed-loop call up to a millisecond it never waited.
+        if due > Instant::now() {
+            tokio::time::sleep_until(due).await;
+        }
         let call = workload.next_call();
         let outcome = client.send(call, behaviour.timeout).await;
         match outcome {
