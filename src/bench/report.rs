@@ -58,6 +58,7 @@ impl Errors {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Latency {
     pub min: f64,
+    pub mean: f64,
     pub p50: f64,
     pub p90: f64,
     pub p95: f64,
@@ -78,6 +79,9 @@ pub struct Report {
     /// The first message seen for each error code.
     pub error_messages: BTreeMap<String, String>,
     pub latency_ms: Latency,
+    /// Successful calls by latency: ten equal-width bars from the fastest
+    /// to the slowest, each counting the calls up to its `le_ms`.
+    pub histogram: Vec<Bar>,
     /// How long the failed calls took; absent when none failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_latency_ms: Option<Latency>,
@@ -86,12 +90,46 @@ pub struct Report {
     pub op: String,
 }
 
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Bar {
+    pub le_ms: f64,
+    pub count: u64,
+}
+
+/// Bars in the response time histogram, as ghz draws it.
+const BARS: usize = 10;
+/// Width of the longest bar, in characters.
+const BAR_WIDTH: u64 = 40;
+
+fn bars(latencies: &Histogram<u64>) -> Vec<Bar> {
+    if latencies.is_empty() {
+        return Vec::new();
+    }
+    let (min, max) = (latencies.min(), latencies.max());
+    let width = (max - min).div_ceil(BARS as u64).max(1);
+    let mut bars: Vec<Bar> = (1..=BARS as u64)
+        .map(|i| Bar {
+            le_ms: (min + width * i) as f64 / 1000.0,
+            count: 0,
+        })
+        .collect();
+    for value in latencies.iter_recorded() {
+        let micros = latencies
+            .highest_equivalent(value.value_iterated_to())
+            .min(max);
+        let at = ((micros.saturating_sub(min)) / width).min(BARS as u64 - 1) as usize;
+        bars[at].count += value.count_at_value();
+    }
+    bars
+}
+
 impl Latency {
     fn of(latencies: &Histogram<u64>) -> Self {
         let ms = |micros: u64| micros as f64 / 1000.0;
         let at = |q: f64| ms(latencies.value_at_quantile(q));
         Self {
             min: ms(latencies.min()),
+            mean: latencies.mean() / 1000.0,
             p50: at(0.50),
             p90: at(0.90),
             p95: at(0.95),
@@ -117,6 +155,7 @@ impl Report {
             ok,
             rps: count as f64 / elapsed.as_secs_f64().max(f64::EPSILON),
             latency_ms: Latency::of(latencies),
+            histogram: bars(latencies),
             error_latency_ms: (!errors.latencies.is_empty())
                 .then(|| Latency::of(&errors.latencies)),
             errors: errors.counts,
@@ -127,36 +166,66 @@ impl Report {
         }
     }
 
+    /// The summary laid out as ghz prints it.
     pub fn text(&self) -> String {
+        use std::fmt::Write;
+
         let l = &self.latency_ms;
         let mut out = format!(
-            "op {}  concurrency {}\n\
-             requests  {} in {:.2} s = {:.1} req/s ({} ok)\n\
-             latency   min {:.2}  p50 {:.2}  p90 {:.2}  p95 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2} ms\n",
-            self.op,
-            self.concurrency,
-            self.count,
-            self.elapsed_s,
-            self.rps,
-            self.ok,
-            l.min,
-            l.p50,
-            l.p90,
-            l.p95,
-            l.p99,
-            l.p999,
-            l.max
+            "\nSummary:\n  \
+             Operation:\t{}\n  \
+             Concurrency:\t{}\n  \
+             Count:\t{}\n  \
+             Total:\t{:.2} s\n  \
+             Slowest:\t{:.2} ms\n  \
+             Fastest:\t{:.2} ms\n  \
+             Average:\t{:.2} ms\n  \
+             Requests/sec:\t{:.2}\n",
+            self.op, self.concurrency, self.count, self.elapsed_s, l.max, l.min, l.mean, self.rps,
         );
-        if !self.errors.is_empty() {
-            if let Some(l) = &self.error_latency_ms {
-                out.push_str(&format!(
-                    "errors    took p50 {:.2}  p99 {:.2}  max {:.2} ms\n",
-                    l.p50, l.p99, l.max
-                ));
+        if !self.histogram.is_empty() {
+            out.push_str("\nResponse time histogram:\n");
+            let tallest = self.histogram.iter().map(|b| b.count).max().unwrap_or(1);
+            for bar in &self.histogram {
+                let length = (bar.count * BAR_WIDTH).div_ceil(tallest.max(1)) as usize;
+                let _ = writeln!(
+                    out,
+                    "  {:>9.3} [{}]\t|{}",
+                    bar.le_ms,
+                    bar.count,
+                    "∎".repeat(length)
+                );
             }
+            out.push_str("\nLatency distribution:\n");
+            for (label, value) in [
+                ("50", l.p50),
+                ("90", l.p90),
+                ("95", l.p95),
+                ("99", l.p99),
+                ("99.9", l.p999),
+            ] {
+                let _ = writeln!(out, "  {label} % in {value:.2} ms");
+            }
+        }
+        out.push_str("\nStatus code distribution:\n");
+        if self.ok > 0 {
+            let _ = writeln!(out, "  [OK]\t{} responses", self.ok);
+        }
+        for (code, n) in &self.errors {
+            let _ = writeln!(out, "  [{code}]\t{n} responses");
+        }
+        if !self.errors.is_empty() {
+            out.push_str("\nError distribution:\n");
             for (code, n) in &self.errors {
                 let message = self.error_messages.get(code).map_or("", String::as_str);
-                out.push_str(&format!("  {code:<20} {n:>8}  e.g. {message:?}\n"));
+                let _ = writeln!(out, "  [{n}]\t{code}: {message}");
+            }
+            if let Some(l) = &self.error_latency_ms {
+                let _ = writeln!(
+                    out,
+                    "  failing took p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+                    l.p50, l.p99, l.max
+                );
             }
         }
         out
@@ -224,6 +293,39 @@ mod tests {
         }
         assert_eq!(json["errors"]["RESOURCE_EXHAUSTED"], 4);
         assert_eq!(json["error_messages"]["RESOURCE_EXHAUSTED"], "overloaded");
+        assert_eq!(
+            report.histogram.iter().map(|b| b.count).sum::<u64>(),
+            4,
+            "every success is in one bar: {:?}",
+            report.histogram
+        );
+        let text = report.text();
+        for shown in [
+            "Count:\t8",
+            "Response time histogram:",
+            "Latency distribution:",
+            "[OK]\t4 responses",
+            "[RESOURCE_EXHAUSTED]\t4 responses",
+            "[4]\tRESOURCE_EXHAUSTED: overloaded",
+        ] {
+            assert!(text.contains(shown), "{shown:?} not in\n{text}");
+        }
         assert_eq!(report.error_latency_ms.map(|l| l.max), Some(0.2));
+    }
+
+    #[test]
+    fn histogram_bars_split_the_range_evenly_and_hold_every_call() {
+        let mut latencies = new_histogram();
+        for micros in 1..=1000 {
+            latencies.record(micros * 10).expect("in range");
+        }
+        let bars = bars(&latencies);
+        assert_eq!(bars.len(), BARS);
+        assert_eq!(bars.iter().map(|b| b.count).sum::<u64>(), 1000);
+        assert!(
+            bars.iter().all(|b| (90..=110).contains(&b.count)),
+            "a uniform spread fills the bars evenly: {bars:?}"
+        );
+        assert!((bars[BARS - 1].le_ms - 10.0).abs() < 0.01, "{bars:?}");
     }
 }
