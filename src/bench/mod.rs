@@ -89,6 +89,11 @@ pub struct BenchArgs {
     /// Memories written before the measured run, spread over the tenants.
     #[arg(long, default_value_t = 0)]
     pub seed_memories: usize,
+    /// The --seed-memories were written by an earlier run with the same
+    /// --seed and --tenants: address them (gets, deletes) without writing
+    /// them again.
+    #[arg(long)]
+    pub already_seeded: bool,
     /// Distinct query vectors searches draw from.
     #[arg(long, default_value_t = 1000)]
     pub distinct_queries: usize,
@@ -175,7 +180,7 @@ pub async fn measure(args: &BenchArgs) -> anyhow::Result<Report> {
         Op::Delete => Mix::only(Kind::Delete),
         Op::Mix => Mix::parse(&args.mix)?,
     };
-    if args.seed_memories > 0 {
+    if args.seed_memories > 0 && !args.already_seeded {
         seed(&targets[0], &shape, args.seed).await?;
     }
 

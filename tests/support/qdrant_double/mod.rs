@@ -134,13 +134,17 @@ impl ServerThread {
 impl QdrantDouble {
     /// Starts on an ephemeral loopback port.
     pub fn start() -> Self {
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// Starts on `addr`.
+    pub fn start_on(addr: SocketAddr) -> Self {
         let state = Arc::new(State {
             dir: tempfile::tempdir().expect("tempdir"),
             collections: Mutex::new(HashMap::new()),
             faults: Faults::default(),
         });
-        let (server, addr) =
-            ServerThread::spawn(state.clone(), SocketAddr::from(([127, 0, 0, 1], 0)));
+        let (server, addr) = ServerThread::spawn(state.clone(), addr);
         Self {
             addr,
             state,
@@ -165,7 +169,6 @@ impl QdrantDouble {
             .store(unavailable, Ordering::SeqCst);
     }
 
-    /// Delays every answer by `delay`.
     /// The next call (only that one) takes `stall` longer.
     pub fn stall_next_call(&self, stall: Duration) {
         self.state
@@ -174,6 +177,7 @@ impl QdrantDouble {
             .store(stall.as_millis() as u64, Ordering::SeqCst);
     }
 
+    /// Delays every answer by `delay`.
     pub fn set_delay(&self, delay: Duration) {
         self.state
             .faults
@@ -192,6 +196,34 @@ impl QdrantDouble {
     pub fn restore(&mut self) {
         let (server, _) = ServerThread::spawn(self.state.clone(), self.addr);
         self.server = Some(server);
+    }
+
+    /// Builds indexes in the background every `every`, as Qdrant's
+    /// optimizers do, so searches stop being full scans once a collection
+    /// outgrows the indexing threshold. Writes wait for a build (the
+    /// engine keeps deletes in rebuilt segments only in memory meanwhile).
+    /// Tests leave it off; `examples/qdrant_double.rs` turns it on.
+    pub fn index_in_background(&self, every: Duration) {
+        let state = Arc::downgrade(&self.state);
+        std::thread::spawn(move || {
+            while let Some(state) = state.upgrade() {
+                let collections: Vec<_> = state
+                    .collections
+                    .lock()
+                    .expect("lock")
+                    .values()
+                    .cloned()
+                    .collect();
+                drop(state);
+                for collection in collections {
+                    let _writes = collection.writes.lock().expect("lock");
+                    if let Ok(true) = collection.shard.optimize() {
+                        collection.shard.flush();
+                    }
+                }
+                std::thread::sleep(every);
+            }
+        });
     }
 
     /// Point count of a collection, read from the engine directly.
