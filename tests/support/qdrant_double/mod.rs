@@ -68,6 +68,8 @@ pub struct Collection {
     pub tenant_index: AtomicBool,
     /// Held while a write is applied and flushed.
     pub writes: Mutex<()>,
+    /// Written since the background indexer last found nothing to do.
+    pub index_pending: AtomicBool,
 }
 
 /// Everything the double stores; survives listener restarts.
@@ -76,6 +78,9 @@ pub struct Collection {
 pub struct State {
     pub collections: Mutex<HashMap<String, Arc<Collection>>>,
     pub faults: Faults,
+    /// Whether indexes are built in the background; while one is pending a
+    /// collection reports Yellow, as Qdrant does while it optimizes.
+    pub background_indexing: AtomicBool,
     pub dir: tempfile::TempDir,
 }
 
@@ -143,6 +148,7 @@ impl QdrantDouble {
             dir: tempfile::tempdir().expect("tempdir"),
             collections: Mutex::new(HashMap::new()),
             faults: Faults::default(),
+            background_indexing: AtomicBool::new(false),
         });
         let (server, addr) = ServerThread::spawn(state.clone(), addr);
         Self {
@@ -204,6 +210,7 @@ impl QdrantDouble {
     /// engine keeps deletes in rebuilt segments only in memory meanwhile).
     /// Tests leave it off; `examples/qdrant_double.rs` turns it on.
     pub fn index_in_background(&self, every: Duration) {
+        self.state.background_indexing.store(true, Ordering::SeqCst);
         let state = Arc::downgrade(&self.state);
         std::thread::spawn(move || {
             while let Some(state) = state.upgrade() {
@@ -217,8 +224,10 @@ impl QdrantDouble {
                 drop(state);
                 for collection in collections {
                     let _writes = collection.writes.lock().expect("lock");
-                    if let Ok(true) = collection.shard.optimize() {
-                        collection.shard.flush();
+                    match collection.shard.optimize() {
+                        Ok(true) => collection.shard.flush(),
+                        Ok(false) => collection.index_pending.store(false, Ordering::SeqCst),
+                        Err(_) => {}
                     }
                 }
                 std::thread::sleep(every);

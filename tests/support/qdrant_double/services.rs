@@ -76,6 +76,7 @@ fn apply(
         collection.shard.update(operation).map_err(engine)?;
     }
     collection.shard.flush();
+    collection.index_pending.store(true, Ordering::SeqCst);
     Ok(qdrant::UpdateResult {
         operation_id: Some(0),
         status: qdrant::UpdateStatus::Completed as i32,
@@ -173,8 +174,9 @@ impl Collections for Service {
         request: Request<qdrant::GetCollectionInfoRequest>,
     ) -> Result<Response<qdrant::GetCollectionInfoResponse>, Status> {
         let name = request.into_inner().collection_name;
+        let indexing = self.0.background_indexing.load(Ordering::SeqCst);
         let info = self
-            .with(&name, |c| {
+            .with(&name, move |c| {
                 let info = c.shard.info();
                 let mut payload_schema = std::collections::HashMap::new();
                 if c.tenant_index.load(Ordering::SeqCst) {
@@ -186,8 +188,13 @@ impl Collections for Service {
                         },
                     );
                 }
+                let optimizing = indexing && c.index_pending.load(Ordering::SeqCst);
                 Ok(qdrant::CollectionInfo {
-                    status: qdrant::CollectionStatus::Green as i32,
+                    status: if optimizing {
+                        qdrant::CollectionStatus::Yellow
+                    } else {
+                        qdrant::CollectionStatus::Green
+                    } as i32,
                     segments_count: info.segments_count as u64,
                     points_count: Some(info.points_count as u64),
                     indexed_vectors_count: Some(info.indexed_vectors_count as u64),
@@ -260,6 +267,7 @@ impl Collections for Service {
             distance: params.distance,
             tenant_index: false.into(),
             writes: Mutex::new(()),
+            index_pending: false.into(),
         };
         collections.insert(name, Arc::new(collection));
         Ok(Response::new(qdrant::CollectionOperationResponse {
