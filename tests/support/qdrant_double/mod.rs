@@ -114,7 +114,11 @@ impl ServerThread {
                 bound_tx
                     .send(listener.local_addr().expect("addr"))
                     .expect("report address");
-                let incoming = tonic::transport::server::TcpIncoming::from(listener);
+                // TCP_NODELAY, as vecmem's own listener has: without it a
+                // response written in two parts waits for the client's
+                // delayed ACK, ~40 ms a call, and the double looks slow.
+                let incoming =
+                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
                 let router = services::router(state);
                 tokio::select! {
                     _ = router.serve_with_incoming(incoming) => {}
