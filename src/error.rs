@@ -143,6 +143,9 @@ impl Error {
     }
 }
 
+/// The trailer gRPC clients read a server's retry delay from (gRFC A6).
+pub const RETRY_PUSHBACK: &str = "grpc-retry-pushback-ms";
+
 impl From<Error> for tonic::Status {
     fn from(err: Error) -> Self {
         err.log();
@@ -155,10 +158,20 @@ impl From<Error> for tonic::Status {
                 .collect();
             details.set_bad_request(violations);
         }
-        if let Some(delay) = err.retry_after() {
+        let retry_after = err.retry_after();
+        if let Some(delay) = retry_after {
             details.set_retry_info(Some(delay));
         }
-        tonic::Status::with_error_details(err.code(), err.client_message(), details)
+        let mut status =
+            tonic::Status::with_error_details(err.code(), err.client_message(), details);
+        if let Some(delay) = retry_after {
+            // gRFC A6: a client whose service config retries this code waits
+            // this long instead of its own backoff (RetryInfo is for the rest).
+            if let Ok(value) = delay.as_millis().to_string().parse() {
+                status.metadata_mut().insert(RETRY_PUSHBACK, value);
+            }
+        }
+        status
     }
 }
 
@@ -270,6 +283,8 @@ mod tests {
                 retry.and_then(|r| r.retry_delay),
                 Some(Duration::from_millis(1500))
             );
+            let pushback = status.metadata().get(RETRY_PUSHBACK);
+            assert_eq!(pushback.and_then(|v| v.to_str().ok()), Some("1500"));
             assert!(
                 http == StatusCode::TOO_MANY_REQUESTS || http == StatusCode::SERVICE_UNAVAILABLE
             );
@@ -281,6 +296,7 @@ mod tests {
         let status = tonic::Status::from(Error::internal("segment /data/x is corrupt"));
         assert_eq!(status.code(), Code::Internal);
         assert_eq!(status.message(), "internal error");
+        assert!(status.metadata().get(RETRY_PUSHBACK).is_none());
     }
 
     #[test]

@@ -124,6 +124,11 @@ impl Metrics {
     pub fn set_circuit_open(&self, open: bool) {
         self.record(|| gauge!("vecmem_circuit_open").set(f64::from(u8::from(open))));
     }
+
+    /// What `/health/ready` says, for alerting on replicas that stay unready.
+    pub fn set_ready(&self, ready: bool) {
+        self.record(|| gauge!("vecmem_ready").set(f64::from(u8::from(ready))));
+    }
 }
 
 /// Help texts, and zeros for the unlabelled series so that they are
@@ -184,9 +189,14 @@ fn describe_all() {
         "Start time of the process, seconds since the Unix epoch"
     );
     describe_gauge!("vecmem_uptime_seconds", "Seconds since the server started");
+    describe_gauge!(
+        "vecmem_ready",
+        "1 while /health/ready answers 200 (backend ready, not shutting down)"
+    );
 
     gauge!("vecmem_inflight_requests").set(0.0);
     gauge!("vecmem_circuit_open").set(0.0);
+    gauge!("vecmem_ready").set(0.0);
     for name in [
         "vecmem_cache_hits_total",
         "vecmem_cache_misses_total",

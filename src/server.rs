@@ -72,7 +72,7 @@ impl Server {
         let core = Arc::new(Core::new(&config, pipeline));
 
         let (reporter, health_service) = tonic_health::server::health_reporter();
-        let health = Health::new(core.clone(), reporter);
+        let health = Health::new(core.clone(), reporter, metrics.clone());
         health.refresh().await;
         let checker = health.spawn_checker();
 

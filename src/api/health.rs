@@ -27,6 +27,7 @@ use tonic_health::server::HealthReporter;
 
 use crate::api::grpc::GrpcApi;
 use crate::core::Core;
+use crate::metrics::Metrics;
 use crate::proto::memory_service_server::MemoryServiceServer;
 use crate::proto::namespace_service_server::NamespaceServiceServer;
 
@@ -37,15 +38,17 @@ const CHECK_INTERVAL: Duration = Duration::from_secs(1);
 pub struct Health {
     core: Arc<Core>,
     reporter: HealthReporter,
+    metrics: Arc<Metrics>,
     backend_ready: AtomicBool,
     shutting_down: AtomicBool,
 }
 
 impl Health {
-    pub fn new(core: Arc<Core>, reporter: HealthReporter) -> Arc<Self> {
+    pub fn new(core: Arc<Core>, reporter: HealthReporter, metrics: Arc<Metrics>) -> Arc<Self> {
         Arc::new(Self {
             core,
             reporter,
+            metrics,
             backend_ready: AtomicBool::new(false),
             shutting_down: AtomicBool::new(false),
         })
@@ -76,9 +79,12 @@ impl Health {
     }
 
     async fn publish(&self) {
-        let status = match self.not_ready_reason() {
-            None => ServingStatus::Serving,
-            Some(_) => ServingStatus::NotServing,
+        let ready = self.not_ready_reason().is_none();
+        self.metrics.set_ready(ready);
+        let status = if ready {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
         };
         // tonic-health only notifies watchers when a status actually changes.
         for name in [
