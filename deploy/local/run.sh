@@ -75,6 +75,9 @@ nginx=$(command -v nginx || true)
 [ -n "$dir" ] || dir=$(mktemp -d "${TMPDIR:-/tmp}/vecmem-local.XXXXXX")
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
+# nginx's workers run as an unprivileged user when started by root; they
+# must reach the temporary directories (large request bodies) inside DIR.
+chmod 755 "$dir"
 
 pids=()
 # Everything started here is a job of this shell: replicas, nginx, the sleep.
