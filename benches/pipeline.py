@@ -108,7 +108,8 @@ def describe(name, report):
     errors = ", ".join(f"{k} {v}" for k, v in report["errors"].items()) or "none"
     print(
         f"  {name:<34} {report['rps']:>9.1f} req/s  p50 {latency['p50']:>7.2f}  "
-        f"p99 {latency['p99']:>8.2f} ms  ok {report['ok']:>6}  errors: {errors}"
+        f"p99 {latency['p99']:>8.2f} ms  ok {report['ok']:>6}  errors: {errors}",
+        flush=True,
     )
 
 

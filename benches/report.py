@@ -44,7 +44,7 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from pipeline import VECMEM, ROOT, Server, free_port  # noqa: E402
+from pipeline import VECMEM, ROOT, Server, describe, free_port  # noqa: E402
 
 DOUBLE = os.environ.get("QDRANT_DOUBLE", os.path.join(ROOT, "target", "release", "examples", "qdrant_double"))
 NAMESPACE = "memories"
@@ -142,12 +142,7 @@ def sweep_concurrency(name, target, shape, levels, run_for, results):
                  "-z", run_for, "--warmup", "1s"],
             )
             results.append({"config": name, "op": op, "concurrency": concurrency, "report": report})
-            latency = report["latency_ms"]
-            print(
-                f"  {name:<12} {op:<10} c={concurrency:<3} {report['rps']:>9.1f} req/s  "
-                f"p50 {latency['p50']:>7.2f}  p99 {latency['p99']:>8.2f} ms  errors {report['errors']}",
-                flush=True,
-            )
+            describe(f"{name} {op} c={concurrency}", report)
 
 
 def sweep_load(name, target, shape, saturation, run_for, results):
@@ -159,12 +154,7 @@ def sweep_load(name, target, shape, saturation, run_for, results):
              "-z", run_for, "--warmup", "1s", "--timeout-ms", 10_000],
         )
         results.append({"config": name, "offered_rps": rps, "factor": factor, "report": report})
-        latency = report["latency_ms"]
-        print(
-            f"  {name:<12} offered {rps:>7} req/s: served {report['ok'] / report['elapsed_s']:>8.1f}/s "
-            f"p50 {latency['p50']:>8.2f}  p99 {latency['p99']:>9.2f} ms  errors {report['errors']}",
-            flush=True,
-        )
+        describe(f"{name} offered {rps} req/s", report)
 
 
 def saturation_of(results, config):

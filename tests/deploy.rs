@@ -179,6 +179,17 @@ impl Drop for LocalDeployment {
     }
 }
 
+/// The double and three replicas behind nginx in front of it; `None` (the
+/// test skips) where nginx is not installed and this is not CI.
+fn local_deployment() -> Option<(QdrantDouble, LocalDeployment)> {
+    if !tool_available(Command::new("nginx").arg("-v"), INSTALL) {
+        return None;
+    }
+    let double = QdrantDouble::start();
+    let deployment = LocalDeployment::start(&double.url());
+    Some((double, deployment))
+}
+
 /// Two ports for the load balancer, each followed by `REPLICAS` free ports
 /// for the replicas, below the ephemeral range so no other test's
 /// connections take them meanwhile.
@@ -204,11 +215,9 @@ fn memory(id: String) -> Memory {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_replicas_behind_nginx_lose_no_acknowledged_write_when_one_dies() {
-    if !tool_available(Command::new("nginx").arg("-v"), INSTALL) {
+    let Some((_double, deployment)) = local_deployment() else {
         return;
-    }
-    let double = QdrantDouble::start();
-    let deployment = LocalDeployment::start(&double.url());
+    };
 
     // Load: `vecmem bench` through nginx, 80/20 searches and upserts.
     let bench = Command::new(env!("CARGO_BIN_EXE_vecmem"))
@@ -356,11 +365,9 @@ async fn three_replicas_behind_nginx_lose_no_acknowledged_write_when_one_dies() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nginx_spreads_calls_and_pins_a_tenant_that_asks_for_affinity() {
-    if !tool_available(Command::new("nginx").arg("-v"), INSTALL) {
+    let Some((_double, deployment)) = local_deployment() else {
         return;
-    }
-    let double = QdrantDouble::start();
-    let deployment = LocalDeployment::start(&double.url());
+    };
     let mut client = deployment.client().await;
     let count = |tenant: Option<&str>| {
         let mut request = tonic::Request::new(CountRequest {
@@ -410,16 +417,15 @@ async fn nginx_spreads_calls_and_pins_a_tenant_that_asks_for_affinity() {
 /// and refuses the channel if it is invalid) reaches vecmem through nginx.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_service_config_loads_in_a_grpc_client_through_nginx() {
-    if !tool_available(Command::new("nginx").arg("-v"), INSTALL)
-        || !tool_available(
-            Command::new("python3").args(["-c", "import grpc"]),
-            "pip install grpcio",
-        )
-    {
+    if !tool_available(
+        Command::new("python3").args(["-c", "import grpc"]),
+        "pip install grpcio",
+    ) {
         return;
     }
-    let double = QdrantDouble::start();
-    let deployment = LocalDeployment::start(&double.url());
+    let Some((_double, deployment)) = local_deployment() else {
+        return;
+    };
     let script = r#"
 import sys, grpc
 config = open(sys.argv[2]).read()
