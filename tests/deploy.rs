@@ -14,8 +14,8 @@ use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 use support::qdrant_double::QdrantDouble;
@@ -192,13 +192,19 @@ fn local_deployment() -> Option<(QdrantDouble, LocalDeployment)> {
 
 /// Two ports for the load balancer, each followed by `REPLICAS` free ports
 /// for the replicas, below the ephemeral range so no other test's
-/// connections take them meanwhile.
+/// connections take them meanwhile. Blocks are handed out in turn from a
+/// random start, so the tests of this file, which run at once, never pick
+/// overlapping blocks before their servers bind them.
 fn free_port_pair() -> (u16, u16) {
+    const BLOCK: u16 = 2 * (REPLICAS + 1);
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    static START: OnceLock<u16> = OnceLock::new();
+    let start = *START.get_or_init(|| rand::random_range(20_000..25_000u16));
     let free = |port: u16| TcpListener::bind(("127.0.0.1", port)).is_ok();
     for _ in 0..200 {
-        let grpc = rand::random_range(20_000..30_000u16);
+        let grpc = start + NEXT.fetch_add(BLOCK, Ordering::SeqCst);
         let http = grpc + REPLICAS + 1;
-        if (grpc..=http + REPLICAS).all(free) {
+        if (grpc..grpc + BLOCK).all(free) {
             return (grpc, http);
         }
     }
