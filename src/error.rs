@@ -158,20 +158,21 @@ impl From<Error> for tonic::Status {
                 .collect();
             details.set_bad_request(violations);
         }
-        let retry_after = err.retry_after();
-        if let Some(delay) = retry_after {
+        let mut metadata = tonic::metadata::MetadataMap::new();
+        if let Some(delay) = err.retry_after() {
             details.set_retry_info(Some(delay));
-        }
-        let mut status =
-            tonic::Status::with_error_details(err.code(), err.client_message(), details);
-        if let Some(delay) = retry_after {
             // gRFC A6: a client whose service config retries this code waits
             // this long instead of its own backoff (RetryInfo is for the rest).
             if let Ok(value) = delay.as_millis().to_string().parse() {
-                status.metadata_mut().insert(RETRY_PUSHBACK, value);
+                metadata.insert(RETRY_PUSHBACK, value);
             }
         }
-        status
+        tonic::Status::with_error_details_and_metadata(
+            err.code(),
+            err.client_message(),
+            details,
+            metadata,
+        )
     }
 }
 
