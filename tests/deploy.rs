@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 use support::qdrant_double::QdrantDouble;
-use support::{NS, eventually, tool_available};
+use support::{NS, eventually, send_signal, terminate_within, tool_available};
 use tonic::transport::Channel;
 use vecmem::error::code_name;
 use vecmem::proto::memory_service_client::MemoryServiceClient;
@@ -137,11 +137,7 @@ impl LocalDeployment {
     fn signal_replica(&self, n: u16, signal: &str) {
         let pid_file = self.dir.path().join(format!("replica-{n}.pid"));
         let pid = std::fs::read_to_string(&pid_file).expect("replica pid file");
-        let status = Command::new("kill")
-            .args([&format!("-{signal}"), pid.trim()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{signal} {pid} failed");
+        send_signal(pid.trim().parse().expect("pid"), signal);
     }
 
     /// `Count` calls each replica has served, read from its own /metrics.
@@ -165,18 +161,10 @@ impl LocalDeployment {
 impl Drop for LocalDeployment {
     fn drop(&mut self) {
         // run.sh stops its replicas and nginx on SIGTERM; wait for that.
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.script.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.script.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        if terminate_within(&mut self.script, Duration::from_secs(30)).is_none() {
+            let _ = self.script.kill();
+            let _ = self.script.wait();
         }
-        let _ = self.script.kill();
-        let _ = self.script.wait();
     }
 }
 
@@ -287,7 +275,6 @@ async fn lose_a_replica_under_load(
     // Writers whose every acknowledged id is checked afterwards.
     let acked: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
     let failures: Arc<Mutex<Vec<(&'static str, String)>>> = Arc::default();
-    let killed_at_ack = Arc::new(Mutex::new(None::<usize>));
     let mut writers = Vec::new();
     for writer in 0..4 {
         let mut client = deployment.client().await;
@@ -326,7 +313,7 @@ async fn lose_a_replica_under_load(
         under_way,
         "writers got no 100 acknowledgements through nginx"
     );
-    *killed_at_ack.lock().expect("kill mark") = Some(acked.lock().expect("acked").len());
+    let killed_at = acked.lock().expect("acked").len();
     deployment.signal_replica(2, signal);
 
     let output = bench_output.await.expect("bench task");
@@ -346,7 +333,6 @@ async fn lose_a_replica_under_load(
     // Every failure is one `allowed` admits, and fewer than 1% failed.
     let failures = failures.lock().expect("failures").clone();
     let acked = acked.lock().expect("acked").clone();
-    let killed_at = killed_at_ack.lock().expect("kill mark").expect("killed");
     // The bench keeps the first message of each code.
     let bench_messages = &report["error_messages"];
     assert!(

@@ -158,26 +158,37 @@ impl TestServer {
     /// SIGTERM, then waits (bounded) for the process to exit by itself.
     pub fn terminate(mut self) -> ExitStatus {
         let mut child = self.child.take().expect("running");
-        let status = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -TERM failed");
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        loop {
-            if let Some(status) = child.try_wait().expect("try_wait") {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!(
-                    "vecmem did not exit within {STOP_TIMEOUT:?} of SIGTERM:\n{}",
-                    join_logs(&self.logs)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        terminate_within(&mut child, STOP_TIMEOUT).unwrap_or_else(|| {
+            let _ = child.kill();
+            panic!(
+                "vecmem did not exit within {STOP_TIMEOUT:?} of SIGTERM:\n{}",
+                join_logs(&self.logs)
+            )
+        })
     }
+}
+
+/// Sends `signal` (`TERM`, `KILL`, …) to process `pid`, as kill(1) does.
+pub fn send_signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([format!("-{signal}"), pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} {pid} failed");
+}
+
+/// SIGTERM to `child`, then its exit status once it has exited, or `None`
+/// if it is still running after `limit`.
+pub fn terminate_within(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    send_signal(child.id(), "TERM");
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
 }
 
 impl Drop for TestServer {
