@@ -114,7 +114,7 @@ def wait_indexed(server, timeout=1800):
 def seed(server, shape):
     """Writes the namespace once through vecmem; later runs reuse it."""
     started = time.time()
-    run_bench(server, {**shape}, ["--op", "get", "-n", "1", "-c", "1", "--timeout-ms", SLOW_MS])
+    run_bench(server, shape, ["--op", "get", "-n", "1", "-c", "1", "--timeout-ms", SLOW_MS])
     print(f"  seeded {shape['memories']} memories in {time.time() - started:.0f} s", flush=True)
     wait_indexed(server)
 
