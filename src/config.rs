@@ -118,8 +118,10 @@ pub enum BackendKind {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QdrantConfig {
-    /// gRPC endpoint, `http://` or `https://` (TLS with the system roots).
-    pub url: String,
+    /// gRPC endpoints, `http://` or `https://` (TLS with the system roots):
+    /// one Qdrant, or peers of one cluster. A string (comma-separated for
+    /// several, as environment variables give it) or a list.
+    pub url: PeerUrls,
     /// Sent as the `api-key` header; empty for none.
     pub api_key: String,
     pub connect_timeout_ms: u64,
@@ -138,6 +140,39 @@ pub struct QdrantConfig {
     /// Prepended to namespace names to form collection names, so several
     /// deployments can share one Qdrant.
     pub collection_prefix: String,
+}
+
+/// The Qdrant URLs of `backend.qdrant.url`, at least one, in the order given.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(from = "OneOrMany")]
+pub struct PeerUrls(pub Vec<String>);
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl From<OneOrMany> for PeerUrls {
+    fn from(urls: OneOrMany) -> Self {
+        let urls = match urls {
+            OneOrMany::One(list) => list.split(',').map(str::to_owned).collect(),
+            OneOrMany::Many(urls) => urls,
+        };
+        PeerUrls(
+            urls.iter()
+                .map(|url| url.trim().to_owned())
+                .filter(|url| !url.is_empty())
+                .collect(),
+        )
+    }
+}
+
+impl std::fmt::Display for PeerUrls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.join(","))
+    }
 }
 
 /// Qdrant's write ordering for upserts, deletes and payload updates.
@@ -577,15 +612,23 @@ impl Config {
 
     fn validate_qdrant(&self) -> Result<(), ConfigError> {
         let qdrant = &self.backend.qdrant;
-        let uri: Result<axum::http::Uri, _> = qdrant.url.parse();
-        let scheme_ok = uri
-            .as_ref()
-            .is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
-        if !scheme_ok {
+        if qdrant.url.0.is_empty() {
             return Err(ConfigError::new(
                 "backend.qdrant.url",
-                format!("{:?} is not an http:// or https:// URL", qdrant.url),
+                "names no URL; give one, or the peers of one cluster",
             ));
+        }
+        for url in &qdrant.url.0 {
+            let uri: Result<axum::http::Uri, _> = url.parse();
+            let scheme_ok = uri.as_ref().is_ok_and(|u| {
+                matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some()
+            });
+            if !scheme_ok {
+                return Err(ConfigError::new(
+                    "backend.qdrant.url",
+                    format!("{url:?} is not an http:// or https:// URL"),
+                ));
+            }
         }
         for (key, value) in [
             (
@@ -700,5 +743,39 @@ mod tests {
 
         let missing = dir.path().join("absent.toml");
         assert!(Config::load_with_env(Some(&missing), []).is_err());
+    }
+
+    #[test]
+    fn qdrant_url_takes_one_url_a_comma_separated_list_or_an_array() {
+        let config = load(&[]).expect("defaults");
+        assert_eq!(config.backend.qdrant.url.0, ["http://localhost:6334"]);
+
+        let config = load(&[(
+            "VECMEM__BACKEND__QDRANT__URL",
+            "http://q0:6334, http://q1:6334,http://q2:6334",
+        )])
+        .expect("comma-separated peers");
+        assert_eq!(
+            config.backend.qdrant.url.0,
+            ["http://q0:6334", "http://q1:6334", "http://q2:6334"]
+        );
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("vecmem.toml");
+        std::fs::write(
+            &file,
+            "[backend.qdrant]\nurl = [\"http://q0:6334\", \"https://q1:6334\"]\n",
+        )
+        .expect("write");
+        let config = Config::load_with_env(Some(&file), []).expect("an array of peers");
+        assert_eq!(
+            config.backend.qdrant.url.0,
+            ["http://q0:6334", "https://q1:6334"]
+        );
+
+        for bad in ["", "http://q0:6334,q1:6334", " , "] {
+            let err = load(&[("VECMEM__BACKEND__QDRANT__URL", bad)]).unwrap_err();
+            assert_eq!(err.key, "backend.qdrant.url", "{bad:?}: {err}");
+        }
     }
 }

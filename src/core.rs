@@ -3,7 +3,7 @@
 //! call it, so validation and tenancy rules cannot drift between gRPC and
 //! HTTP; handlers only convert.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -267,6 +267,8 @@ impl Core {
     }
 
     /// Looks up `ids` of `tenant`: the memories found, in order, and the rest.
+    /// An id named more than once is looked up and answered once, at the
+    /// place it was first named.
     async fn find(
         &self,
         namespace: &str,
@@ -274,6 +276,11 @@ impl Core {
         ids: Vec<String>,
         with_vector: bool,
     ) -> Result<GetResult> {
+        let mut seen = HashSet::new();
+        let ids: Vec<String> = ids
+            .into_iter()
+            .filter(|id| seen.insert(id.clone()))
+            .collect();
         let keys = ids
             .iter()
             .map(|id| MemoryKey {

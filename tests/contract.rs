@@ -22,32 +22,6 @@ fn start(backend: &Backend) -> (TempDir, TestServer) {
     (dir, server)
 }
 
-/// Runs each case against every backend: `embedded::case`,
-/// `qdrant_double::case`, and `qdrant_real::case` when QDRANT_URL is set at
-/// build time (otherwise one ignored test says so). The test names in
-/// cargo's output are the list of backends that ran.
-macro_rules! on_every_backend {
-    ($($case:ident),* $(,)?) => {
-        mod embedded {
-            $(#[tokio::test] async fn $case() { super::$case(super::Backend::embedded()).await })*
-        }
-        mod qdrant_double {
-            $(#[tokio::test] async fn $case() { super::$case(super::Backend::double()).await })*
-        }
-        #[cfg(qdrant_real)]
-        mod qdrant_real {
-            $(#[tokio::test] async fn $case() {
-                let backend = super::Backend::real().expect("QDRANT_URL was set at build time");
-                super::$case(backend).await
-            })*
-        }
-        #[cfg(not(qdrant_real))]
-        #[test]
-        #[ignore = "set QDRANT_URL (e.g. http://127.0.0.1:6334) to run the contract suite against a real Qdrant"]
-        fn qdrant_real() {}
-    };
-}
-
 on_every_backend!(
     upsert_then_get_returns_what_was_written,
     search_ranks_by_similarity_and_honours_limit_min_score_and_projection,

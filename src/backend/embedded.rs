@@ -35,7 +35,7 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 use crate::backend::layout::{self, TENANT_FIELD};
 use crate::backend::{
     MemoryKey, NamespaceStats, PayloadUpdate, ScrollQuery, StorePage, TenantDelete, TenantMemory,
-    TenantSearch, VectorStore,
+    TenantSearch, VectorStore, score,
 };
 use crate::config::{Distance, EmbeddedConfig, NamespaceConfig, Quantization};
 use crate::error::{Error, Result};
@@ -57,6 +57,7 @@ pub struct EmbeddedStore {
 /// One namespace's engine shard.
 struct Shard {
     name: String,
+    distance: Distance,
     engine: Arc<EdgeShard>,
     /// Held by every write (update + flush) and by every index build.
     write_gate: Arc<Mutex<()>>,
@@ -84,6 +85,7 @@ impl EmbeddedStore {
             let engine = open_shard(name, &dir, ns)?;
             let shard = Shard {
                 name: name.clone(),
+                distance: ns.distance,
                 engine: Arc::new(engine),
                 write_gate: Arc::new(Mutex::new(())),
                 writes: AtomicU64::new(1),
@@ -293,10 +295,11 @@ impl VectorStore for EmbeddedStore {
         namespace: &str,
         searches: Vec<TenantSearch>,
     ) -> Result<Vec<Vec<ScoredMemory>>> {
+        let distance = self.shard(namespace)?.distance;
         self.read(namespace, move |engine| {
             searches
                 .into_iter()
-                .map(|search| search_one(engine, search))
+                .map(|search| search_one(engine, distance, search))
                 .collect()
         })
         .await
@@ -320,19 +323,21 @@ impl VectorStore for EmbeddedStore {
                     Some(WithVector::Bool(with_vector)),
                 )
                 .map_err(Error::internal)?;
-            let mut by_id: HashMap<_, _> = records.into_iter().map(|r| (r.id, r)).collect();
+            // The engine answers each point once, however often it was named;
+            // a key named twice gets its memory twice (one entry per key).
+            let by_id: HashMap<_, _> = records.into_iter().map(|r| (r.id, r)).collect();
             Ok(keys
                 .iter()
                 .zip(&ids)
                 .map(|(key, id)| {
-                    let record = by_id.remove(id)?;
+                    let record = by_id.get(id)?;
                     // Ids are derived from the tenant; this check is defence in depth.
                     if translate::stored_tenant(record.payload.as_ref())
                         != Some(key.tenant.as_str())
                     {
                         return None;
                     }
-                    translate::to_memory(record.payload, record.vector, true)
+                    translate::to_memory(record.payload.clone(), record.vector.clone(), true)
                 })
                 .collect())
         })
@@ -477,7 +482,11 @@ impl VectorStore for EmbeddedStore {
     }
 }
 
-fn search_one(engine: &EdgeShard, search: TenantSearch) -> Result<Vec<ScoredMemory>> {
+fn search_one(
+    engine: &EdgeShard,
+    distance: Distance,
+    search: TenantSearch,
+) -> Result<Vec<ScoredMemory>> {
     let hits = engine
         .search(SearchRequest {
             query: QueryEnum::Nearest(NamedQuery::default_dense(search.vector)),
@@ -487,10 +496,10 @@ fn search_one(engine: &EdgeShard, search: TenantSearch) -> Result<Vec<ScoredMemo
             offset: 0,
             with_payload: Some(translate::payload_selector(search.with_payload)?),
             with_vector: Some(WithVector::Bool(search.with_vector)),
-            score_threshold: search.min_score,
+            score_threshold: score::engine_threshold(distance, search.min_score),
         })
         .map_err(Error::internal)?;
-    Ok(hits
+    let mut hits = hits
         .into_iter()
         .filter_map(|hit| {
             let memory = translate::to_memory(hit.payload, hit.vector, search.with_payload)?;
@@ -499,5 +508,7 @@ fn search_one(engine: &EdgeShard, search: TenantSearch) -> Result<Vec<ScoredMemo
                 score: hit.score,
             })
         })
-        .collect())
+        .collect();
+    score::cut(distance, search.min_score, &mut hits);
+    Ok(hits)
 }

@@ -19,6 +19,7 @@ use crate::model::{DeleteSelector, Filter, Memory, Payload, ScoredMemory};
 pub mod embedded;
 pub mod layout;
 pub mod qdrant;
+pub mod score;
 
 /// A memory to write, with the tenant that owns it.
 #[derive(Debug, Clone)]
@@ -34,6 +35,7 @@ pub struct TenantSearch {
     pub tenant: String,
     pub vector: Vec<f32>,
     pub limit: usize,
+    /// Inclusive: a hit scoring exactly this is returned ([`score`]).
     pub min_score: Option<f32>,
     pub filter: Filter,
     pub with_payload: bool,

@@ -6,6 +6,11 @@
 //! remaining deadline as its gRPC timeout (so Qdrant stops work the caller no
 //! longer waits for), which the high-level client only sets per client.
 //!
+//! `backend.qdrant.url` may name several peers of one cluster; calls go to
+//! the live ones and move off a dead one at once ([`peers`]). Qdrant's own
+//! answers that a replica or peer of the cluster is failing are UNAVAILABLE
+//! (retryable), not INTERNAL ([`cluster_failure`]).
+//!
 //! Writes use `wait = true` (acknowledged means applied) with the configured
 //! write ordering; reads use the configured read consistency. Collections are
 //! created at start-up, or as soon as Qdrant answers when it was down then;
@@ -13,16 +18,16 @@
 //! silently used.
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use qdrant_client::qdrant::{
-    self, CollectionStatus, CountPoints, GetCollectionInfoRequest, GetPoints, HealthCheckRequest,
-    PointsSelector, PointsUpdateOperation, Query, QueryBatchPoints, QueryPoints, ScrollPoints,
-    UpdateBatchPoints, UpsertPoints, collections_client::CollectionsClient,
-    points_client::PointsClient, points_selector::PointsSelectorOneOf,
-    points_update_operation as update, qdrant_client::QdrantClient,
+    self, CollectionStatus, CountPoints, GetCollectionInfoRequest, GetPoints, PointsSelector,
+    PointsUpdateOperation, Query, QueryBatchPoints, QueryPoints, ScrollPoints, UpdateBatchPoints,
+    UpsertPoints, collections_client::CollectionsClient, points_client::PointsClient,
+    points_selector::PointsSelectorOneOf, points_update_operation as update,
 };
 use tokio::sync::Mutex;
 use tonic::metadata::AsciiMetadataValue;
@@ -31,25 +36,25 @@ use tonic::{Code, Status};
 
 use crate::backend::{
     MemoryKey, NamespaceStats, PayloadUpdate, ScrollQuery, StorePage, TenantDelete, TenantMemory,
-    TenantSearch, VectorStore, layout,
+    TenantSearch, VectorStore, layout, score,
 };
 use crate::config::{Distance, NamespaceConfig, QdrantConfig, ReadConsistency, WriteOrdering};
 use crate::error::{Error, Result};
 use crate::model::{DeleteSelector, Filter, Memory, ScoredMemory};
 
 mod bootstrap;
+mod peers;
 pub mod translate;
 
 use bootstrap::BootstrapError;
+use peers::Peers;
 use translate::{tenant_filter, tenant_ids_filter};
 
 /// How long clients should wait before retrying while Qdrant is unavailable.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
-/// Bound on the readiness probe, so a hung Qdrant cannot stall health checks.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub struct QdrantStore {
-    channel: Channel,
+    peers: Peers,
     api_key: Option<AsciiMetadataValue>,
     timeout: Duration,
     ordering: Option<qdrant::WriteOrdering>,
@@ -71,23 +76,18 @@ impl QdrantStore {
         config: &QdrantConfig,
         namespaces: &BTreeMap<String, NamespaceConfig>,
     ) -> anyhow::Result<Self> {
-        let mut endpoint = Endpoint::from_shared(config.url.clone())?
-            .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_millis(config.keep_alive_interval_ms.max(1)))
-            .keep_alive_while_idle(true);
-        if config.url.starts_with("https://") {
-            endpoint = endpoint.tls_config(ClientTlsConfig::new().with_native_roots())?;
-        }
-        let channel = Channel::balance_list(std::iter::repeat_n(endpoint, config.pool_size));
-        let api_key = match config.api_key.as_str() {
+        let api_key: Option<AsciiMetadataValue> = match config.api_key.as_str() {
             "" => None,
             key => Some(key.parse().map_err(|_| {
                 anyhow::anyhow!("backend.qdrant.api_key: not a valid header value")
             })?),
         };
+        let mut peers = Vec::with_capacity(config.url.0.len());
+        for url in &config.url.0 {
+            peers.push((url.clone(), pool(config, url)?));
+        }
         let store = Self {
-            channel,
+            peers: Peers::new(peers, api_key.clone()),
             api_key,
             timeout: Duration::from_millis(config.timeout_ms),
             ordering: Some(qdrant::WriteOrdering {
@@ -131,12 +131,39 @@ impl QdrantStore {
         format!("{}{namespace}", self.collection_prefix)
     }
 
-    fn points(&self) -> PointsClient<Channel> {
-        PointsClient::new(self.channel.clone())
+    /// Sends one call to the first live peer, and on to the next when a
+    /// peer fails at the transport level (see [`peers`]). `rpc` is called
+    /// once per attempt with a fresh request.
+    async fn send_raw<M, R, F, Fut>(&self, message: M, rpc: F) -> Result<R, Status>
+    where
+        M: Clone,
+        F: Fn(Channel, tonic::Request<M>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<R>, Status>>,
+    {
+        let mut failure = None;
+        for peer in self.peers.in_order() {
+            match rpc(peer.channel.clone(), self.request(message.clone())).await {
+                Ok(response) => return Ok(response.into_inner()),
+                Err(status) if peers::is_transport_failure(&status) => {
+                    self.peers.mark_down(&peer, &status);
+                    failure = Some(status);
+                }
+                Err(status) => return Err(status),
+            }
+        }
+        Err(failure.unwrap_or_else(|| Status::unavailable("no qdrant peer configured")))
     }
 
-    fn collections(&self) -> CollectionsClient<Channel> {
-        CollectionsClient::new(self.channel.clone())
+    /// [`Self::send_raw`] with the failure mapped to the service's error.
+    async fn send<M, R, F, Fut>(&self, op: &'static str, message: M, rpc: F) -> Result<R>
+    where
+        M: Clone,
+        F: Fn(Channel, tonic::Request<M>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<R>, Status>>,
+    {
+        self.send_raw(message, rpc)
+            .await
+            .map_err(|status| backend_error(op, status))
     }
 
     /// Creates or checks every collection, once; concurrent callers wait.
@@ -187,21 +214,29 @@ impl QdrantStore {
             ordering: self.ordering,
             timeout: None,
         };
-        self.points()
-            .update_batch(self.request(request))
-            .await
-            .map_err(|s| backend_error("update_batch", s))?;
+        self.send("update_batch", request, |channel, request| async move {
+            PointsClient::new(channel).update_batch(request).await
+        })
+        .await?;
         Ok(())
     }
 
+    /// The distance a namespace's collection was created with.
+    fn distance(&self, namespace: &str) -> Result<Distance> {
+        self.namespaces
+            .get(namespace)
+            .map(|ns| ns.distance)
+            .ok_or_else(|| Error::NamespaceNotFound(namespace.to_owned()))
+    }
+
     /// One search of a `QueryBatchPoints`.
-    fn query(&self, namespace: &str, search: &TenantSearch) -> QueryPoints {
+    fn query(&self, namespace: &str, distance: Distance, search: &TenantSearch) -> QueryPoints {
         QueryPoints {
             collection_name: self.collection(namespace),
             query: Some(Query::new_nearest(search.vector.clone())),
             filter: Some(tenant_filter(&search.tenant, &search.filter)),
             limit: Some(search.limit as u64),
-            score_threshold: search.min_score,
+            score_threshold: score::engine_threshold(distance, search.min_score),
             with_payload: Some(translate::payload_selector(search.with_payload)),
             with_vectors: Some(search.with_vector.into()),
             // Consistency and timeout are set once, on the batch.
@@ -210,19 +245,81 @@ impl QdrantStore {
     }
 }
 
+/// One peer's connection pool: `pool_size` HTTP/2 connections, made lazily
+/// and remade after a failure.
+fn pool(config: &QdrantConfig, url: &str) -> anyhow::Result<Channel> {
+    let mut endpoint = Endpoint::from_shared(url.to_owned())?
+        .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_millis(config.keep_alive_interval_ms.max(1)))
+        .keep_alive_while_idle(true);
+    if url.starts_with("https://") {
+        endpoint = endpoint.tls_config(ClientTlsConfig::new().with_native_roots())?;
+    }
+    Ok(Channel::balance_list(std::iter::repeat_n(
+        endpoint,
+        config.pool_size,
+    )))
+}
+
+/// What Qdrant says, as INTERNAL, when a replica or a peer of its cluster is
+/// failing rather than the request: a shard without enough active replicas,
+/// a read or write that failed on some of them, a peer it cannot reach, a
+/// leader it cannot pick. Another attempt in a moment (once the cluster has
+/// marked the replica dead, or the peer is back) succeeds, so these are
+/// UNAVAILABLE to our callers and retried by the resilience layer.
+/// Matched on Qdrant's messages (1.x, `lib/collection/src/shards`), which is
+/// all its gRPC API gives; lowercase.
+const CLUSTER_FAILURES: &[&str] = &[
+    "does not have enough active replicas",
+    "has no active replica",
+    "read operations failed",
+    "shards failed to apply operation",
+    "failed to apply operation to at least one `active` replica",
+    "deactivation timed out",
+    "no leader could be selected",
+    "via leader peer",
+    "all attempts were rejected",
+    "failed to wait for replica set state",
+    "please retry",
+    "failed to connect",
+    "transport error",
+    "connection refused",
+    "service unavailable",
+];
+
+/// Whether a Qdrant INTERNAL answer is about the cluster's health.
+fn cluster_failure(message: &str) -> bool {
+    let message = message.to_lowercase();
+    CLUSTER_FAILURES
+        .iter()
+        .any(|pattern| message.contains(pattern))
+}
+
 /// Maps a failed Qdrant call to the service's error, in one place.
 ///
 /// Everything vecmem sends is validated first, so Qdrant refusing a request
 /// (INVALID_ARGUMENT, NOT_FOUND, …) is our bug or a changed collection, not
-/// the caller's fault: INTERNAL, with the cause logged.
+/// the caller's fault: INTERNAL, with the cause logged. A call that never got
+/// an answer (every peer failed at the transport level) and Qdrant's reports
+/// of a failing replica or peer are UNAVAILABLE: retryable, with RetryInfo.
 pub(crate) fn backend_error(op: &'static str, status: Status) -> Error {
+    let unavailable = |message: &str| {
+        tracing::warn!(op, code = ?status.code(), message = status.message(), "qdrant call failed");
+        Error::Unavailable {
+            message: message.into(),
+            retry_after: RETRY_AFTER,
+        }
+    };
+    if peers::is_transport_failure(&status) {
+        return unavailable("storage backend unreachable");
+    }
     match status.code() {
         Code::Unavailable | Code::ResourceExhausted | Code::Aborted | Code::Unknown => {
-            tracing::warn!(op, code = ?status.code(), message = status.message(), "qdrant call failed");
-            Error::Unavailable {
-                message: "storage backend unavailable".into(),
-                retry_after: RETRY_AFTER,
-            }
+            unavailable("storage backend unavailable")
+        }
+        Code::Internal if cluster_failure(status.message()) => {
+            unavailable("a replica or peer of the storage cluster is failing")
         }
         // tonic reports its own request timeout as CANCELLED. If the caller's
         // deadline is what ran out, that is theirs to know; if our configured
@@ -306,10 +403,10 @@ impl VectorStore for QdrantStore {
             ordering: self.ordering,
             ..UpsertPoints::default()
         };
-        self.points()
-            .upsert(self.request(request))
-            .await
-            .map_err(|s| backend_error("upsert", s))?;
+        self.send("upsert", request, |channel, request| async move {
+            PointsClient::new(channel).upsert(request).await
+        })
+        .await?;
         Ok(())
     }
 
@@ -319,18 +416,22 @@ impl VectorStore for QdrantStore {
         searches: Vec<TenantSearch>,
     ) -> Result<Vec<Vec<ScoredMemory>>> {
         self.ensure_ready().await?;
+        let distance = self.distance(namespace)?;
         let request = QueryBatchPoints {
             collection_name: self.collection(namespace),
-            query_points: searches.iter().map(|s| self.query(namespace, s)).collect(),
+            query_points: searches
+                .iter()
+                .map(|s| self.query(namespace, distance, s))
+                .collect(),
             read_consistency: Some(self.read_consistency),
             timeout: None,
         };
         let response = self
-            .points()
-            .query_batch(self.request(request))
-            .await
-            .map_err(|s| backend_error("query_batch", s))?;
-        let results = response.into_inner().result;
+            .send("query_batch", request, |channel, request| async move {
+                PointsClient::new(channel).query_batch(request).await
+            })
+            .await?;
+        let results = response.result;
         if results.len() != searches.len() {
             return Err(Error::internal(
                 "qdrant returned a wrong number of query results",
@@ -340,7 +441,7 @@ impl VectorStore for QdrantStore {
             .into_iter()
             .zip(&searches)
             .map(|(batch, search)| {
-                batch
+                let mut hits = batch
                     .result
                     .into_iter()
                     .filter_map(|hit| {
@@ -351,7 +452,9 @@ impl VectorStore for QdrantStore {
                             score: hit.score,
                         })
                     })
-                    .collect()
+                    .collect();
+                score::cut(distance, search.min_score, &mut hits);
+                hits
             })
             .collect())
     }
@@ -376,12 +479,13 @@ impl VectorStore for QdrantStore {
             ..GetPoints::default()
         };
         let response = self
-            .points()
-            .get(self.request(request))
-            .await
-            .map_err(|s| backend_error("get", s))?;
-        let mut by_id: HashMap<_, _> = response
-            .into_inner()
+            .send("get", request, |channel, request| async move {
+                PointsClient::new(channel).get(request).await
+            })
+            .await?;
+        // Qdrant answers each point once, however often it was named; a key
+        // named twice gets its memory twice (the trait's one entry per key).
+        let by_id: HashMap<_, _> = response
             .result
             .into_iter()
             .filter_map(|point| Some((translate::uuid_of(point.id.as_ref()?)?, point)))
@@ -390,13 +494,13 @@ impl VectorStore for QdrantStore {
             .iter()
             .zip(&ids)
             .map(|(key, id)| {
-                let point = by_id.remove(id)?;
+                let point = by_id.get(id)?;
                 // Ids are derived from the tenant; this check is defence in depth.
                 if translate::stored_tenant(&point.payload).as_deref() != Some(key.tenant.as_str())
                 {
                     return None;
                 }
-                translate::to_memory(point.payload, point.vectors, true)
+                translate::to_memory(point.payload.clone(), point.vectors.clone(), true)
             })
             .collect())
     }
@@ -438,11 +542,10 @@ impl VectorStore for QdrantStore {
             ..ScrollPoints::default()
         };
         let response = self
-            .points()
-            .scroll(self.request(request))
-            .await
-            .map_err(|s| backend_error("scroll", s))?;
-        let response = response.into_inner();
+            .send("scroll", request, |channel, request| async move {
+                PointsClient::new(channel).scroll(request).await
+            })
+            .await?;
         Ok(StorePage {
             memories: response
                 .result
@@ -466,11 +569,11 @@ impl VectorStore for QdrantStore {
             ..CountPoints::default()
         };
         let response = self
-            .points()
-            .count(self.request(request))
-            .await
-            .map_err(|s| backend_error("count", s))?;
-        Ok(response.into_inner().result.map_or(0, |r| r.count))
+            .send("count", request, |channel, request| async move {
+                PointsClient::new(channel).count(request).await
+            })
+            .await?;
+        Ok(response.result.map_or(0, |r| r.count))
     }
 
     async fn update_payload(&self, namespace: &str, update: PayloadUpdate) -> Result<()> {
@@ -500,12 +603,11 @@ impl VectorStore for QdrantStore {
             collection_name: self.collection(namespace),
         };
         let response = self
-            .collections()
-            .get(self.request(request))
-            .await
-            .map_err(|s| backend_error("collection_info", s))?;
+            .send("collection_info", request, |channel, request| async move {
+                CollectionsClient::new(channel).get(request).await
+            })
+            .await?;
         let info = response
-            .into_inner()
             .result
             .ok_or_else(|| Error::internal("qdrant returned no collection info"))?;
         Ok(NamespaceStats {
@@ -516,12 +618,7 @@ impl VectorStore for QdrantStore {
     }
 
     async fn is_ready(&self) -> bool {
-        let mut request = self.request(HealthCheckRequest {});
-        request.set_timeout(PROBE_TIMEOUT.min(self.timeout));
-        let reachable = QdrantClient::new(self.channel.clone())
-            .health_check(request)
-            .await
-            .is_ok();
+        let reachable = self.peers.any_answers().await;
         if reachable != self.reachable.swap(reachable, Ordering::SeqCst) {
             tracing::info!(reachable, "qdrant reachability changed");
         }
@@ -556,6 +653,34 @@ mod tests {
         let error =
             crate::deadline::scope(now, async { backend_error("query", timed_out()) }).await;
         assert!(matches!(error, Error::DeadlineExceeded));
+    }
+
+    #[test]
+    fn qdrant_reports_of_a_failing_replica_or_peer_are_unavailable() {
+        // Messages as Qdrant 1.18 sends them when one of three nodes is dead.
+        for message in [
+            "Service internal error: 1 of 2 read operations failed:\n  Service internal error: \
+             Failed to connect to http://127.0.0.1:6335/, error: transport error",
+            "Service internal error: The replica set for shard 0 on peer 1 does not have enough \
+             active replicas",
+            "4 out of 6 shards failed to apply operation. First error captured: Service \
+             internal error: The replica set for shard 3 on peer 2 has no active replica",
+            "Service internal error: Failed to apply update with Medium ordering via leader \
+             peer 3: Service internal error: transport error",
+        ] {
+            let error = backend_error("get", Status::internal(message));
+            assert!(
+                matches!(&error, Error::Unavailable { retry_after, .. } if !retry_after.is_zero()),
+                "{message}: {error:?}"
+            );
+        }
+        assert!(matches!(
+            backend_error(
+                "get",
+                Status::internal("Service internal error: corrupted segment")
+            ),
+            Error::Internal(_)
+        ));
     }
 
     #[test]

@@ -10,10 +10,14 @@
 //! sees it. Searches and gets have a lane each and may run a few batches at
 //! once, since reads do not need an order.
 //!
-//! A batch must not fail for one caller's sake. Requests are validated before
-//! they get here, so a backend error is either about the backend (then every
-//! caller in the group gets it) or about some item (then the group is retried
-//! one request at a time, and each caller gets its own answer).
+//! A batch must not fail for one caller's sake. When a group's combined call
+//! fails, each request of the group is sent again on its own, in order,
+//! before any caller is told it failed, and each caller gets its own answer.
+//! That isolates a request the backend rejects, and, on a sharded Qdrant
+//! collection, the callers whose memories live on a shard that is failing
+//! from those whose shards are fine. Only a passed deadline or a backend
+//! that timed out (slow, not failing; retrying each would multiply the wait)
+//! fail the whole group at once.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -155,18 +159,22 @@ where
     lane.clone().ready().await?.call(item).await
 }
 
-/// Whether an error says something about the backend rather than about the
-/// items: then retrying items one by one cannot help.
-fn about_the_backend(error: &Error) -> bool {
-    error.is_backend_unavailable()
-        || matches!(
-            error,
-            Error::DeadlineExceeded | Error::ResourceExhausted { .. }
-        )
+/// Whether a failed group is worth sending again one request at a time.
+fn worth_retrying_each(error: &Error) -> bool {
+    match error {
+        Error::DeadlineExceeded | Error::BackendTimedOut { .. } => false,
+        Error::InvalidArgument(_)
+        | Error::NamespaceNotFound(_)
+        | Error::Unauthenticated(_)
+        | Error::PermissionDenied(_)
+        | Error::ResourceExhausted { .. }
+        | Error::Unavailable { .. }
+        | Error::Internal(_) => true,
+    }
 }
 
-/// Runs a group's combined call; if it fails because of some item, runs each
-/// item alone so the others still succeed.
+/// Runs a group's combined call; if it fails, runs each item alone so that
+/// every caller gets its own answer.
 async fn combined_or_each<I, O, C, CF, E, EF>(
     items: Vec<I>,
     combined: C,
@@ -182,7 +190,7 @@ where
     let count = items.len();
     match combined(&items).await {
         Ok(outputs) => outputs.into_iter().map(Ok).collect(),
-        Err(error) if count == 1 || about_the_backend(&error) => {
+        Err(error) if count == 1 || !worth_retrying_each(&error) => {
             vec![Err(error); count]
         }
         Err(error) => {
@@ -308,29 +316,70 @@ async fn run_gets(
             // One call for all: with vectors if anyone asked for them, which
             // are then dropped for those who did not.
             let with_vector = lookups.iter().any(|lookup| lookup.with_vector);
-            let keys: Vec<MemoryKey> = lookups
-                .iter()
-                .flat_map(|lookup| lookup.keys.iter().cloned())
-                .collect();
-            let lengths: Vec<usize> = lookups.iter().map(|lookup| lookup.keys.len()).collect();
+            let (keys, slots) = distinct_keys(lookups);
             let wanted: Vec<bool> = lookups.iter().map(|lookup| lookup.with_vector).collect();
             async move {
+                let asked = keys.len();
                 let found = store.get(namespace, keys, with_vector).await?;
-                let mut split = split(found, &lengths)
-                    .ok_or_else(|| Error::internal("store returned a wrong number of memories"))?;
-                for (memories, with_vector) in split.iter_mut().zip(wanted) {
-                    if !with_vector {
-                        for memory in memories.iter_mut().flatten() {
-                            memory.vector = Vec::new();
-                        }
-                    }
+                if found.len() != asked {
+                    return Err(Error::internal("store returned a wrong number of memories"));
                 }
-                Ok(split)
+                Ok(answer_each(&found, slots, &wanted))
             }
         },
         |lookup| store.get(namespace, lookup.keys, lookup.with_vector),
     )
     .await
+}
+
+/// The distinct keys of a batch of gets, each once, and for every lookup
+/// where its keys sit in that list. Concurrent callers often read the same
+/// memory; each caller still gets one answer per key it sent.
+fn distinct_keys(lookups: &[Lookup]) -> (Vec<MemoryKey>, Vec<Vec<usize>>) {
+    let mut keys: Vec<MemoryKey> = Vec::new();
+    let mut position: HashMap<&MemoryKey, usize> = HashMap::new();
+    let slots = lookups
+        .iter()
+        .map(|lookup| {
+            lookup
+                .keys
+                .iter()
+                .map(|key| {
+                    *position.entry(key).or_insert_with(|| {
+                        keys.push(key.clone());
+                        keys.len() - 1
+                    })
+                })
+                .collect()
+        })
+        .collect();
+    (keys, slots)
+}
+
+/// Each lookup's answer from the answers to the distinct keys (`found`, one
+/// per key, as long as the key list), without vectors for the lookups that
+/// did not ask for them.
+fn answer_each(
+    found: &[Option<Memory>],
+    slots: Vec<Vec<usize>>,
+    wanted: &[bool],
+) -> Vec<Vec<Option<Memory>>> {
+    slots
+        .into_iter()
+        .zip(wanted)
+        .map(|(slots, &with_vector)| {
+            slots
+                .into_iter()
+                .map(|slot| {
+                    let mut memory = found[slot].clone();
+                    if let Some(memory) = memory.as_mut().filter(|_| !with_vector) {
+                        memory.vector = Vec::new();
+                    }
+                    memory
+                })
+                .collect()
+        })
+        .collect()
 }
 
 /// Cuts `all` into consecutive parts of the given lengths; `None` unless the
@@ -535,7 +584,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn an_unavailable_backend_fails_each_caller_without_retrying_items() {
+    async fn a_failed_batch_is_retried_per_caller_before_anyone_is_told() {
         let fake = Arc::new(FakeStore::default());
         fake.fail_next(1, unavailable());
         let store = batching(&fake);
@@ -543,13 +592,89 @@ mod tests {
             store.upsert("ns", memory("t", "1", 1.0)),
             store.upsert("ns", memory("t", "2", 1.0)),
         );
+        a.expect("retried alone");
+        b.expect("retried alone");
+        // The combined call, then each caller's write on its own.
+        assert_eq!(
+            fake.calls(),
+            vec![
+                Call::Upsert(vec![upserted("t", "1", 1.0), upserted("t", "2", 1.0)]),
+                Call::Upsert(vec![upserted("t", "1", 1.0)]),
+                Call::Upsert(vec![upserted("t", "2", 1.0)]),
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_caller_gets_its_own_failure_when_the_backend_stays_down() {
+        let fake = Arc::new(FakeStore::default());
+        fake.fail_next(2, unavailable());
+        let store = batching(&fake);
+        let (a, b) = tokio::join!(
+            store.upsert("ns", memory("t", "1", 1.0)),
+            store.upsert("ns", memory("t", "2", 1.0)),
+        );
+        assert!(matches!(a, Err(Error::Unavailable { .. })), "{a:?}");
+        b.expect("the backend was back for the second caller's retry");
+        assert_eq!(fake.calls().len(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timed_out_batch_fails_every_caller_without_retrying_each() {
+        let fake = Arc::new(FakeStore::default());
+        fake.fail_next(
+            1,
+            Error::BackendTimedOut {
+                retry_after: Duration::from_secs(1),
+            },
+        );
+        let store = batching(&fake);
+        let (a, b) = tokio::join!(
+            store.upsert("ns", memory("t", "1", 1.0)),
+            store.upsert("ns", memory("t", "2", 1.0)),
+        );
         for result in [a, b] {
             assert!(
-                matches!(result, Err(Error::Unavailable { .. })),
+                matches!(result, Err(Error::BackendTimedOut { .. })),
                 "{result:?}"
             );
         }
         assert_eq!(fake.calls().len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_gets_of_one_memory_ask_the_store_for_it_once() {
+        let fake = Arc::new(FakeStore::default());
+        let store = batching(&fake);
+        store
+            .upsert("ns", memory("t", "x", 1.0))
+            .await
+            .expect("upsert");
+        let key = |id: &str| MemoryKey {
+            tenant: "t".into(),
+            id: id.into(),
+        };
+        let (one, twice, with_other) = tokio::join!(
+            store.get("ns", vec![key("x")], false),
+            store.get("ns", vec![key("x"), key("x")], true),
+            store.get("ns", vec![key("y"), key("x")], false),
+        );
+        let ids = |found: Vec<Option<Memory>>| -> Vec<Option<String>> {
+            found.into_iter().map(|m| m.map(|m| m.id)).collect()
+        };
+        assert_eq!(ids(one.expect("get")), [Some("x".into())]);
+        let twice = twice.expect("get");
+        assert!(
+            twice
+                .iter()
+                .all(|m| m.as_ref().is_some_and(|m| m.vector == [1.0, 0.0]))
+        );
+        assert_eq!(ids(with_other.expect("get")), [None, Some("x".into())]);
+        assert_eq!(
+            fake.calls().last(),
+            Some(&Call::Get(2)),
+            "x and y, once each"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -599,6 +724,7 @@ mod tests {
         let without = without.expect("get").remove(0).expect("found");
         assert_eq!(with.vector, vec![1.0, 0.0]);
         assert!(without.vector.is_empty());
-        assert_eq!(fake.calls().last(), Some(&Call::Get(2)));
+        // One key, asked for once, with its vector.
+        assert_eq!(fake.calls().last(), Some(&Call::Get(1)));
     }
 }

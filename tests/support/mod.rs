@@ -237,6 +237,35 @@ pub async fn eventually(limit: Duration, mut condition: impl AsyncFnMut() -> boo
     false
 }
 
+/// Runs each case (an `async fn(Backend)`) against every backend:
+/// `embedded::case`, `qdrant_double::case`, and `qdrant_real::case` when
+/// `QDRANT_URL` or `QDRANT_BIN` was set at build time (otherwise one ignored
+/// test says so). The test names in cargo's output are the list of backends
+/// that ran.
+#[macro_export]
+macro_rules! on_every_backend {
+    ($($case:ident),* $(,)?) => {
+        mod embedded {
+            $(#[tokio::test] async fn $case() { super::$case(super::Backend::embedded()).await })*
+        }
+        mod qdrant_double {
+            $(#[tokio::test] async fn $case() { super::$case(super::Backend::double()).await })*
+        }
+        #[cfg(qdrant_real)]
+        mod qdrant_real {
+            $(#[tokio::test] async fn $case() {
+                let backend = super::Backend::real()
+                    .expect("QDRANT_URL or QDRANT_BIN was set at build time");
+                super::$case(backend).await
+            })*
+        }
+        #[cfg(not(qdrant_real))]
+        #[test]
+        #[ignore = "set QDRANT_BIN (a Qdrant server binary) or QDRANT_URL (e.g. http://127.0.0.1:6334) to run these cases against a real Qdrant"]
+        fn qdrant_real() {}
+    };
+}
+
 /// The storage a test server runs on. The contract suite runs every case on
 /// each: the embedded engine, `QdrantStore` over the in-repo double, and
 /// `QdrantStore` over a real Qdrant when `QDRANT_URL` is set.

@@ -10,7 +10,8 @@ use qdrant_client::qdrant::{
     self, CollectionInfo, CreateCollection, CreateFieldIndexCollection, FieldType,
     GetCollectionInfoRequest, HnswConfigDiff, KeywordIndexParams, OptimizersConfigDiff,
     PayloadIndexParams, QuantizationType, ScalarQuantization, VectorParams, VectorsConfig,
-    payload_index_params::IndexParams, quantization_config, vectors_config,
+    collections_client::CollectionsClient, payload_index_params::IndexParams,
+    points_client::PointsClient, quantization_config, vectors_config,
 };
 use tonic::Code;
 
@@ -42,8 +43,12 @@ pub async fn ensure_collection(
         Some(info) => info,
         None => {
             let created = store
-                .collections()
-                .create(store.request(create_request(collection, ns)))
+                .send_raw(
+                    create_request(collection, ns),
+                    |channel, request| async move {
+                        CollectionsClient::new(channel).create(request).await
+                    },
+                )
                 .await;
             match created {
                 Ok(_) => {
@@ -78,10 +83,10 @@ pub async fn ensure_collection(
             timeout: None,
         };
         store
-            .points()
-            .create_field_index(store.request(index))
-            .await
-            .map_err(|s| backend_error("create_field_index", s))?;
+            .send("create_field_index", index, |channel, request| async move {
+                PointsClient::new(channel).create_field_index(request).await
+            })
+            .await?;
         tracing::info!(namespace = name, "qdrant tenant index created");
     }
     Ok(())
@@ -95,8 +100,13 @@ async fn collection_info(
     let request = GetCollectionInfoRequest {
         collection_name: name.to_owned(),
     };
-    match store.collections().get(store.request(request)).await {
-        Ok(response) => Ok(response.into_inner().result),
+    let answer = store
+        .send_raw(request, |channel, request| async move {
+            CollectionsClient::new(channel).get(request).await
+        })
+        .await;
+    match answer {
+        Ok(response) => Ok(response.result),
         Err(status) if status.code() == Code::NotFound => Ok(None),
         Err(status) => Err(backend_error("collection_info", status).into()),
     }
