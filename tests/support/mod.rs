@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod data;
+pub mod load;
 pub mod qdrant_double;
 
 use std::io::{BufRead, BufReader};

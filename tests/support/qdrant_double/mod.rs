@@ -6,16 +6,22 @@
 //! the rest, with Qdrant's status codes where Qdrant has one (NOT_FOUND for a
 //! missing collection, INVALID_ARGUMENT for one that already exists). Faults
 //! can be injected: a delay before every answer, UNAVAILABLE for every call,
-//! or the listener and all its connections dropped and later restored on the
-//! same port. It runs on its own runtime thread, so it keeps serving while a
-//! test blocks.
+//! the next calls answered with a given status (Qdrant's INTERNAL reports of
+//! a failing replica, say), or a listener and all its connections dropped
+//! and later restored on the same port.
+//!
+//! It can listen as several peers over one store ([`QdrantDouble::start_peers`]),
+//! the way every node of a fully replicated cluster answers for all the data,
+//! so failover between peers can be tested without a cluster. Each listener
+//! runs on its own runtime thread, so it keeps serving while a test blocks
+//! and stopping one drops its connections like a killed process.
 
 #![allow(dead_code)]
 
 mod convert;
 mod services;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -33,6 +39,8 @@ pub struct Faults {
     calls: AtomicU64,
     /// A one-off stall for the next counted call, in milliseconds.
     stall_once_ms: AtomicU64,
+    /// Answers for the next counted calls, instead of serving them.
+    answers: Mutex<VecDeque<Status>>,
 }
 
 impl Faults {
@@ -42,6 +50,10 @@ impl Faults {
         let stall = self.stall_once_ms.swap(0, Ordering::SeqCst);
         if stall > 0 {
             tokio::time::sleep(Duration::from_millis(stall)).await;
+        }
+        let answer = self.answers.lock().expect("lock").pop_front();
+        if let Some(status) = answer {
+            return Err(status);
         }
         self.apply_uncounted().await
     }
@@ -85,9 +97,18 @@ pub struct State {
 }
 
 pub struct QdrantDouble {
+    /// The first peer's address.
     pub addr: SocketAddr,
     state: Arc<State>,
+    peers: Vec<Peer>,
+}
+
+/// One listener over the shared store.
+struct Peer {
+    addr: SocketAddr,
     server: Option<ServerThread>,
+    /// Requests this listener received, health checks included.
+    requests: Arc<AtomicU64>,
 }
 
 /// A thread owning the runtime that serves the double; stopping it drops
@@ -98,7 +119,7 @@ struct ServerThread {
 }
 
 impl ServerThread {
-    fn spawn(state: Arc<State>, addr: SocketAddr) -> (Self, SocketAddr) {
+    fn spawn(state: Arc<State>, addr: SocketAddr, requests: Arc<AtomicU64>) -> (Self, SocketAddr) {
         let (bound_tx, bound_rx) = std::sync::mpsc::channel();
         let (stop, stopped) = oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
@@ -119,9 +140,8 @@ impl ServerThread {
                 // delayed ACK, ~40 ms a call, and the double looks slow.
                 let incoming =
                     tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-                let router = services::router(state);
                 tokio::select! {
-                    _ = router.serve_with_incoming(incoming) => {}
+                    _ = services::serve(state, requests, incoming) => {}
                     _ = stopped => {}
                 }
             });
@@ -148,17 +168,38 @@ impl QdrantDouble {
 
     /// Starts on `addr`.
     pub fn start_on(addr: SocketAddr) -> Self {
+        Self::start_peers_on(&[addr])
+    }
+
+    /// Starts `count` peers on ephemeral loopback ports, all serving one store.
+    pub fn start_peers(count: usize) -> Self {
+        let addrs = vec![SocketAddr::from(([127, 0, 0, 1], 0)); count];
+        Self::start_peers_on(&addrs)
+    }
+
+    fn start_peers_on(addrs: &[SocketAddr]) -> Self {
         let state = Arc::new(State {
             dir: tempfile::tempdir().expect("tempdir"),
             collections: Mutex::new(HashMap::new()),
             faults: Faults::default(),
             background_indexing: AtomicBool::new(false),
         });
-        let (server, addr) = ServerThread::spawn(state.clone(), addr);
+        let peers: Vec<Peer> = addrs
+            .iter()
+            .map(|&addr| {
+                let requests = Arc::new(AtomicU64::new(0));
+                let (server, addr) = ServerThread::spawn(state.clone(), addr, requests.clone());
+                Peer {
+                    addr,
+                    server: Some(server),
+                    requests,
+                }
+            })
+            .collect();
         Self {
-            addr,
+            addr: peers[0].addr,
             state,
-            server: Some(server),
+            peers,
         }
     }
 
@@ -167,8 +208,49 @@ impl QdrantDouble {
         self.state.faults.calls.load(Ordering::SeqCst)
     }
 
+    /// The first peer's URL.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Every peer's URL, comma-separated, as `backend.qdrant.url` takes them.
+    pub fn urls(&self) -> String {
+        self.peers
+            .iter()
+            .map(|peer| format!("http://{}", peer.addr))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Requests peer `index` received so far, health checks included.
+    pub fn requests_to(&self, index: usize) -> u64 {
+        self.peers[index].requests.load(Ordering::SeqCst)
+    }
+
+    /// Stops peer `index` as a SIGKILL would: its listener and every open
+    /// connection go at once; the store and the other peers stay.
+    pub fn stop_peer(&mut self, index: usize) {
+        if let Some(server) = self.peers[index].server.take() {
+            server.stop();
+        }
+    }
+
+    /// Serves peer `index` again on its port after [`Self::stop_peer`].
+    pub fn restore_peer(&mut self, index: usize) {
+        let peer = &mut self.peers[index];
+        let (server, _) = ServerThread::spawn(self.state.clone(), peer.addr, peer.requests.clone());
+        peer.server = Some(server);
+    }
+
+    /// The next `count` calls (health checks aside), on whichever peer,
+    /// are answered with `status` instead of being served.
+    pub fn answer_next(&self, count: usize, status: Status) {
+        self.state
+            .faults
+            .answers
+            .lock()
+            .expect("lock")
+            .extend(std::iter::repeat_n(status, count));
     }
 
     /// Makes every call fail with UNAVAILABLE (or stop failing).
@@ -195,17 +277,18 @@ impl QdrantDouble {
             .store(delay.as_millis() as u64, Ordering::SeqCst);
     }
 
-    /// Drops the listener and every open connection, keeping the data.
+    /// Drops every listener and every open connection, keeping the data.
     pub fn drop_connections(&mut self) {
-        if let Some(server) = self.server.take() {
-            server.stop();
+        for index in 0..self.peers.len() {
+            self.stop_peer(index);
         }
     }
 
-    /// Serves again on the same port after [`Self::drop_connections`].
+    /// Serves again on the same ports after [`Self::drop_connections`].
     pub fn restore(&mut self) {
-        let (server, _) = ServerThread::spawn(self.state.clone(), self.addr);
-        self.server = Some(server);
+        for index in 0..self.peers.len() {
+            self.restore_peer(index);
+        }
     }
 
     /// Builds indexes in the background every `every`, as Qdrant's

@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use qdrant_client::qdrant::{
@@ -19,17 +19,31 @@ use qdrant_edge::{
     PayloadSchemaParams, PointInsertOperations, PointOperations, PointStruct, QueryEnum,
     ScrollRequest, SearchRequest, SetPayloadOp, UpdateOperation,
 };
+use tonic::codegen::http;
 use tonic::{Request, Response, Status};
 
 use super::convert;
 use super::{Collection, State};
 
-pub fn router(state: Arc<State>) -> tonic::transport::server::Router {
+/// Serves the double's services on `incoming` until the future is dropped;
+/// `requests` counts every request this listener receives.
+pub async fn serve(
+    state: Arc<State>,
+    requests: Arc<AtomicU64>,
+    incoming: tonic::transport::server::TcpIncoming,
+) -> Result<(), tonic::transport::Error> {
     let service = Service(state);
+    let count = move |request: http::Request<tonic::body::Body>| {
+        requests.fetch_add(1, Ordering::SeqCst);
+        request
+    };
     tonic::transport::Server::builder()
+        .layer(tower::util::MapRequestLayer::new(count))
         .add_service(QdrantServer::new(service.clone()))
         .add_service(CollectionsServer::new(service.clone()))
         .add_service(PointsServer::new(service))
+        .serve_with_incoming(incoming)
+        .await
 }
 
 #[derive(Clone)]
