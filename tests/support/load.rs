@@ -97,7 +97,7 @@ async fn run_client(
     shared: Arc<Shared>,
     max_calls: usize,
 ) {
-    let writer = c % 2 == 0;
+    let writer = c.is_multiple_of(2);
     for n in 0..max_calls {
         if shared.stop.load(Ordering::SeqCst) {
             return;
