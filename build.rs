@@ -20,11 +20,19 @@ const PROTOS: &[&str] = &[
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
-    // The contract suite adds its real-Qdrant cases only when QDRANT_URL is set.
+    // The real-Qdrant test cases run only when a Qdrant is given: a server
+    // at QDRANT_URL, or a server binary at QDRANT_BIN (which the tests start
+    // themselves, as one node or a cluster; `qdrant_bin`).
     println!("cargo::rustc-check-cfg=cfg(qdrant_real)");
+    println!("cargo::rustc-check-cfg=cfg(qdrant_bin)");
     println!("cargo:rerun-if-env-changed=QDRANT_URL");
-    if std::env::var_os("QDRANT_URL").is_some() {
+    println!("cargo:rerun-if-env-changed=QDRANT_BIN");
+    let bin = std::env::var_os("QDRANT_BIN").is_some();
+    if bin || std::env::var_os("QDRANT_URL").is_some() {
         println!("cargo:rustc-cfg=qdrant_real");
+    }
+    if bin {
+        println!("cargo:rustc-cfg=qdrant_bin");
     }
     let descriptors = protox::compile(PROTOS, ["proto"])?;
 

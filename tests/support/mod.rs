@@ -10,6 +10,7 @@
 pub mod data;
 pub mod load;
 pub mod qdrant_double;
+pub mod qdrant_real;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -256,6 +257,7 @@ macro_rules! on_every_backend {
         mod qdrant_real {
             $(#[tokio::test] async fn $case() {
                 let backend = super::Backend::real()
+                    .await
                     .expect("QDRANT_URL or QDRANT_BIN was set at build time");
                 super::$case(backend).await
             })*
@@ -273,10 +275,12 @@ macro_rules! on_every_backend {
 pub enum Backend {
     Embedded,
     Double(qdrant_double::QdrantDouble),
-    /// A real Qdrant; each test gets its own collection prefix.
+    /// A real Qdrant; each test gets its own collection prefix, and its own
+    /// node when started from `QDRANT_BIN`.
     Real {
         url: String,
         prefix: String,
+        node: Option<qdrant_real::QdrantNode>,
     },
 }
 
@@ -289,13 +293,23 @@ impl Backend {
         Backend::Double(qdrant_double::QdrantDouble::start())
     }
 
-    /// A real Qdrant at `QDRANT_URL`; `None` when it is not set.
-    pub fn real() -> Option<Self> {
-        let url = std::env::var("QDRANT_URL").ok()?;
+    /// The Qdrant at `QDRANT_URL`, else a single node started from
+    /// `QDRANT_BIN`; `None` when neither is set.
+    pub async fn real() -> Option<Self> {
         let unique = uuid::Uuid::new_v4().simple().to_string();
+        let prefix = format!("vecmem_test_{}_", &unique[..12]);
+        if let Ok(url) = std::env::var("QDRANT_URL") {
+            return Some(Backend::Real {
+                url,
+                prefix,
+                node: None,
+            });
+        }
+        let node = qdrant_real::QdrantNode::start(&qdrant_real::binary()?).await;
         Some(Backend::Real {
-            url,
-            prefix: format!("vecmem_test_{}_", &unique[..12]),
+            url: node.url(),
+            prefix,
+            node: Some(node),
         })
     }
 
@@ -318,7 +332,7 @@ impl Backend {
         match self {
             Backend::Embedded => vec![],
             Backend::Double(double) => qdrant(&double.url(), ""),
-            Backend::Real { url, prefix } => qdrant(url, prefix),
+            Backend::Real { url, prefix, .. } => qdrant(url, prefix),
         }
     }
 
