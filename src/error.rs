@@ -44,6 +44,13 @@ pub enum Error {
         message: String,
         retry_after: Duration,
     },
+    /// Qdrant answered that a replica or peer of its cluster is failing
+    /// (some shards cannot be read or written right now). UNAVAILABLE and
+    /// retried like an outage, but Qdrant itself is up, so it does not open
+    /// the circuit breaker: that would fail every call, not just those that
+    /// touch the failing shards.
+    #[error("a replica or peer of the storage cluster is failing")]
+    ClusterDegraded { retry_after: Duration },
     /// The backend did not answer within its configured timeout. Reported as
     /// UNAVAILABLE like an outage, but never retried: the call may be slow
     /// rather than lost, and retrying would multiply the load on it.
@@ -76,7 +83,9 @@ impl Error {
             Error::Unauthenticated(_) => Code::Unauthenticated,
             Error::PermissionDenied(_) => Code::PermissionDenied,
             Error::ResourceExhausted { .. } => Code::ResourceExhausted,
-            Error::Unavailable { .. } | Error::BackendTimedOut { .. } => Code::Unavailable,
+            Error::Unavailable { .. }
+            | Error::ClusterDegraded { .. }
+            | Error::BackendTimedOut { .. } => Code::Unavailable,
             Error::DeadlineExceeded => Code::DeadlineExceeded,
             Error::Internal(_) => Code::Internal,
         }
@@ -89,9 +98,9 @@ impl Error {
             Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Error::PermissionDenied(_) => StatusCode::FORBIDDEN,
             Error::ResourceExhausted { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Error::Unavailable { .. } | Error::BackendTimedOut { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Error::Unavailable { .. }
+            | Error::ClusterDegraded { .. }
+            | Error::BackendTimedOut { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -109,6 +118,7 @@ impl Error {
         match self {
             Error::ResourceExhausted { retry_after, .. }
             | Error::Unavailable { retry_after, .. }
+            | Error::ClusterDegraded { retry_after }
             | Error::BackendTimedOut { retry_after } => Some(*retry_after),
             Error::InvalidArgument(_)
             | Error::NamespaceNotFound(_)

@@ -319,7 +319,10 @@ pub(crate) fn backend_error(op: &'static str, status: Status) -> Error {
             unavailable("storage backend unavailable")
         }
         Code::Internal if cluster_failure(status.message()) => {
-            unavailable("a replica or peer of the storage cluster is failing")
+            tracing::warn!(op, message = status.message(), "qdrant cluster degraded");
+            Error::ClusterDegraded {
+                retry_after: RETRY_AFTER,
+            }
         }
         // tonic reports its own request timeout as CANCELLED. If the caller's
         // deadline is what ran out, that is theirs to know; if our configured
@@ -670,9 +673,10 @@ mod tests {
         ] {
             let error = backend_error("get", Status::internal(message));
             assert!(
-                matches!(&error, Error::Unavailable { retry_after, .. } if !retry_after.is_zero()),
+                matches!(&error, Error::ClusterDegraded { retry_after } if !retry_after.is_zero()),
                 "{message}: {error:?}"
             );
+            assert_eq!(error.code(), Code::Unavailable);
         }
         assert!(matches!(
             backend_error(

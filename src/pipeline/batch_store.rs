@@ -169,6 +169,7 @@ fn worth_retrying_each(error: &Error) -> bool {
         | Error::PermissionDenied(_)
         | Error::ResourceExhausted { .. }
         | Error::Unavailable { .. }
+        | Error::ClusterDegraded { .. }
         | Error::Internal(_) => true,
     }
 }

@@ -4,8 +4,9 @@
 //!
 //! Every backend call vecmem makes is idempotent (upserts and deletes name
 //! their point ids, payload updates set values), so any call may be retried.
-//! Only `UNAVAILABLE` is retried: it is the one answer that says "the backend
-//! did not do this, try again". A call that ran into the backend timeout is
+//! Only the answers that say "the backend did not do this, try again" are
+//! retried: the backend unavailable, and Qdrant reporting a failing replica
+//! or peer of its cluster (`ClusterDegraded`). A call that ran into the backend timeout is
 //! not: it may be slow rather than lost, and a retry would only add load to a
 //! struggling backend and make the caller wait twice. Retries back off exponentially with jitter,
 //! never outlast the caller's deadline, and draw from a budget (tower's
@@ -13,7 +14,10 @@
 //! bounded fraction of load instead of multiplying it.
 //!
 //! The breaker opens after `failure_threshold` consecutive failures that say
-//! the backend is unavailable (refused, UNAVAILABLE, or timed out). While open, calls fail at once with UNAVAILABLE and a
+//! the backend is unavailable (refused, UNAVAILABLE, or timed out). A
+//! degraded cluster does not count: Qdrant answered, and only the calls that
+//! touch its failing shards fail, so shutting out every call would turn a
+//! partial failure into a whole one. While open, calls fail at once with UNAVAILABLE and a
 //! `RetryInfo` of the time left, without touching the backend. After
 //! `open_for`, one call is let through as a probe: success closes the
 //! circuit, failure opens it again.
@@ -209,7 +213,10 @@ impl ResilientStore {
                 .backend_call(op, started.elapsed().as_secs_f64(), result.as_ref().err());
             self.breaker.record(failed);
             self.metrics.set_circuit_open(self.breaker.is_open());
-            let retryable = matches!(result, Err(Error::Unavailable { .. }));
+            let retryable = matches!(
+                result,
+                Err(Error::Unavailable { .. } | Error::ClusterDegraded { .. })
+            );
             if !retryable
                 || retries >= self.settings.max_retries
                 || self.breaker.is_open()
@@ -396,6 +403,35 @@ mod tests {
         store.get("ns", key(), false).await.expect("third attempt");
         assert_eq!(fake.calls().len(), 3);
         assert!(started.elapsed() >= Duration::from_millis(10), "backed off");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_degraded_cluster_is_retried_but_does_not_open_the_circuit() {
+        let fake = Arc::new(FakeStore::default());
+        let degraded = Error::ClusterDegraded {
+            retry_after: Duration::from_secs(1),
+        };
+        fake.fail_next(1, degraded.clone());
+        let store = resilient(&fake, settings(2, 1));
+        store.get("ns", key(), false).await.expect("second attempt");
+        assert_eq!(fake.calls().len(), 2);
+
+        // Failing every attempt, many times over: the circuit stays closed
+        // (threshold 1), so each call still reaches the backend and gets
+        // Qdrant's answer, not "circuit open".
+        fake.fail_next(30, degraded);
+        for call in 1..=10 {
+            let result = store.get("ns", key(), false).await;
+            assert!(
+                matches!(result, Err(Error::ClusterDegraded { .. })),
+                "{result:?}"
+            );
+            assert!(
+                fake.calls().len() >= 2 + call,
+                "call {call} reached the backend"
+            );
+        }
+        assert!(!store.breaker.is_open());
     }
 
     #[tokio::test(start_paused = true)]
