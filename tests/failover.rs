@@ -21,24 +21,28 @@ use support::{TestServer, eventually};
 const CLIENTS: usize = 16;
 const CALLS_PER_CLIENT: usize = 1500;
 
-fn start_in_front_of(double: &QdrantDouble, dir: &std::path::Path) -> TestServer {
+/// A vecmem with every peer of `double` as its Qdrant, plus `extra` settings.
+fn start_in_front_of(
+    double: &QdrantDouble,
+    dir: &std::path::Path,
+    extra: &[(&str, &str)],
+) -> TestServer {
     let urls = double.urls();
-    TestServer::start_with(
-        dir,
-        &[
-            ("VECMEM__BACKEND__KIND", "qdrant"),
-            ("VECMEM__BACKEND__QDRANT__URL", urls.as_str()),
-            ("VECMEM__BACKEND__QDRANT__REQUIRE_AT_START", "true"),
-            ("VECMEM__ADMISSION__MAX_CONCURRENCY", "1024"),
-        ],
-    )
+    let mut env = vec![
+        ("VECMEM__BACKEND__KIND", "qdrant"),
+        ("VECMEM__BACKEND__QDRANT__URL", urls.as_str()),
+        ("VECMEM__BACKEND__QDRANT__REQUIRE_AT_START", "true"),
+        ("VECMEM__ADMISSION__MAX_CONCURRENCY", "1024"),
+    ];
+    env.extend_from_slice(extra);
+    TestServer::start_with(dir, &env)
 }
 
 #[tokio::test]
 async fn a_killed_peer_is_left_at_once_and_taken_back_when_it_answers() {
     let mut double = QdrantDouble::start_peers(3);
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = start_in_front_of(&double, dir.path());
+    let server = start_in_front_of(&double, dir.path(), &[]);
 
     let load = Load::start(&server, CLIENTS, CALLS_PER_CLIENT).await;
     assert!(
@@ -92,13 +96,10 @@ async fn a_killed_peer_is_left_at_once_and_taken_back_when_it_answers() {
 async fn qdrant_reports_of_a_failing_replica_are_retried_then_unavailable_with_retry_info() {
     let double = QdrantDouble::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let url = double.url();
-    let server = TestServer::start_with(
+    let server = start_in_front_of(
+        &double,
         dir.path(),
         &[
-            ("VECMEM__BACKEND__KIND", "qdrant"),
-            ("VECMEM__BACKEND__QDRANT__URL", url.as_str()),
-            ("VECMEM__BACKEND__QDRANT__REQUIRE_AT_START", "true"),
             ("VECMEM__RESILIENCE__MAX_RETRIES", "2"),
             ("VECMEM__RESILIENCE__CIRCUIT_FAILURE_THRESHOLD", "0"),
         ],

@@ -507,6 +507,14 @@ mod tests {
         }]
     }
 
+    /// Upserts of ids "1" and "2" of tenant "t", sent at once (one batch).
+    async fn two_concurrent_upserts(store: &BatchingStore) -> (Result<()>, Result<()>) {
+        tokio::join!(
+            store.upsert("ns", memory("t", "1", 1.0)),
+            store.upsert("ns", memory("t", "2", 1.0)),
+        )
+    }
+
     fn upserted(tenant: &str, id: &str, first: f32) -> (String, String, f32) {
         (tenant.into(), id.into(), first)
     }
@@ -589,10 +597,7 @@ mod tests {
         let fake = Arc::new(FakeStore::default());
         fake.fail_next(1, unavailable());
         let store = batching(&fake);
-        let (a, b) = tokio::join!(
-            store.upsert("ns", memory("t", "1", 1.0)),
-            store.upsert("ns", memory("t", "2", 1.0)),
-        );
+        let (a, b) = two_concurrent_upserts(&store).await;
         a.expect("retried alone");
         b.expect("retried alone");
         // The combined call, then each caller's write on its own.
@@ -611,10 +616,7 @@ mod tests {
         let fake = Arc::new(FakeStore::default());
         fake.fail_next(2, unavailable());
         let store = batching(&fake);
-        let (a, b) = tokio::join!(
-            store.upsert("ns", memory("t", "1", 1.0)),
-            store.upsert("ns", memory("t", "2", 1.0)),
-        );
+        let (a, b) = two_concurrent_upserts(&store).await;
         assert!(matches!(a, Err(Error::Unavailable { .. })), "{a:?}");
         b.expect("the backend was back for the second caller's retry");
         assert_eq!(fake.calls().len(), 3);
@@ -630,10 +632,7 @@ mod tests {
             },
         );
         let store = batching(&fake);
-        let (a, b) = tokio::join!(
-            store.upsert("ns", memory("t", "1", 1.0)),
-            store.upsert("ns", memory("t", "2", 1.0)),
-        );
+        let (a, b) = two_concurrent_upserts(&store).await;
         for result in [a, b] {
             assert!(
                 matches!(result, Err(Error::BackendTimedOut { .. })),
