@@ -16,7 +16,7 @@ use tonic_types::StatusExt;
 use support::data::*;
 use support::load::Load;
 use support::qdrant_double::QdrantDouble;
-use support::{TestServer, eventually};
+use support::{TestServer, eventually, start_in_front_of_qdrant};
 
 const CLIENTS: usize = 16;
 const CALLS_PER_CLIENT: usize = 1500;
@@ -27,15 +27,7 @@ fn start_in_front_of(
     dir: &std::path::Path,
     extra: &[(&str, &str)],
 ) -> TestServer {
-    let urls = double.urls();
-    let mut env = vec![
-        ("VECMEM__BACKEND__KIND", "qdrant"),
-        ("VECMEM__BACKEND__QDRANT__URL", urls.as_str()),
-        ("VECMEM__BACKEND__QDRANT__REQUIRE_AT_START", "true"),
-        ("VECMEM__ADMISSION__MAX_CONCURRENCY", "1024"),
-    ];
-    env.extend_from_slice(extra);
-    TestServer::start_with(dir, &env)
+    start_in_front_of_qdrant(&double.urls(), dir, extra)
 }
 
 #[tokio::test]

@@ -21,9 +21,9 @@ fn qdrant_cluster() {}
 mod qdrant_cluster {
     use std::time::Duration;
 
-    use super::support::TestServer;
     use super::support::load::Load;
     use super::support::qdrant_real::{QdrantCluster, binary};
+    use super::support::start_in_front_of_qdrant;
 
     const CLIENTS: usize = 16;
     const CALLS_PER_CLIENT: usize = 4000;
@@ -43,15 +43,7 @@ mod qdrant_cluster {
         let binary = binary().expect("QDRANT_BIN was set at build time");
         let mut cluster = QdrantCluster::start(&binary, 3).await;
         let dir = tempfile::tempdir().expect("tempdir");
-        let urls = cluster.urls();
-        let mut env = vec![
-            ("VECMEM__BACKEND__KIND", "qdrant"),
-            ("VECMEM__BACKEND__QDRANT__URL", urls.as_str()),
-            ("VECMEM__BACKEND__QDRANT__REQUIRE_AT_START", "true"),
-            ("VECMEM__ADMISSION__MAX_CONCURRENCY", "1024"),
-        ];
-        env.extend(TOPOLOGY);
-        let server = TestServer::start_with(dir.path(), &env);
+        let server = start_in_front_of_qdrant(&cluster.urls(), dir.path(), &TOPOLOGY);
 
         let load = Load::start(&server, CLIENTS, CALLS_PER_CLIENT).await;
         assert!(

@@ -202,6 +202,19 @@ impl Drop for TestServer {
     }
 }
 
+/// Starts vecmem in front of the Qdrant peers at `urls` (comma-separated),
+/// with admission wide open for the many-client tests, plus `extra`.
+pub fn start_in_front_of_qdrant(urls: &str, dir: &Path, extra: &[(&str, &str)]) -> TestServer {
+    let mut env = vec![
+        ("VECMEM__BACKEND__KIND", "qdrant"),
+        ("VECMEM__BACKEND__QDRANT__URL", urls),
+        ("VECMEM__BACKEND__QDRANT__REQUIRE_AT_START", "true"),
+        ("VECMEM__ADMISSION__MAX_CONCURRENCY", "1024"),
+    ];
+    env.extend_from_slice(extra);
+    TestServer::start_with(dir, &env)
+}
+
 const EXIT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Runs `vecmem ARGS` to its exit with a clean environment plus `env`,
