@@ -30,6 +30,7 @@ use crate::proto;
 use crate::proto::namespace_service_client::NamespaceServiceClient;
 
 pub mod report;
+mod server_cpu;
 pub mod target;
 pub mod workload;
 
@@ -124,6 +125,11 @@ pub struct BenchArgs {
     /// is compared with; needs --dim.
     #[arg(long, value_name = "URL")]
     pub direct_qdrant: Option<String>,
+    /// The server's Prometheus endpoint (e.g. http://localhost:8090/metrics):
+    /// its `process_cpu_seconds_total` is read before and after the measured
+    /// run, and the server's CPU time per call is reported.
+    #[arg(long, value_name = "URL")]
+    pub server_metrics: Option<String>,
 }
 
 /// Runs the benchmark and prints its report to stdout.
@@ -204,6 +210,10 @@ pub async fn measure(args: &BenchArgs) -> anyhow::Result<Report> {
         (_, Some(duration)) => Stop::After(Instant::now() + duration),
         (total, None) => Stop::Count(total.unwrap_or(10_000)),
     };
+    let cpu_before = match &args.server_metrics {
+        Some(url) => Some(server_cpu::read(url).await?),
+        None => None,
+    };
     let progress = progress_bar(stop);
     let started = Instant::now();
     let (_, latencies, errors) = run_phase(
@@ -215,17 +225,17 @@ pub async fn measure(args: &BenchArgs) -> anyhow::Result<Report> {
     .await?;
     let elapsed = started.elapsed();
     progress.finish_and_clear();
+    let server_cpu = match (&args.server_metrics, cpu_before) {
+        (Some(url), Some(before)) => Some(server_cpu::read(url).await? - before),
+        _ => None,
+    };
     let op = match args.op {
         Op::Mix => format!("mix({})", args.mix),
         other => format!("{other:?}").to_lowercase(),
     };
-    Ok(Report::new(
-        &latencies,
-        errors,
-        elapsed,
-        args.concurrency,
-        op,
-    ))
+    let mut report = Report::new(&latencies, errors, elapsed, args.concurrency, op);
+    report.set_server_cpu(server_cpu);
+    Ok(report)
 }
 
 type Client = (Target, Workload);

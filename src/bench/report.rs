@@ -88,6 +88,10 @@ pub struct Report {
     pub elapsed_s: f64,
     pub concurrency: usize,
     pub op: String,
+    /// The server's CPU time per completed call, in microseconds, when
+    /// `--server-metrics` was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_cpu_us_per_call: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -163,7 +167,14 @@ impl Report {
             elapsed_s: elapsed.as_secs_f64(),
             concurrency,
             op,
+            server_cpu_us_per_call: None,
         }
+    }
+
+    /// Records the server's CPU seconds spent over the measured run.
+    pub fn set_server_cpu(&mut self, seconds: Option<f64>) {
+        self.server_cpu_us_per_call =
+            seconds.map(|seconds| seconds * 1e6 / self.count.max(1) as f64);
     }
 
     /// The summary laid out as ghz prints it.
@@ -183,6 +194,9 @@ impl Report {
              Requests/sec:\t{:.2}\n",
             self.op, self.concurrency, self.count, self.elapsed_s, l.max, l.min, l.mean, self.rps,
         );
+        if let Some(cpu) = self.server_cpu_us_per_call {
+            let _ = writeln!(out, "  Server CPU:\t{cpu:.1} µs per call");
+        }
         if !self.histogram.is_empty() {
             out.push_str("\nResponse time histogram:\n");
             let tallest = self.histogram.iter().map(|b| b.count).max().unwrap_or(1);
@@ -235,8 +249,8 @@ impl Report {
         let l = &self.latency_ms;
         let errors: u64 = self.errors.values().sum();
         format!(
-            "op,concurrency,count,ok,errors,rps,min_ms,p50_ms,p90_ms,p95_ms,p99_ms,p999_ms,max_ms\n\
-             {},{},{},{},{},{:.1},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3}\n",
+            "op,concurrency,count,ok,errors,rps,min_ms,p50_ms,p90_ms,p95_ms,p99_ms,p999_ms,max_ms,server_cpu_us_per_call\n\
+             {},{},{},{},{},{:.1},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{}\n",
             self.op,
             self.concurrency,
             self.count,
@@ -249,7 +263,9 @@ impl Report {
             l.p95,
             l.p99,
             l.p999,
-            l.max
+            l.max,
+            self.server_cpu_us_per_call
+                .map_or(String::new(), |cpu| format!("{cpu:.1}")),
         )
     }
 }

@@ -1,0 +1,165 @@
+#!/usr/bin/env python3
+"""What vecmem costs on the path the cache cannot help: uncached gets and
+searches through vecmem against the same calls straight to Qdrant, with the
+CPU time each process spent per call.
+
+Workload (as in report.py): one namespace of 100,000 memories of dimension
+1024 over 100 tenants, HNSW-indexed; gets read one random seeded id, searches
+are top-10 with one of 1,000 query vectors. vecmem runs with its result
+cache off and everything else at the defaults. Each workload runs at
+concurrency 1 and 32, alternating direct / vecmem / direct / vecmem (A/B/A/B)
+so that drift on a shared machine hits both sides alike; the CPU time of
+vecmem and of Qdrant is read from /proc/PID/stat around every run.
+
+Several vecmem builds can be compared in the same run (before and after a
+change): `--vecmem before=/path/to/old --vecmem after=target/release/vecmem`.
+
+  QDRANT_URL=http://127.0.0.1:6334 python3 benches/proxy_cost.py \\
+      --qdrant-pid $(pgrep -f qdrant) [--vecmem label=path ...] [--out FILE]
+
+Qdrant must run on this machine (its PID is how its CPU time is read).
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import pipeline  # noqa: E402
+from pipeline import VECMEM, Server, describe  # noqa: E402
+
+NAMESPACE = "memories"
+SHAPE = {"memories": 100_000, "tenants": 100, "dim": 1024}
+WORKLOADS = [("get", 1), ("get", 32), ("search", 1), ("search", 32)]
+# /proc/PID/stat counts CPU time in USER_HZ ticks, 100 per second on Linux.
+USER_HZ = 100
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / USER_HZ
+
+
+def bench(binary, where, extra):
+    command = [
+        binary, "bench", *where, "--namespace", NAMESPACE, "--dim", str(SHAPE["dim"]),
+        "--tenants", str(SHAPE["tenants"]), "--seed-memories", str(SHAPE["memories"]),
+        "--distinct-queries", "1000", "-O", "json", *map(str, extra),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"{' '.join(command)}\n{done.stderr}")
+    return json.loads(done.stdout)
+
+
+def namespace_info(server):
+    url = f"http://{server.http}/v1/namespaces/{NAMESPACE}"
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        return json.load(answer)
+
+
+def seed_once(server):
+    """Seeds through vecmem unless an earlier run did; waits for the index."""
+    info = namespace_info(server)
+    if int(info.get("pointsCount", 0)) < SHAPE["memories"]:
+        started = time.time()
+        bench(VECMEM, ["--addr", server.grpc], ["--op", "get", "-n", 1, "-c", 1, "--timeout-ms", 120_000])
+        print(f"seeded {SHAPE['memories']} memories in {time.time() - started:.0f} s", flush=True)
+    deadline = time.time() + 1800
+    while namespace_info(server).get("indexStatus") != "INDEXED":
+        if time.time() > deadline:
+            sys.exit("not indexed within 30 minutes")
+        time.sleep(2)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--qdrant-pid", type=int, required=True)
+    parser.add_argument("--vecmem", action="append", default=[], metavar="LABEL=PATH")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    url = os.environ.get("QDRANT_URL") or sys.exit("QDRANT_URL names the Qdrant gRPC URL")
+    builds = dict(item.split("=", 1) for item in args.vecmem) or {"vecmem": VECMEM}
+
+    settings = {
+        "VECMEM__BACKEND__KIND": "qdrant",
+        "VECMEM__BACKEND__QDRANT__URL": url,
+        "VECMEM__BACKEND__QDRANT__TIMEOUT_MS": 120_000,
+        "VECMEM__PIPELINE__CACHE__ENABLED": "false",
+        "VECMEM__LOG__LEVEL": "warn",
+    }
+    servers = {}
+    try:
+        for label, binary in builds.items():
+            pipeline.VECMEM = binary
+            servers[label] = Server(settings, dim=SHAPE["dim"])
+        pipeline.VECMEM = VECMEM
+        seed_once(next(iter(servers.values())))
+
+        results = []
+        for op, concurrency in WORKLOADS:
+            for round_ in range(args.rounds):
+                targets = [("direct", None)] + list(servers.items())
+                for label, server in targets:
+                    where = ["--direct-qdrant", url] if server is None else ["--addr", server.grpc]
+                    pids = {"qdrant": args.qdrant_pid}
+                    if server is not None:
+                        pids["vecmem"] = server.process.pid
+                    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+                    report = bench(
+                        VECMEM, where,
+                        ["--op", op, "--already-seeded", "-c", concurrency,
+                         "--connections", min(concurrency, 4), "-z", f"{args.seconds}s", "--warmup", "1s"],
+                    )
+                    spent = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
+                    # The warm-up second is inside the CPU window but not in
+                    # the count: scale the calls by the window's length.
+                    calls = report["count"] * (args.seconds + 1) / args.seconds
+                    cpu_us = {name: seconds * 1e6 / max(calls, 1) for name, seconds in spent.items()}
+                    results.append({"config": label, "op": op, "concurrency": concurrency,
+                                    "round": round_, "report": report, "cpu_us_per_call": cpu_us})
+                    describe(f"{label} {op} c={concurrency}", report)
+                    print(f"      cpu µs/call: {', '.join(f'{k} {v:.0f}' for k, v in cpu_us.items())}", flush=True)
+    finally:
+        for server in servers.values():
+            server.__exit__(None, None, None)
+
+    print(table(results, list(builds)))
+    if args.out:
+        with open(args.out, "w") as out:
+            json.dump(results, out, indent=1)
+
+
+def table(results, labels):
+    """Markdown: per workload, the mean over rounds of each configuration."""
+
+    def mean(config, op, concurrency, pick):
+        values = [pick(r) for r in results if (r["config"], r["op"], r["concurrency"]) == (config, op, concurrency)]
+        return sum(values) / len(values)
+
+    lines = [
+        "| workload (cache off) | config | req/s | ratio to direct | p50 ms | vecmem CPU µs/call | Qdrant CPU µs/call |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for op, concurrency in WORKLOADS:
+        direct = mean("direct", op, concurrency, lambda r: r["report"]["rps"])
+        for config in ["direct", *labels]:
+            rps = mean(config, op, concurrency, lambda r: r["report"]["rps"])
+            p50 = mean(config, op, concurrency, lambda r: r["report"]["latency_ms"]["p50"])
+            qdrant = mean(config, op, concurrency, lambda r: r["cpu_us_per_call"]["qdrant"])
+            own = "" if config == "direct" else f"{mean(config, op, concurrency, lambda r: r['cpu_us_per_call']['vecmem']):,.0f}"
+            lines.append(
+                f"| {op}, c={concurrency} | {config} | {rps:,.0f} | {rps / direct:.2f}x | {p50:.2f} | {own} | {qdrant:,.0f} |"
+            )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
