@@ -11,8 +11,10 @@ concurrency 1 and 32, alternating direct / vecmem / direct / vecmem (A/B/A/B)
 so that drift on a shared machine hits both sides alike; the CPU time of
 vecmem and of Qdrant is read from /proc/PID/stat around every run.
 
-Several vecmem builds can be compared in the same run (before and after a
-change): `--vecmem before=/path/to/old --vecmem after=target/release/vecmem`.
+Several vecmem builds or settings can be compared in the same run (before
+and after a change): `--vecmem before=/path/to/old --vecmem after=target/release/vecmem`,
+and `--setting after:VECMEM__PIPELINE__BATCH__ENABLED=false` changes one
+configuration's environment.
 
   QDRANT_URL=http://127.0.0.1:6334 python3 benches/proxy_cost.py \\
       --qdrant-pid $(pgrep -f qdrant) [--vecmem label=path ...] [--out FILE]
@@ -81,12 +83,19 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--qdrant-pid", type=int, required=True)
     parser.add_argument("--vecmem", action="append", default=[], metavar="LABEL=PATH")
+    parser.add_argument("--setting", action="append", default=[], metavar="LABEL:KEY=VALUE")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--only", help="run only these workloads, e.g. search:32,get:1")
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--out")
     args = parser.parse_args()
     url = os.environ.get("QDRANT_URL") or sys.exit("QDRANT_URL names the Qdrant gRPC URL")
     builds = dict(item.split("=", 1) for item in args.vecmem) or {"vecmem": VECMEM}
+    overrides = {label: {} for label in builds}
+    for item in args.setting:
+        label, setting = item.split(":", 1)
+        key, value = setting.split("=", 1)
+        overrides[label][key] = value
 
     settings = {
         "VECMEM__BACKEND__KIND": "qdrant",
@@ -95,16 +104,19 @@ def main():
         "VECMEM__PIPELINE__CACHE__ENABLED": "false",
         "VECMEM__LOG__LEVEL": "warn",
     }
+    workloads = WORKLOADS
+    if args.only:
+        workloads = [(op, int(c)) for op, c in (w.split(":") for w in args.only.split(","))]
     servers = {}
     try:
         for label, binary in builds.items():
             pipeline.VECMEM = binary
-            servers[label] = Server(settings, dim=SHAPE["dim"])
+            servers[label] = Server({**settings, **overrides[label]}, dim=SHAPE["dim"])
         pipeline.VECMEM = VECMEM
         seed_once(next(iter(servers.values())))
 
         results = []
-        for op, concurrency in WORKLOADS:
+        for op, concurrency in workloads:
             for round_ in range(args.rounds):
                 targets = [("direct", None)] + list(servers.items())
                 for label, server in targets:
@@ -131,13 +143,13 @@ def main():
         for server in servers.values():
             server.__exit__(None, None, None)
 
-    print(table(results, list(builds)))
+    print(table(results, list(builds), workloads))
     if args.out:
         with open(args.out, "w") as out:
             json.dump(results, out, indent=1)
 
 
-def table(results, labels):
+def table(results, labels, workloads):
     """Markdown: per workload, the mean over rounds of each configuration."""
 
     def mean(config, op, concurrency, pick):
@@ -148,7 +160,7 @@ def table(results, labels):
         "| workload (cache off) | config | req/s | ratio to direct | p50 ms | vecmem CPU µs/call | Qdrant CPU µs/call |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for op, concurrency in WORKLOADS:
+    for op, concurrency in workloads:
         direct = mean("direct", op, concurrency, lambda r: r["report"]["rps"])
         for config in ["direct", *labels]:
             rps = mean(config, op, concurrency, lambda r: r["report"]["rps"])

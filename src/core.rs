@@ -17,9 +17,8 @@ use crate::backend::{
 use crate::config::{Config, Distance, Limits, NamespaceConfig};
 use crate::error::{Error, Result};
 use crate::model::{
-    Consistency, CountRequest, DeleteRequest, GetRequest, GetResult, ScoredMemory, ScrollPage,
-    ScrollRequest, SearchRequest, UpdatePayloadRequest, UpdatePayloadResult, UpsertRequest,
-    Validator, join,
+    CountRequest, DeleteRequest, GetRequest, GetResult, ScoredMemory, ScrollPage, ScrollRequest,
+    SearchRequest, UpdatePayloadRequest, UpdatePayloadResult, UpsertRequest, Validator, join,
 };
 use crate::pipeline::Pipeline;
 use crate::pipeline::admission::{Access, TenantRates};
@@ -119,7 +118,7 @@ impl Core {
         let namespace = req.namespace.clone();
         let consistency = req.consistency;
         let search = self.tenant_search(req);
-        let key = self.cache.search_key(&namespace, &search);
+        let key = || self.cache.search_key(&namespace, &search);
         let served = self
             .cache
             .get_or_load(key, consistency, || async {
@@ -131,7 +130,7 @@ impl Core {
             })
             .await?;
         Ok(Served {
-            value: hits(&served.value)?,
+            value: hits(served.value)?,
             stale: served.stale,
         })
     }
@@ -172,29 +171,34 @@ impl Core {
         // Answers from the cache where it has them; the rest from the store,
         // one call per namespace.
         let mut results: Vec<Option<Vec<ScoredMemory>>> = vec![None; reqs.len()];
-        let mut misses: BTreeMap<String, Vec<(usize, CacheKey, Consistency, TenantSearch)>> =
+        let mut misses: BTreeMap<String, Vec<(usize, Option<CacheKey>, TenantSearch)>> =
             BTreeMap::new();
         for (i, req) in reqs.into_iter().enumerate() {
             let namespace = req.namespace.clone();
             let consistency = req.consistency;
             let search = self.tenant_search(req);
-            let key = self.cache.search_key(&namespace, &search);
-            match self.cache.peek(&key, consistency).await {
-                Some(cached) => results[i] = Some(hits(&cached)?),
-                None => misses
-                    .entry(namespace)
-                    .or_default()
-                    .push((i, key, consistency, search)),
+            // No key for a search that bypasses the cache.
+            let key = (!self.cache.bypassed(consistency))
+                .then(|| self.cache.search_key(&namespace, &search));
+            let cached = match &key {
+                Some(key) => self.cache.peek(key).await,
+                None => None,
+            };
+            match cached {
+                Some(cached) => results[i] = Some(hits(cached)?),
+                None => misses.entry(namespace).or_default().push((i, key, search)),
             }
         }
         let mut stale = false;
         for (namespace, items) in misses {
-            let searches = items.iter().map(|item| item.3.clone()).collect();
+            let searches = items.iter().map(|item| item.2.clone()).collect();
             match self.store.search(&namespace, searches).await {
                 Ok(found) if found.len() == items.len() => {
-                    for ((i, key, consistency, _), hits) in items.into_iter().zip(found) {
-                        let cached = Arc::new(Cached::Hits(hits.clone()));
-                        self.cache.put(key, cached, consistency).await;
+                    for ((i, key, _), hits) in items.into_iter().zip(found) {
+                        if let Some(key) = key {
+                            let cached = Arc::new(Cached::Hits(hits.clone()));
+                            self.cache.put(key, cached).await;
+                        }
                         results[i] = Some(hits);
                     }
                 }
@@ -205,12 +209,12 @@ impl Core {
                 }
                 // Served stale only if every search of the batch can be.
                 Err(error) => {
-                    for (i, key, consistency, _) in items {
-                        if consistency == Consistency::Fresh {
+                    for (i, key, _) in items {
+                        let Some(key) = key else {
                             return Err(error);
-                        }
+                        };
                         let cached = self.cache.stale_or(&key, error.clone()).await?;
-                        results[i] = Some(hits(&cached)?);
+                        results[i] = Some(hits(cached)?);
                         stale = true;
                     }
                 }
@@ -240,9 +244,10 @@ impl Core {
         validator.get(&req);
         validator.finish()?;
         self.admit(caller, &req.tenant, Access::Read)?;
-        let key = self
-            .cache
-            .get_key(&req.namespace, &req.tenant, &req.ids, req.with_vector);
+        let key = || {
+            self.cache
+                .get_key(&req.namespace, &req.tenant, &req.ids, req.with_vector)
+        };
         let served = self
             .cache
             .get_or_load(key, req.consistency, || async {
@@ -257,9 +262,10 @@ impl Core {
                 Ok(Cached::Found(found))
             })
             .await?;
-        match &*served.value {
+        // Unwrapped without a copy unless the cache holds it too.
+        match Arc::unwrap_or_clone(served.value) {
             Cached::Found(found) => Ok(Served {
-                value: found.clone(),
+                value: found,
                 stale: served.stale,
             }),
             Cached::Hits(_) => Err(Error::internal("cache returned search hits for a get")),
@@ -420,10 +426,10 @@ impl Core {
     }
 }
 
-/// The hits of a cached search answer.
-fn hits(cached: &Cached) -> Result<Vec<ScoredMemory>> {
-    match cached {
-        Cached::Hits(hits) => Ok(hits.clone()),
+/// The hits of a search answer, without a copy unless the cache holds it too.
+fn hits(cached: Arc<Cached>) -> Result<Vec<ScoredMemory>> {
+    match Arc::unwrap_or_clone(cached) {
+        Cached::Hits(hits) => Ok(hits),
         Cached::Found(_) => Err(Error::internal("cache returned a get answer for a search")),
     }
 }

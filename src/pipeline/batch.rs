@@ -7,9 +7,12 @@
 //! `max_delay` has passed since its first item arrived. With a zero delay the
 //! worker still takes everything already queued, so under load batches form
 //! by themselves while the backend is busy, and an idle service pays no delay
-//! at all. The worker waits for the inner service to be ready *before* it
-//! starts a batch: an inner service limited to one call at a time (writes)
-//! therefore keeps batches, and the items in them, in queue order.
+//! at all. Once it holds a first item, the worker waits for the inner service
+//! to be ready and only then gathers the rest: everything that queued while
+//! the backend was busy goes in one batch, an inner service limited to one
+//! call at a time (writes) gets batches in queue order, and an idle worker
+//! holds no capacity of the inner service (a concurrency permit) that a
+//! caller could use directly.
 //!
 //! The queue is bounded and capacity is reserved in `poll_ready`, so a full
 //! queue pushes back on callers (who wait within their own deadline) instead
@@ -167,23 +170,20 @@ where
     /// Collects and flushes batches until every [`Batcher`] is dropped and
     /// the queue is empty.
     pub async fn run(mut self) {
-        loop {
+        while let Some(first) = self.rx.recv().await {
+            let flush_at = Instant::now() + self.limits.max_delay;
             if let Err(error) = self.service.ready().await {
                 tracing::error!(batcher = self.name, %error, "batch service failed; stopping");
                 return;
             }
-            let Some(batch) = self.collect().await else {
-                return;
-            };
+            let batch = self.collect(first, flush_at).await;
             self.flush(batch);
         }
     }
 
-    /// Waits for a first item, then gathers more until the batch is full or
-    /// its delay is over. `None` once the queue is closed and drained.
-    async fn collect(&mut self) -> Option<Vec<Message<I, O>>> {
-        let first = self.rx.recv().await?;
-        let flush_at = Instant::now() + self.limits.max_delay;
+    /// Gathers more items after `first` until the batch is full or its
+    /// delay, which ends at `flush_at`, is over.
+    async fn collect(&mut self, first: Message<I, O>, flush_at: Instant) -> Vec<Message<I, O>> {
         let mut batch = vec![first];
         while batch.len() < self.limits.max_batch_size {
             match self.rx.try_recv() {
@@ -198,7 +198,7 @@ where
                 }
             }
         }
-        Some(batch)
+        batch
     }
 
     /// Sends the batch to the inner service and answers every caller when it

@@ -7,8 +7,13 @@
 //! and a batch runs as consecutive groups of the same kind (`U U D U` is an
 //! upsert of two requests, a delete, an upsert). Within an upsert group a
 //! later write of the same id replaces an earlier one before the backend
-//! sees it. Searches and gets have a lane each and may run a few batches at
-//! once, since reads do not need an order.
+//! sees it. Searches and gets have a lane each, with at most
+//! `concurrent_reads` backend calls in flight, since reads do not need an
+//! order. A read that finds one of those slots free is sent at once from the
+//! caller's own task, alone: there is nothing to batch it with, and a trip
+//! through the batcher's queue and worker would only add wake-ups. Reads
+//! that arrive while every slot is busy queue, and go as one batch when a
+//! slot frees: batches form exactly when the backend is the bottleneck.
 //!
 //! A batch must not fail for one caller's sake. When a group's combined call
 //! fails, each request of the group is sent again on its own, in order,
@@ -25,6 +30,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::future::try_join_all;
+use tokio::sync::Semaphore;
 use tower::limit::ConcurrencyLimit;
 use tower::{Service, ServiceExt};
 
@@ -53,15 +59,23 @@ struct Lookup {
 
 type Hits = Vec<Vec<ScoredMemory>>;
 
+/// A read lane: its batcher, and its slots (one permit per backend call in
+/// flight), shared by the batcher's worker and the callers that go direct.
+struct ReadLane<I, O> {
+    batcher: Batcher<I, O>,
+    slots: Arc<Semaphore>,
+}
+
 struct Lanes {
     writes: Batcher<Write, ()>,
-    searches: Batcher<Vec<TenantSearch>, Hits>,
-    gets: Batcher<Lookup, Vec<Option<Memory>>>,
+    searches: ReadLane<Vec<TenantSearch>, Hits>,
+    gets: ReadLane<Lookup, Vec<Option<Memory>>>,
 }
 
 pub struct BatchingStore {
     inner: Arc<dyn VectorStore>,
     lanes: HashMap<String, Lanes>,
+    metrics: Arc<Metrics>,
 }
 
 impl BatchingStore {
@@ -76,8 +90,10 @@ impl BatchingStore {
         let lanes = namespaces
             .into_iter()
             .map(|namespace| {
+                let search_slots = Arc::new(Semaphore::new(concurrent_reads.max(1)));
+                let get_slots = Arc::new(Semaphore::new(concurrent_reads.max(1)));
                 let lanes = Lanes {
-                    writes: lane(1, limits, "writes", {
+                    writes: lane(Arc::new(Semaphore::new(1)), limits, "writes", {
                         let (store, namespace, metrics) =
                             (inner.clone(), namespace.to_owned(), metrics.clone());
                         move |batch: Batch<Write>| {
@@ -86,29 +102,41 @@ impl BatchingStore {
                             async move { run_writes(&*store, &namespace, batch, &metrics).await }
                         }
                     }),
-                    searches: lane(concurrent_reads, limits, "searches", {
-                        let (store, namespace, metrics) =
-                            (inner.clone(), namespace.to_owned(), metrics.clone());
-                        move |batch: Batch<Vec<TenantSearch>>| {
+                    searches: ReadLane {
+                        batcher: lane(search_slots.clone(), limits, "searches", {
                             let (store, namespace, metrics) =
-                                (store.clone(), namespace.clone(), metrics.clone());
-                            async move { run_searches(&*store, &namespace, batch, &metrics).await }
-                        }
-                    }),
-                    gets: lane(concurrent_reads, limits, "gets", {
-                        let (store, namespace, metrics) =
-                            (inner.clone(), namespace.to_owned(), metrics.clone());
-                        move |batch: Batch<Lookup>| {
+                                (inner.clone(), namespace.to_owned(), metrics.clone());
+                            move |batch: Batch<Vec<TenantSearch>>| {
+                                let (store, namespace, metrics) =
+                                    (store.clone(), namespace.clone(), metrics.clone());
+                                async move {
+                                    run_searches(&*store, &namespace, batch, &metrics).await
+                                }
+                            }
+                        }),
+                        slots: search_slots,
+                    },
+                    gets: ReadLane {
+                        batcher: lane(get_slots.clone(), limits, "gets", {
                             let (store, namespace, metrics) =
-                                (store.clone(), namespace.clone(), metrics.clone());
-                            async move { run_gets(&*store, &namespace, batch, &metrics).await }
-                        }
-                    }),
+                                (inner.clone(), namespace.to_owned(), metrics.clone());
+                            move |batch: Batch<Lookup>| {
+                                let (store, namespace, metrics) =
+                                    (store.clone(), namespace.clone(), metrics.clone());
+                                async move { run_gets(&*store, &namespace, batch, &metrics).await }
+                            }
+                        }),
+                        slots: get_slots,
+                    },
                 };
                 (namespace.to_owned(), lanes)
             })
             .collect();
-        Self { inner, lanes }
+        Self {
+            inner,
+            lanes,
+            metrics,
+        }
     }
 
     fn lanes(&self, namespace: &str) -> Result<&Lanes> {
@@ -118,10 +146,10 @@ impl BatchingStore {
     }
 }
 
-/// A batcher whose inner service runs `flush` on at most `concurrency`
-/// batches at a time.
+/// A batcher whose inner service runs `flush` on a batch while it holds
+/// one of `slots`.
 fn lane<I, O, F, Fut>(
-    concurrency: usize,
+    slots: Arc<Semaphore>,
     limits: BatchLimits,
     name: &'static str,
     flush: F,
@@ -144,10 +172,28 @@ where
         }
     });
     batch::spawn(
-        ConcurrencyLimit::new(service, concurrency.max(1)),
+        ConcurrencyLimit::with_semaphore(service, slots),
         limits,
         name,
     )
+}
+
+impl<I, O> ReadLane<I, O>
+where
+    I: Send + 'static,
+    O: Send + 'static,
+{
+    /// Sends `item` straight to the backend with `direct` when a slot is
+    /// free, else through the batcher.
+    async fn read<F>(&self, item: I, direct: impl FnOnce(I) -> F) -> Result<O>
+    where
+        F: Future<Output = Result<O>>,
+    {
+        match self.slots.clone().try_acquire_owned() {
+            Ok(_slot) => direct(item).await,
+            Err(_) => through(&self.batcher, item).await,
+        }
+    }
 }
 
 /// Sends one item through a lane and waits for its own result.
@@ -405,7 +451,12 @@ impl VectorStore for BatchingStore {
     }
 
     async fn search(&self, namespace: &str, searches: Vec<TenantSearch>) -> Result<Hits> {
-        through(&self.lanes(namespace)?.searches, searches).await
+        let lane = &self.lanes(namespace)?.searches;
+        lane.read(searches, |searches| {
+            self.metrics.observe_batch("search", 1);
+            self.inner.search(namespace, searches)
+        })
+        .await
     }
 
     async fn get(
@@ -414,8 +465,12 @@ impl VectorStore for BatchingStore {
         keys: Vec<MemoryKey>,
         with_vector: bool,
     ) -> Result<Vec<Option<Memory>>> {
-        let lookup = Lookup { keys, with_vector };
-        through(&self.lanes(namespace)?.gets, lookup).await
+        let lane = &self.lanes(namespace)?.gets;
+        lane.read(Lookup { keys, with_vector }, |lookup| {
+            self.metrics.observe_batch("get", 1);
+            self.inner.get(namespace, lookup.keys, lookup.with_vector)
+        })
+        .await
     }
 
     async fn delete(&self, namespace: &str, deletes: Vec<TenantDelete>) -> Result<()> {
@@ -642,89 +697,165 @@ mod tests {
         assert_eq!(fake.calls().len(), 1);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn concurrent_gets_of_one_memory_ask_the_store_for_it_once() {
-        let fake = Arc::new(FakeStore::default());
-        let store = batching(&fake);
-        store
-            .upsert("ns", memory("t", "x", 1.0))
-            .await
-            .expect("upsert");
-        let key = |id: &str| MemoryKey {
-            tenant: "t".into(),
+    /// Lets every task that can run do so, a bounded number of times.
+    async fn settle() {
+        for _ in 0..16 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Waits (bounded) until the store has seen `count` calls in all.
+    async fn until_calls(fake: &FakeStore, count: usize) {
+        for _ in 0..1000 {
+            if fake.calls().len() >= count {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("the store saw {:?}, expected {count} calls", fake.calls());
+    }
+
+    fn key(tenant: &str, id: &str) -> MemoryKey {
+        MemoryKey {
+            tenant: tenant.into(),
             id: id.into(),
-        };
-        let (one, twice, with_other) = tokio::join!(
-            store.get("ns", vec![key("x")], false),
-            store.get("ns", vec![key("x"), key("x")], true),
-            store.get("ns", vec![key("y"), key("x")], false),
+        }
+    }
+
+    type Task<T> = tokio::task::JoinHandle<Result<T>>;
+
+    fn spawn_search(store: &Arc<BatchingStore>, tenant: &str) -> Task<Hits> {
+        let (store, tenant) = (store.clone(), tenant.to_owned());
+        tokio::spawn(async move { store.search("ns", search(&tenant)).await })
+    }
+
+    fn spawn_get(
+        store: &Arc<BatchingStore>,
+        keys: Vec<MemoryKey>,
+        with_vector: bool,
+    ) -> Task<Vec<Option<Memory>>> {
+        let store = store.clone();
+        tokio::spawn(async move { store.get("ns", keys, with_vector).await })
+    }
+
+    async fn answer<T>(task: Task<T>) -> T {
+        task.await.expect("task").expect("read")
+    }
+
+    fn hit_ids(hits: Hits) -> Vec<String> {
+        hits.concat().into_iter().map(|h| h.memory.id).collect()
+    }
+
+    fn found_ids(found: Vec<Option<Memory>>) -> Vec<Option<String>> {
+        found.into_iter().map(|m| m.map(|m| m.id)).collect()
+    }
+
+    /// A store with memories a1 (tenant a), b1 (tenant b) and x (tenant t).
+    async fn seeded() -> (Arc<FakeStore>, Arc<BatchingStore>) {
+        let fake = Arc::new(FakeStore::default());
+        let store = Arc::new(batching(&fake));
+        for (tenant, id) in [("a", "a1"), ("b", "b1"), ("t", "x")] {
+            store
+                .upsert("ns", memory(tenant, id, 1.0))
+                .await
+                .expect("upsert");
+        }
+        (fake, store)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reads_go_straight_through_while_a_slot_is_free_and_batch_when_none_is() {
+        let (fake, store) = seeded().await;
+        let before = fake.calls().len();
+        let held = fake.hold_reads().await;
+        // Two slots (`concurrent_reads`): two searches go alone, at once.
+        let first = [spawn_search(&store, "a"), spawn_search(&store, "b")];
+        until_calls(&fake, before + 2).await;
+        // Every slot busy: these wait, and go together when one frees.
+        let queued = [
+            spawn_search(&store, "b"),
+            spawn_search(&store, "c"),
+            spawn_search(&store, "a"),
+        ];
+        settle().await;
+        assert_eq!(fake.calls().len(), before + 2, "queued, not sent");
+        drop(held);
+        let [a, b] = first;
+        assert_eq!(hit_ids(answer(a).await), ["a1"]);
+        assert_eq!(hit_ids(answer(b).await), ["b1"]);
+        let [b, c, a] = queued;
+        assert_eq!(hit_ids(answer(b).await), ["b1"]);
+        assert!(hit_ids(answer(c).await).is_empty());
+        assert_eq!(hit_ids(answer(a).await), ["a1"]);
+        assert_eq!(
+            fake.calls()[before..],
+            [Call::Search(1), Call::Search(1), Call::Search(3)]
         );
-        let ids = |found: Vec<Option<Memory>>| -> Vec<Option<String>> {
-            found.into_iter().map(|m| m.map(|m| m.id)).collect()
-        };
-        assert_eq!(ids(one.expect("get")), [Some("x".into())]);
-        let twice = twice.expect("get");
+        // Idle again: a lone search goes alone.
+        assert_eq!(hit_ids(answer(spawn_search(&store, "a")).await), ["a1"]);
+        assert_eq!(fake.calls().last(), Some(&Call::Search(1)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn queued_gets_of_one_memory_ask_the_store_for_it_once() {
+        let (fake, store) = seeded().await;
+        let before = fake.calls().len();
+        let held = fake.hold_reads().await;
+        let busy = [
+            spawn_get(&store, vec![key("a", "a1")], false),
+            spawn_get(&store, vec![key("b", "b1")], false),
+        ];
+        until_calls(&fake, before + 2).await;
+        let one = spawn_get(&store, vec![key("t", "x")], false);
+        let twice = spawn_get(&store, vec![key("t", "x"), key("t", "x")], true);
+        let with_other = spawn_get(&store, vec![key("t", "y"), key("t", "x")], false);
+        settle().await;
+        drop(held);
+        for task in busy {
+            assert_eq!(found_ids(answer(task).await).len(), 1);
+        }
+        assert_eq!(found_ids(answer(one).await), [Some("x".into())]);
+        let twice = answer(twice).await;
         assert!(
             twice
                 .iter()
                 .all(|m| m.as_ref().is_some_and(|m| m.vector == [1.0, 0.0]))
         );
-        assert_eq!(ids(with_other.expect("get")), [None, Some("x".into())]);
+        assert_eq!(twice.len(), 2);
         assert_eq!(
-            fake.calls().last(),
-            Some(&Call::Get(2)),
+            found_ids(answer(with_other).await),
+            [None, Some("x".into())]
+        );
+        assert_eq!(
+            fake.calls()[before..],
+            [Call::Get(1), Call::Get(1), Call::Get(2)],
             "x and y, once each"
         );
     }
 
     #[tokio::test(start_paused = true)]
-    async fn concurrent_searches_become_one_call_with_each_tenant_kept_apart() {
-        let fake = Arc::new(FakeStore::default());
-        let store = batching(&fake);
-        store
-            .upsert("ns", memory("a", "a1", 1.0))
-            .await
-            .expect("upsert");
-        store
-            .upsert("ns", memory("b", "b1", 1.0))
-            .await
-            .expect("upsert");
-        let before = fake.calls().len();
-        let (a, b, none) = tokio::join!(
-            store.search("ns", search("a")),
-            store.search("ns", search("b")),
-            store.search("ns", search("c")),
-        );
-        let ids = |hits: Vec<Vec<ScoredMemory>>| -> Vec<String> {
-            hits.concat().into_iter().map(|h| h.memory.id).collect()
-        };
-        assert_eq!(ids(a.expect("a")), vec!["a1"]);
-        assert_eq!(ids(b.expect("b")), vec!["b1"]);
-        assert!(ids(none.expect("c")).is_empty());
-        assert_eq!(fake.calls()[before..], [Call::Search(3)]);
-    }
-
-    #[tokio::test(start_paused = true)]
     async fn batched_gets_return_vectors_only_to_those_who_asked() {
-        let fake = Arc::new(FakeStore::default());
-        let store = batching(&fake);
-        store
-            .upsert("ns", memory("t", "x", 1.0))
-            .await
-            .expect("upsert");
-        let key = || {
-            vec![MemoryKey {
-                tenant: "t".into(),
-                id: "x".into(),
-            }]
-        };
-        let (with, without) =
-            tokio::join!(store.get("ns", key(), true), store.get("ns", key(), false));
-        let with = with.expect("get").remove(0).expect("found");
-        let without = without.expect("get").remove(0).expect("found");
+        let (fake, store) = seeded().await;
+        let before = fake.calls().len();
+        let held = fake.hold_reads().await;
+        let busy = [
+            spawn_get(&store, vec![key("a", "a1")], false),
+            spawn_get(&store, vec![key("b", "b1")], false),
+        ];
+        until_calls(&fake, before + 2).await;
+        let with = spawn_get(&store, vec![key("t", "x")], true);
+        let without = spawn_get(&store, vec![key("t", "x")], false);
+        settle().await;
+        drop(held);
+        for task in busy {
+            answer(task).await;
+        }
+        let with = answer(with).await.remove(0).expect("found");
+        let without = answer(without).await.remove(0).expect("found");
         assert_eq!(with.vector, vec![1.0, 0.0]);
         assert!(without.vector.is_empty());
         // One key, asked for once, with its vector.
         assert_eq!(fake.calls().last(), Some(&Call::Get(1)));
+        assert_eq!(fake.calls().len(), before + 3);
     }
 }

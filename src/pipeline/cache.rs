@@ -159,25 +159,30 @@ impl ResultCache {
         self.key(namespace, tenant, get_query(ids, with_vector))
     }
 
-    fn bypassed(&self, consistency: Consistency) -> bool {
+    /// Whether a read of this consistency skips the cache (always, when the
+    /// cache is off): its key need not even be computed.
+    pub fn bypassed(&self, consistency: Consistency) -> bool {
         !self.settings.enabled || consistency == Consistency::Fresh
     }
 
-    /// Answers from the cache, or runs `load` (once for all concurrent
-    /// callers of the same key) and keeps its answer.
-    pub async fn get_or_load<F, Fut>(
+    /// Answers from the cache under the key `key` makes, or runs `load`
+    /// (once for all concurrent callers of the same key) and keeps its
+    /// answer. A read that bypasses the cache computes no key.
+    pub async fn get_or_load<K, F, Fut>(
         &self,
-        key: CacheKey,
+        key: K,
         consistency: Consistency,
         load: F,
     ) -> Result<Served<Arc<Cached>>>
     where
+        K: FnOnce() -> CacheKey,
         F: Fn() -> Fut,
         Fut: Future<Output = Result<Cached>>,
     {
         if self.bypassed(consistency) {
             return Ok(Served::fresh(Arc::new(load().await?)));
         }
+        let key = key();
         let loaded = self
             .entries
             .entry(key.clone())
@@ -211,11 +216,9 @@ impl ResultCache {
         }
     }
 
-    /// The cached answer of `key`, if any, counted as a hit or a miss.
-    pub async fn peek(&self, key: &CacheKey, consistency: Consistency) -> Option<Arc<Cached>> {
-        if self.bypassed(consistency) {
-            return None;
-        }
+    /// The cached answer of `key`, if any, counted as a hit or a miss. For
+    /// reads that are not [`Self::bypassed`].
+    pub async fn peek(&self, key: &CacheKey) -> Option<Arc<Cached>> {
         let found = self.entries.get(key).await;
         match found {
             Some(_) => self.metrics.cache_hit(),
@@ -224,11 +227,9 @@ impl ResultCache {
         found
     }
 
-    /// Keeps an answer loaded by the caller under `key` (read before loading).
-    pub async fn put(&self, key: CacheKey, value: Arc<Cached>, consistency: Consistency) {
-        if self.bypassed(consistency) {
-            return;
-        }
+    /// Keeps an answer loaded by the caller under `key` (read before
+    /// loading). For reads that are not [`Self::bypassed`].
+    pub async fn put(&self, key: CacheKey, value: Arc<Cached>) {
         self.entries.insert(key.clone(), value.clone()).await;
         self.keep_for_outages(key, value).await;
     }
@@ -403,7 +404,7 @@ mod tests {
         for _ in 0..3 {
             let key = cache.search_key("ns", &search("t", 1.0));
             let served = cache
-                .get_or_load(key, Consistency::Cached, counted(&runs, "a"))
+                .get_or_load(|| key, Consistency::Cached, counted(&runs, "a"))
                 .await
                 .expect("served");
             assert_eq!(id(&served), "a");
@@ -436,7 +437,7 @@ mod tests {
         for _ in 0..2 {
             let key = cache.search_key("ns", &search("t", 1.0));
             cache
-                .get_or_load(key, Consistency::Fresh, counted(&runs, "a"))
+                .get_or_load(|| key, Consistency::Fresh, counted(&runs, "a"))
                 .await
                 .expect("served");
         }
@@ -455,16 +456,20 @@ mod tests {
                 let key = cache.search_key("ns", &search("t", 1.0));
                 let hooks = std::sync::Mutex::new(Some((started, gate)));
                 cache
-                    .get_or_load(key, Consistency::Cached, || {
-                        let hooks = hooks.lock().expect("lock").take();
-                        async move {
-                            if let Some((started, gate)) = hooks {
-                                let _ = started.send(());
-                                let _ = gate.await;
+                    .get_or_load(
+                        || key,
+                        Consistency::Cached,
+                        || {
+                            let hooks = hooks.lock().expect("lock").take();
+                            async move {
+                                if let Some((started, gate)) = hooks {
+                                    let _ = started.send(());
+                                    let _ = gate.await;
+                                }
+                                Ok(answer("before-write"))
                             }
-                            Ok(answer("before-write"))
-                        }
-                    })
+                        },
+                    )
                     .await
             }
         });
@@ -478,7 +483,7 @@ mod tests {
         let runs = AtomicUsize::new(0);
         let key = cache.search_key("ns", &search("t", 1.0));
         let after = cache
-            .get_or_load(key, Consistency::Cached, counted(&runs, "after-write"))
+            .get_or_load(|| key, Consistency::Cached, counted(&runs, "after-write"))
             .await
             .expect("served");
         assert_eq!(
@@ -503,8 +508,8 @@ mod tests {
             }
         };
         let key = cache.search_key("ns", &search("t", 1.0));
-        let first = cache.get_or_load(key.clone(), Consistency::Cached, load);
-        let second = cache.get_or_load(key, Consistency::Cached, load);
+        let first = cache.get_or_load(|| key.clone(), Consistency::Cached, load);
+        let second = cache.get_or_load(|| key.clone(), Consistency::Cached, load);
         let opener = async {
             tokio::task::yield_now().await;
             release.send(true).expect("gate");
@@ -521,7 +526,7 @@ mod tests {
         let runs = AtomicUsize::new(0);
         let key = || cache.search_key("ns", &search("t", 1.0));
         cache
-            .get_or_load(key(), Consistency::Cached, counted(&runs, "kept"))
+            .get_or_load(key, Consistency::Cached, counted(&runs, "kept"))
             .await
             .expect("served");
         // The entry expires; the copy kept for outages remains.
@@ -530,27 +535,27 @@ mod tests {
             || std::future::ready(Err::<Cached, _>(crate::pipeline::fake_store::unavailable()));
 
         let served = cache
-            .get_or_load(key(), Consistency::Cached, down)
+            .get_or_load(key, Consistency::Cached, down)
             .await
             .expect("served stale");
         assert!(served.stale);
         assert_eq!(id(&served), "kept");
 
-        let fresh = cache.get_or_load(key(), Consistency::Fresh, down).await;
+        let fresh = cache.get_or_load(key, Consistency::Fresh, down).await;
         assert!(
             matches!(fresh, Err(Error::Unavailable { .. })),
             "never stale for FRESH"
         );
 
         let broken = || std::future::ready(Err::<Cached, _>(Error::internal("bug")));
-        let other = cache.get_or_load(key(), Consistency::Cached, broken).await;
+        let other = cache.get_or_load(key, Consistency::Cached, broken).await;
         assert!(
             matches!(other, Err(Error::Internal(_))),
             "only UNAVAILABLE is covered"
         );
 
         cache.written("ns", "t");
-        let after_write = cache.get_or_load(key(), Consistency::Cached, down).await;
+        let after_write = cache.get_or_load(key, Consistency::Cached, down).await;
         assert!(
             matches!(after_write, Err(Error::Unavailable { .. })),
             "never stale after the tenant's write"
@@ -563,13 +568,13 @@ mod tests {
         let runs = AtomicUsize::new(0);
         let key = || cache.search_key("ns", &search("t", 1.0));
         cache
-            .get_or_load(key(), Consistency::Cached, counted(&runs, "kept"))
+            .get_or_load(key, Consistency::Cached, counted(&runs, "kept"))
             .await
             .expect("served");
         cache.entries.invalidate(&key()).await;
         let down =
             || std::future::ready(Err::<Cached, _>(crate::pipeline::fake_store::unavailable()));
-        let result = cache.get_or_load(key(), Consistency::Cached, down).await;
+        let result = cache.get_or_load(key, Consistency::Cached, down).await;
         assert!(matches!(result, Err(Error::Unavailable { .. })));
     }
 }

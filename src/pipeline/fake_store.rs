@@ -1,11 +1,13 @@
 //! An in-memory [`VectorStore`] for the pipeline's unit tests: it records
-//! every call, can be told to fail the next calls, and rejects any call that
-//! touches a "poisoned" tenant, the way a backend rejects one bad item.
+//! every call, can be told to fail the next calls, rejects any call that
+//! touches a "poisoned" tenant, the way a backend rejects one bad item, and
+//! can hold reads (recorded, not answered) to stand in for a busy backend.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use tokio::sync::{OwnedRwLockWriteGuard, RwLock};
 
 use crate::backend::{
     MemoryKey, NamespaceStats, PayloadUpdate, ScrollQuery, StorePage, TenantDelete, TenantMemory,
@@ -30,6 +32,8 @@ pub struct FakeStore {
     failures: Mutex<VecDeque<Error>>,
     memories: Mutex<HashMap<(String, String), Memory>>,
     pub poisoned_tenant: Mutex<Option<String>>,
+    /// Reads wait on this after being recorded; see [`FakeStore::hold_reads`].
+    read_gate: Arc<RwLock<()>>,
 }
 
 pub fn unavailable() -> Error {
@@ -44,6 +48,11 @@ impl FakeStore {
     pub fn fail_next(&self, count: usize, error: Error) {
         let mut failures = self.failures.lock().expect("lock");
         failures.extend(std::iter::repeat_n(error, count));
+    }
+
+    /// Reads are recorded and then wait, unanswered, until the guard drops.
+    pub async fn hold_reads(&self) -> OwnedRwLockWriteGuard<()> {
+        self.read_gate.clone().write_owned().await
     }
 
     pub fn calls(&self) -> Vec<Call> {
@@ -90,6 +99,7 @@ impl VectorStore for FakeStore {
             Call::Search(searches.len()),
             searches.iter().map(|s| s.tenant.as_str()),
         )?;
+        let _open = self.read_gate.read().await;
         let stored = self.memories.lock().expect("lock");
         Ok(searches
             .iter()
@@ -119,6 +129,7 @@ impl VectorStore for FakeStore {
             Call::Get(keys.len()),
             keys.iter().map(|k| k.tenant.as_str()),
         )?;
+        let _open = self.read_gate.read().await;
         let stored = self.memories.lock().expect("lock");
         Ok(keys
             .iter()
