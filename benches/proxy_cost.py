@@ -102,7 +102,9 @@ def main():
         "VECMEM__BACKEND__QDRANT__URL": url,
         "VECMEM__BACKEND__QDRANT__TIMEOUT_MS": 120_000,
         "VECMEM__PIPELINE__CACHE__ENABLED": "false",
-        "VECMEM__LOG__LEVEL": "warn",
+        # The shipped log level (Server's default is warn): every call's
+        # request span is then recorded, as in production.
+        "VECMEM__LOG__LEVEL": "info",
     }
     workloads = WORKLOADS
     if args.only:

@@ -35,7 +35,7 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 use crate::backend::layout::{self, TENANT_FIELD};
 use crate::backend::{
     MemoryKey, NamespaceStats, PayloadUpdate, ScrollQuery, StorePage, TenantDelete, TenantMemory,
-    TenantSearch, VectorStore, score,
+    TenantSearch, VectorStore, answer_keys, score,
 };
 use crate::config::{Distance, EmbeddedConfig, NamespaceConfig, Quantization};
 use crate::error::{Error, Result};
@@ -323,23 +323,18 @@ impl VectorStore for EmbeddedStore {
                     Some(WithVector::Bool(with_vector)),
                 )
                 .map_err(Error::internal)?;
-            // The engine answers each point once, however often it was named;
-            // a key named twice gets its memory twice (one entry per key).
-            let by_id: HashMap<_, _> = records.into_iter().map(|r| (r.id, r)).collect();
-            Ok(keys
-                .iter()
-                .zip(&ids)
-                .map(|(key, id)| {
-                    let record = by_id.get(id)?;
-                    // Ids are derived from the tenant; this check is defence in depth.
-                    if translate::stored_tenant(record.payload.as_ref())
-                        != Some(key.tenant.as_str())
-                    {
-                        return None;
-                    }
-                    translate::to_memory(record.payload.clone(), record.vector.clone(), true)
-                })
-                .collect())
+            // The engine answers each point once, however often it was named.
+            let mut found = HashMap::with_capacity(records.len());
+            for record in records {
+                let Some(tenant) = translate::stored_tenant(record.payload.as_ref()) else {
+                    continue;
+                };
+                let tenant = tenant.to_owned();
+                if let Some(memory) = translate::to_memory(record.payload, record.vector, true) {
+                    found.insert(record.id, (tenant, memory));
+                }
+            }
+            Ok(answer_keys(&keys, &ids, found))
         })
         .await
     }

@@ -8,6 +8,8 @@
 //! only translates and executes. Every call is confined to the tenants named
 //! in its items: a backend adds the tenant condition to every read and write.
 
+use std::collections::HashMap;
+use std::hash::Hash;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
@@ -134,4 +136,35 @@ pub trait VectorStore: Send + Sync + 'static {
 
     /// Persists what is buffered and stops background work.
     async fn close(&self) -> Result<()>;
+}
+
+/// One answer per key of a get, from the memories a backend found, by point
+/// id (`ids[i]` is the point of `keys[i]`) with the tenant stored with each.
+/// `None` for a key whose point is missing or stored for another tenant
+/// (ids are derived from the tenant; that check is defence in depth). A key
+/// named twice gets its memory twice: each memory is copied for the earlier
+/// mentions and moved out at its last.
+pub(crate) fn answer_keys<Id: Eq + Hash>(
+    keys: &[MemoryKey],
+    ids: &[Id],
+    mut found: HashMap<Id, (String, Memory)>,
+) -> Vec<Option<Memory>> {
+    let last_mention: HashMap<&Id, usize> = ids.iter().enumerate().map(|(i, id)| (id, i)).collect();
+    keys.iter()
+        .zip(ids)
+        .enumerate()
+        .map(|(i, (key, id))| {
+            if !found
+                .get(id)
+                .is_some_and(|(tenant, _)| *tenant == key.tenant)
+            {
+                return None;
+            }
+            if last_mention.get(id) == Some(&i) {
+                found.remove(id).map(|(_, memory)| memory)
+            } else {
+                found.get(id).map(|(_, memory)| memory.clone())
+            }
+        })
+        .collect()
 }

@@ -36,7 +36,7 @@ use tonic::{Code, Status};
 
 use crate::backend::{
     MemoryKey, NamespaceStats, PayloadUpdate, ScrollQuery, StorePage, TenantDelete, TenantMemory,
-    TenantSearch, VectorStore, layout, score,
+    TenantSearch, VectorStore, answer_keys, layout, score,
 };
 use crate::config::{Distance, NamespaceConfig, QdrantConfig, ReadConsistency, WriteOrdering};
 use crate::error::{Error, Result};
@@ -486,26 +486,20 @@ impl VectorStore for QdrantStore {
                 PointsClient::new(channel).get(request).await
             })
             .await?;
-        // Qdrant answers each point once, however often it was named; a key
-        // named twice gets its memory twice (the trait's one entry per key).
-        let by_id: HashMap<_, _> = response
-            .result
-            .into_iter()
-            .filter_map(|point| Some((translate::uuid_of(point.id.as_ref()?)?, point)))
-            .collect();
-        Ok(keys
-            .iter()
-            .zip(&ids)
-            .map(|(key, id)| {
-                let point = by_id.get(id)?;
-                // Ids are derived from the tenant; this check is defence in depth.
-                if translate::stored_tenant(&point.payload).as_deref() != Some(key.tenant.as_str())
-                {
-                    return None;
-                }
-                translate::to_memory(point.payload.clone(), point.vectors.clone(), true)
-            })
-            .collect())
+        // Qdrant answers each point once, however often it was named.
+        let mut found = HashMap::with_capacity(response.result.len());
+        for point in response.result {
+            let Some(id) = point.id.as_ref().and_then(translate::uuid_of) else {
+                continue;
+            };
+            let Some(tenant) = translate::stored_tenant(&point.payload) else {
+                continue;
+            };
+            if let Some(memory) = translate::to_memory(point.payload, point.vectors, true) {
+                found.insert(id, (tenant, memory));
+            }
+        }
+        Ok(answer_keys(&keys, &ids, found))
     }
 
     async fn delete(&self, namespace: &str, deletes: Vec<TenantDelete>) -> Result<()> {
