@@ -154,9 +154,9 @@ pub(crate) fn answer_keys<Id: Eq + Hash>(
         .zip(ids)
         .enumerate()
         .map(|(i, (key, id))| {
-            if !found
+            if found
                 .get(id)
-                .is_some_and(|(tenant, _)| *tenant == key.tenant)
+                .is_none_or(|(tenant, _)| *tenant != key.tenant)
             {
                 return None;
             }
