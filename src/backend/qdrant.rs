@@ -42,10 +42,12 @@ use crate::config::{Distance, NamespaceConfig, QdrantConfig, ReadConsistency, Wr
 use crate::error::{Error, Result};
 use crate::model::{DeleteSelector, Filter, Memory, ScoredMemory};
 
+mod answers;
 mod bootstrap;
 mod peers;
 pub mod translate;
 
+use answers::{GetAnswer, QueryBatchAnswer, ScrollAnswer};
 use bootstrap::BootstrapError;
 use peers::Peers;
 use translate::{tenant_filter, tenant_ids_filter};
@@ -245,6 +247,32 @@ impl QdrantStore {
     }
 }
 
+/// One unary call to Qdrant's method at `path`, its answer decoded as `A`
+/// (one of the lean [`answers`]) instead of `qdrant-client`'s type; what the
+/// generated client does otherwise, including its error when the channel
+/// is not ready.
+async fn lean_unary<M, A>(
+    channel: Channel,
+    request: tonic::Request<M>,
+    path: &'static str,
+) -> Result<tonic::Response<A>, Status>
+where
+    M: prost::Message + Send + Sync + 'static,
+    A: prost::Message + Default + Send + Sync + 'static,
+{
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready()
+        .await
+        .map_err(|err| Status::unknown(format!("Service was not ready: {err}")))?;
+    let codec = tonic_prost::ProstCodec::<M, A>::default();
+    grpc.unary(
+        request,
+        tonic::codegen::http::uri::PathAndQuery::from_static(path),
+        codec,
+    )
+    .await
+}
+
 /// One peer's connection pool: `pool_size` HTTP/2 connections, made lazily
 /// and remade after a failure.
 fn pool(config: &QdrantConfig, url: &str) -> anyhow::Result<Channel> {
@@ -429,9 +457,9 @@ impl VectorStore for QdrantStore {
             read_consistency: Some(self.read_consistency),
             timeout: None,
         };
-        let response = self
-            .send("query_batch", request, |channel, request| async move {
-                PointsClient::new(channel).query_batch(request).await
+        let response: QueryBatchAnswer = self
+            .send("query_batch", request, |channel, request| {
+                lean_unary(channel, request, "/qdrant.Points/QueryBatch")
             })
             .await?;
         let results = response.result;
@@ -481,9 +509,9 @@ impl VectorStore for QdrantStore {
             read_consistency: Some(self.read_consistency),
             ..GetPoints::default()
         };
-        let response = self
-            .send("get", request, |channel, request| async move {
-                PointsClient::new(channel).get(request).await
+        let response: GetAnswer = self
+            .send("get", request, |channel, request| {
+                lean_unary(channel, request, "/qdrant.Points/Get")
             })
             .await?;
         // Qdrant answers each point once, however often it was named.
@@ -492,9 +520,10 @@ impl VectorStore for QdrantStore {
             let Some(id) = point.id.as_ref().and_then(translate::uuid_of) else {
                 continue;
             };
-            let Some(tenant) = translate::stored_tenant(&point.payload) else {
+            let Some(tenant) = answers::string_field(&point.payload, layout::TENANT_FIELD) else {
                 continue;
             };
+            let tenant = tenant.to_owned();
             if let Some(memory) = translate::to_memory(point.payload, point.vectors, true) {
                 found.insert(id, (tenant, memory));
             }
@@ -538,9 +567,9 @@ impl VectorStore for QdrantStore {
             read_consistency: Some(self.read_consistency),
             ..ScrollPoints::default()
         };
-        let response = self
-            .send("scroll", request, |channel, request| async move {
-                PointsClient::new(channel).scroll(request).await
+        let response: ScrollAnswer = self
+            .send("scroll", request, |channel, request| {
+                lean_unary(channel, request, "/qdrant.Points/Scroll")
             })
             .await?;
         Ok(StorePage {

@@ -7,9 +7,9 @@ use qdrant_client::qdrant::{
     Vectors, VectorsOutput, WithPayloadSelector, point_id::PointIdOptions, vector_output,
     vectors_output::VectorsOptions,
 };
-use serde_json::Value;
 use uuid::Uuid;
 
+use super::answers;
 use crate::backend::TenantMemory;
 use crate::backend::layout::{self, ID_FIELD, TENANT_FIELD, UPDATED_AT_FIELD};
 use crate::model::{AnyOf, Bounds, Condition, FieldTest, Filter, MatchValue, Memory, Payload};
@@ -124,35 +124,21 @@ pub fn to_point(item: &TenantMemory) -> PointStruct {
     )
 }
 
-/// A Qdrant payload as a JSON object.
-pub fn to_json(payload: qdrant_client::Payload) -> Payload {
-    serde_json::Map::from(payload)
-}
-
 pub fn to_qdrant_payload(payload: Payload) -> std::collections::HashMap<String, qdrant::Value> {
     qdrant_client::Payload::from(payload).into()
 }
 
 /// A memory from a stored point's payload and (optional) vector.
 pub fn to_memory(
-    payload: std::collections::HashMap<String, qdrant::Value>,
+    payload: Vec<answers::Entry>,
     vectors: Option<VectorsOutput>,
     with_payload: bool,
 ) -> Option<Memory> {
-    let stored = to_json(qdrant_client::Payload::from(payload));
     layout::memory_from_stored(
-        stored,
+        answers::to_json(payload),
         vectors.and_then(dense_vector).unwrap_or_default(),
         with_payload,
     )
-}
-
-/// The tenant a stored payload belongs to.
-pub fn stored_tenant(payload: &std::collections::HashMap<String, qdrant::Value>) -> Option<String> {
-    match Value::from(payload.get(TENANT_FIELD)?.clone()) {
-        Value::String(tenant) => Some(tenant),
-        _ => None,
-    }
 }
 
 #[allow(deprecated)] // `data` is how Qdrant servers before 1.14 send dense vectors.
