@@ -85,7 +85,7 @@ def main():
     parser.add_argument("--vecmem", action="append", default=[], metavar="LABEL=PATH")
     parser.add_argument("--setting", action="append", default=[], metavar="LABEL:KEY=VALUE")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--only", help="run only these workloads, e.g. search:32,get:1")
+    parser.add_argument("--only", help="run only these workloads, e.g. search:32,get:1; mix:64 is an 80/20 search/upsert mix")
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--out")
     args = parser.parse_args()
@@ -127,9 +127,10 @@ def main():
                     if server is not None:
                         pids["vecmem"] = server.process.pid
                     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+                    what = ["--op", "mix", "--mix", "search=80,upsert=20"] if op == "mix" else ["--op", op]
                     report = bench(
                         VECMEM, where,
-                        ["--op", op, "--already-seeded", "-c", concurrency,
+                        [*what, "--already-seeded", "-c", concurrency,
                          "--connections", min(concurrency, 4), "-z", f"{args.seconds}s", "--warmup", "1s"],
                     )
                     spent = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
@@ -159,18 +160,19 @@ def table(results, labels, workloads):
         return sum(values) / len(values)
 
     lines = [
-        "| workload (cache off) | config | req/s | ratio to direct | p50 ms | vecmem CPU µs/call | Qdrant CPU µs/call |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| workload | config | req/s | ratio to direct | p50 ms | p99 ms | vecmem CPU µs/call | Qdrant CPU µs/call |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for op, concurrency in workloads:
         direct = mean("direct", op, concurrency, lambda r: r["report"]["rps"])
         for config in ["direct", *labels]:
             rps = mean(config, op, concurrency, lambda r: r["report"]["rps"])
             p50 = mean(config, op, concurrency, lambda r: r["report"]["latency_ms"]["p50"])
+            p99 = mean(config, op, concurrency, lambda r: r["report"]["latency_ms"]["p99"])
             qdrant = mean(config, op, concurrency, lambda r: r["cpu_us_per_call"]["qdrant"])
             own = "" if config == "direct" else f"{mean(config, op, concurrency, lambda r: r['cpu_us_per_call']['vecmem']):,.0f}"
             lines.append(
-                f"| {op}, c={concurrency} | {config} | {rps:,.0f} | {rps / direct:.2f}x | {p50:.2f} | {own} | {qdrant:,.0f} |"
+                f"| {op}, c={concurrency} | {config} | {rps:,.0f} | {rps / direct:.2f}x | {p50:.2f} | {p99:.2f} | {own} | {qdrant:,.0f} |"
             )
     return "\n".join(lines)
 

@@ -85,7 +85,8 @@ def run_bench(target, shape, extra):
     if target == "direct":
         where = ["--direct-qdrant", shape["qdrant"]]
     else:
-        where = ["--addr", target.grpc]
+        # vecmem's own CPU time per call, from its process_cpu_seconds_total.
+        where = ["--addr", target.grpc, "--server-metrics", f"http://{target.http}/metrics"]
     command = [
         VECMEM, "bench", *where, "--namespace", NAMESPACE, "--dim", str(shape["dim"]),
         "--tenants", str(shape["tenants"]), "--seed-memories", str(shape["memories"]),
@@ -167,7 +168,7 @@ def markdown(shape, by_concurrency, by_load, levels):
         "",
     ]
     for op in OPS:
-        lines += [f"**{op}**: req/s (p99 ms) by concurrency", ""]
+        lines += [f"**{op}**: req/s (p99 ms) [vecmem's CPU µs per call] by concurrency", ""]
         lines.append("| config | " + " | ".join(f"c={c}" for c in levels) + " |")
         lines.append("| --- |" + " --- |" * len(levels))
         for config in CONFIGS:
@@ -181,6 +182,8 @@ def markdown(shape, by_concurrency, by_load, levels):
                 report = run["report"]
                 errors = sum(report["errors"].values())
                 cell = f"{report['rps']:,.0f} ({report['latency_ms']['p99']:.1f})"
+                if "server_cpu_us_per_call" in report:
+                    cell += f" [{report['server_cpu_us_per_call']:,.0f}]"
                 cells.append(cell + (f" {errors} err" if errors else ""))
             lines.append(f"| {config} | " + " | ".join(cells) + " |")
         lines.append("")
