@@ -90,8 +90,6 @@ impl BatchingStore {
         let lanes = namespaces
             .into_iter()
             .map(|namespace| {
-                let search_slots = Arc::new(Semaphore::new(concurrent_reads.max(1)));
-                let get_slots = Arc::new(Semaphore::new(concurrent_reads.max(1)));
                 let lanes = Lanes {
                     writes: lane(Arc::new(Semaphore::new(1)), limits, "writes", {
                         let (store, namespace, metrics) =
@@ -102,32 +100,24 @@ impl BatchingStore {
                             async move { run_writes(&*store, &namespace, batch, &metrics).await }
                         }
                     }),
-                    searches: ReadLane {
-                        batcher: lane(search_slots.clone(), limits, "searches", {
+                    searches: ReadLane::new(concurrent_reads, limits, "searches", {
+                        let (store, namespace, metrics) =
+                            (inner.clone(), namespace.to_owned(), metrics.clone());
+                        move |batch: Batch<Vec<TenantSearch>>| {
                             let (store, namespace, metrics) =
-                                (inner.clone(), namespace.to_owned(), metrics.clone());
-                            move |batch: Batch<Vec<TenantSearch>>| {
-                                let (store, namespace, metrics) =
-                                    (store.clone(), namespace.clone(), metrics.clone());
-                                async move {
-                                    run_searches(&*store, &namespace, batch, &metrics).await
-                                }
-                            }
-                        }),
-                        slots: search_slots,
-                    },
-                    gets: ReadLane {
-                        batcher: lane(get_slots.clone(), limits, "gets", {
+                                (store.clone(), namespace.clone(), metrics.clone());
+                            async move { run_searches(&*store, &namespace, batch, &metrics).await }
+                        }
+                    }),
+                    gets: ReadLane::new(concurrent_reads, limits, "gets", {
+                        let (store, namespace, metrics) =
+                            (inner.clone(), namespace.to_owned(), metrics.clone());
+                        move |batch: Batch<Lookup>| {
                             let (store, namespace, metrics) =
-                                (inner.clone(), namespace.to_owned(), metrics.clone());
-                            move |batch: Batch<Lookup>| {
-                                let (store, namespace, metrics) =
-                                    (store.clone(), namespace.clone(), metrics.clone());
-                                async move { run_gets(&*store, &namespace, batch, &metrics).await }
-                            }
-                        }),
-                        slots: get_slots,
-                    },
+                                (store.clone(), namespace.clone(), metrics.clone());
+                            async move { run_gets(&*store, &namespace, batch, &metrics).await }
+                        }
+                    }),
                 };
                 (namespace.to_owned(), lanes)
             })
@@ -183,6 +173,24 @@ where
     I: Send + 'static,
     O: Send + 'static,
 {
+    /// A read lane of `concurrent_reads` slots whose batches `flush` runs.
+    fn new<F, Fut>(
+        concurrent_reads: usize,
+        limits: BatchLimits,
+        name: &'static str,
+        flush: F,
+    ) -> Self
+    where
+        F: FnMut(Batch<I>) -> Fut + Send + 'static,
+        Fut: Future<Output = BatchResults<O>> + Send + 'static,
+    {
+        let slots = Arc::new(Semaphore::new(concurrent_reads.max(1)));
+        Self {
+            batcher: lane(slots.clone(), limits, name, flush),
+            slots,
+        }
+    }
+
     /// Sends `item` straight to the backend with `direct` when a slot is
     /// free, else through the batcher.
     async fn read<F>(&self, item: I, direct: impl FnOnce(I) -> F) -> Result<O>
@@ -513,6 +521,8 @@ impl VectorStore for BatchingStore {
 mod tests {
     use std::time::Duration;
 
+    use tokio::sync::OwnedRwLockWriteGuard;
+
     use super::*;
     use crate::model::DeleteSelector;
     use crate::pipeline::fake_store::{Call, FakeStore, unavailable};
@@ -763,14 +773,26 @@ mod tests {
         (fake, store)
     }
 
+    /// Holds the store's reads and fills both read slots (`concurrent_reads`
+    /// is 2) with the calls `start` makes for tenant a (memory a1) and tenant
+    /// b (b1), once the store has seen them: the reads sent next queue.
+    async fn fill_read_slots<T>(
+        fake: &FakeStore,
+        start: impl Fn(&str, &str) -> Task<T>,
+    ) -> (OwnedRwLockWriteGuard<()>, [Task<T>; 2]) {
+        let before = fake.calls().len();
+        let held = fake.hold_reads().await;
+        let busy = [start("a", "a1"), start("b", "b1")];
+        until_calls(fake, before + 2).await;
+        (held, busy)
+    }
+
     #[tokio::test(start_paused = true)]
     async fn reads_go_straight_through_while_a_slot_is_free_and_batch_when_none_is() {
         let (fake, store) = seeded().await;
         let before = fake.calls().len();
-        let held = fake.hold_reads().await;
         // Two slots (`concurrent_reads`): two searches go alone, at once.
-        let first = [spawn_search(&store, "a"), spawn_search(&store, "b")];
-        until_calls(&fake, before + 2).await;
+        let (held, first) = fill_read_slots(&fake, |tenant, _| spawn_search(&store, tenant)).await;
         // Every slot busy: these wait, and go together when one frees.
         let queued = [
             spawn_search(&store, "b"),
@@ -800,12 +822,10 @@ mod tests {
     async fn queued_gets_of_one_memory_ask_the_store_for_it_once() {
         let (fake, store) = seeded().await;
         let before = fake.calls().len();
-        let held = fake.hold_reads().await;
-        let busy = [
-            spawn_get(&store, vec![key("a", "a1")], false),
-            spawn_get(&store, vec![key("b", "b1")], false),
-        ];
-        until_calls(&fake, before + 2).await;
+        let (held, busy) = fill_read_slots(&fake, |tenant, id| {
+            spawn_get(&store, vec![key(tenant, id)], false)
+        })
+        .await;
         let one = spawn_get(&store, vec![key("t", "x")], false);
         let twice = spawn_get(&store, vec![key("t", "x"), key("t", "x")], true);
         let with_other = spawn_get(&store, vec![key("t", "y"), key("t", "x")], false);
@@ -837,12 +857,10 @@ mod tests {
     async fn batched_gets_return_vectors_only_to_those_who_asked() {
         let (fake, store) = seeded().await;
         let before = fake.calls().len();
-        let held = fake.hold_reads().await;
-        let busy = [
-            spawn_get(&store, vec![key("a", "a1")], false),
-            spawn_get(&store, vec![key("b", "b1")], false),
-        ];
-        until_calls(&fake, before + 2).await;
+        let (held, busy) = fill_read_slots(&fake, |tenant, id| {
+            spawn_get(&store, vec![key(tenant, id)], false)
+        })
+        .await;
         let with = spawn_get(&store, vec![key("t", "x")], true);
         let without = spawn_get(&store, vec![key("t", "x")], false);
         settle().await;
