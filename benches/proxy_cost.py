@@ -25,7 +25,6 @@ Qdrant must run on this machine (its PID is how its CPU time is read).
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 import urllib.request
@@ -33,8 +32,8 @@ import urllib.request
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import pipeline  # noqa: E402
 from pipeline import VECMEM, Server, describe  # noqa: E402
+from report import NAMESPACE, run_bench, wait_indexed  # noqa: E402
 
-NAMESPACE = "memories"
 SHAPE = {"memories": 100_000, "tenants": 100, "dim": 1024}
 WORKLOADS = [("get", 1), ("get", 32), ("search", 1), ("search", 32)]
 # /proc/PID/stat counts CPU time in USER_HZ ticks, 100 per second on Linux.
@@ -47,36 +46,19 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / USER_HZ
 
 
-def bench(binary, where, extra):
-    command = [
-        binary, "bench", *where, "--namespace", NAMESPACE, "--dim", str(SHAPE["dim"]),
-        "--tenants", str(SHAPE["tenants"]), "--seed-memories", str(SHAPE["memories"]),
-        "--distinct-queries", "1000", "-O", "json", *map(str, extra),
-    ]
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode != 0:
-        sys.exit(f"{' '.join(command)}\n{done.stderr}")
-    return json.loads(done.stdout)
-
-
 def namespace_info(server):
     url = f"http://{server.http}/v1/namespaces/{NAMESPACE}"
     with urllib.request.urlopen(url, timeout=10) as answer:
         return json.load(answer)
 
 
-def seed_once(server):
+def seed_once(server, shape):
     """Seeds through vecmem unless an earlier run did; waits for the index."""
-    info = namespace_info(server)
-    if int(info.get("pointsCount", 0)) < SHAPE["memories"]:
+    if int(namespace_info(server).get("pointsCount", 0)) < shape["memories"]:
         started = time.time()
-        bench(VECMEM, ["--addr", server.grpc], ["--op", "get", "-n", 1, "-c", 1, "--timeout-ms", 120_000])
-        print(f"seeded {SHAPE['memories']} memories in {time.time() - started:.0f} s", flush=True)
-    deadline = time.time() + 1800
-    while namespace_info(server).get("indexStatus") != "INDEXED":
-        if time.time() > deadline:
-            sys.exit("not indexed within 30 minutes")
-        time.sleep(2)
+        run_bench(server, shape, ["--op", "get", "-n", 1, "-c", 1, "--timeout-ms", 120_000], server_metrics=False)
+        print(f"seeded {shape['memories']} memories in {time.time() - started:.0f} s", flush=True)
+    wait_indexed(server)
 
 
 def main():
@@ -115,23 +97,26 @@ def main():
             pipeline.VECMEM = binary
             servers[label] = Server({**settings, **overrides[label]}, dim=SHAPE["dim"])
         pipeline.VECMEM = VECMEM
-        seed_once(next(iter(servers.values())))
+        shape = {**SHAPE, "qdrant": url}
+        seed_once(next(iter(servers.values())), shape)
 
         results = []
         for op, concurrency in workloads:
             for round_ in range(args.rounds):
                 targets = [("direct", None)] + list(servers.items())
                 for label, server in targets:
-                    where = ["--direct-qdrant", url] if server is None else ["--addr", server.grpc]
                     pids = {"qdrant": args.qdrant_pid}
                     if server is not None:
                         pids["vecmem"] = server.process.pid
                     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
                     what = ["--op", "mix", "--mix", "search=80,upsert=20"] if op == "mix" else ["--op", op]
-                    report = bench(
-                        VECMEM, where,
+                    # CPU is read from /proc here, for any build, so not
+                    # from the server's /metrics.
+                    report = run_bench(
+                        server or "direct", shape,
                         [*what, "--already-seeded", "-c", concurrency,
                          "--connections", min(concurrency, 4), "-z", f"{args.seconds}s", "--warmup", "1s"],
+                        server_metrics=False,
                     )
                     spent = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
                     # The warm-up second is inside the CPU window but not in

@@ -80,13 +80,16 @@ class Double:
         self.process.wait(timeout=30)
 
 
-def run_bench(target, shape, extra):
-    """One `vecmem bench` run; its JSON report."""
+def run_bench(target, shape, extra, server_metrics=True):
+    """One `vecmem bench` run; its JSON report. With `server_metrics`, a run
+    against vecmem also reports vecmem's CPU time per call (from its
+    process_cpu_seconds_total, which builds before 345b7a2 lack)."""
     if target == "direct":
         where = ["--direct-qdrant", shape["qdrant"]]
     else:
-        # vecmem's own CPU time per call, from its process_cpu_seconds_total.
-        where = ["--addr", target.grpc, "--server-metrics", f"http://{target.http}/metrics"]
+        where = ["--addr", target.grpc]
+        if server_metrics:
+            where += ["--server-metrics", f"http://{target.http}/metrics"]
     command = [
         VECMEM, "bench", *where, "--namespace", NAMESPACE, "--dim", str(shape["dim"]),
         "--tenants", str(shape["tenants"]), "--seed-memories", str(shape["memories"]),
