@@ -3,34 +3,30 @@
 //! installed.
 //!
 //! The engine is synchronous, so every call runs on tokio's blocking pool,
-//! never on the async workers. Two properties of qdrant-edge 0.7.2 shape the
-//! write path:
-//!
-//! - It does not replay its WAL on load; only `flush()` makes data durable.
-//!   So every write is flushed before it is acknowledged.
-//! - While an optimization (index build) runs, deletes of points in the
-//!   segments being rebuilt live only in memory until it finishes. A crash
-//!   then would bring an acknowledged delete back. So writes and index builds
-//!   exclude each other through a per-namespace `write_gate`: reads carry on
-//!   during an index build, writes wait for it (bounded by their deadline).
-//!   For write-heavy production use, front a Qdrant server instead.
+//! never on the async workers; a background thread builds indexes. Writes of
+//! a namespace run one at a time (they hold its journal); each is applied to
+//! the engine and made durable in the journal before it is acknowledged, and
+//! never waits for an index build (see `journal` for why the engine's own
+//! `flush()` cannot do this). Between index builds the indexer checkpoints:
+//! it flushes the engine and empties the journal.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use qdrant_edge::{
     CountRequest, CreateIndex, Distance as EdgeDistance, EdgeConfigBuilder, EdgeOptimizersConfig,
-    EdgeShard, EdgeVectorParamsBuilder, FieldIndexOperations, HnswIndexConfig, KeywordIndexParams,
-    NamedQuery, PayloadFieldSchema, PayloadOps, PayloadSchemaParams, PointId,
-    PointInsertOperations, PointOperations, QuantizationConfig, QueryEnum, ScrollRequest,
-    SearchRequest, SetPayloadOp, UpdateOperation, WithVector,
+    EdgeShard, EdgeVectorParamsBuilder, FieldIndexOperations, Filter as EdgeFilter,
+    HnswIndexConfig, KeywordIndexParams, NamedQuery, PayloadFieldSchema, PayloadOps,
+    PayloadSchemaParams, PointId, PointInsertOperations, PointOperations, PointStructPersisted,
+    QuantizationConfig, QueryEnum, ScrollRequest, SearchRequest, SetPayloadOp, UpdateOperation,
+    WithPayloadInterface, WithVector,
 };
-use tokio::sync::{Mutex, OwnedMutexGuard};
+use tokio::sync::Mutex;
 
 use crate::backend::layout::{self, TENANT_FIELD};
 use crate::backend::{
@@ -41,13 +37,14 @@ use crate::config::{Distance, EmbeddedConfig, NamespaceConfig, Quantization};
 use crate::error::{Error, Result};
 use crate::model::{DeleteSelector, Filter, Memory, ScoredMemory};
 
+mod journal;
 mod translate;
 
+use journal::{Entry, Journal};
 use translate::{tenant_filter, tenant_ids_filter};
 
-/// How long `close` waits for a running index build before giving up on the
-/// final flush (every acknowledged write is flushed already).
-const CLOSE_WAIT: Duration = Duration::from_secs(5);
+/// Ids per page when a delete by filter looks up the points it removes.
+const DELETE_PAGE: usize = 1024;
 
 pub struct EmbeddedStore {
     shards: HashMap<String, Arc<Shard>>,
@@ -58,9 +55,12 @@ pub struct EmbeddedStore {
 struct Shard {
     name: String,
     distance: Distance,
-    engine: Arc<EdgeShard>,
-    /// Held by every write (update + flush) and by every index build.
-    write_gate: Arc<Mutex<()>>,
+    engine: EdgeShard,
+    /// Held by every write, and by a checkpoint: writes run one at a time.
+    journal: Arc<Mutex<Journal>>,
+    /// Held by an index build and by a checkpoint: the engine's `flush()`
+    /// must never run beside `optimize()`.
+    maintenance: std::sync::Mutex<()>,
     /// Bumped on every write; the indexer records the value it caught up with.
     writes: AtomicU64,
     indexed_through: AtomicU64,
@@ -83,11 +83,13 @@ impl EmbeddedStore {
         for (name, ns) in namespaces {
             let dir = config.path.join(name);
             let engine = open_shard(name, &dir, ns)?;
+            let journal = recover(name, &dir, &engine)?;
             let shard = Shard {
                 name: name.clone(),
                 distance: ns.distance,
-                engine: Arc::new(engine),
-                write_gate: Arc::new(Mutex::new(())),
+                engine,
+                journal: Arc::new(Mutex::new(journal)),
+                maintenance: std::sync::Mutex::new(()),
                 writes: AtomicU64::new(1),
                 indexed_through: AtomicU64::new(0),
             };
@@ -120,36 +122,46 @@ impl EmbeddedStore {
             .map_err(Error::internal)?
     }
 
-    /// Applies operations and flushes them, holding the write gate, before
-    /// returning: the write is durable when this returns `Ok`.
-    async fn write(&self, namespace: &str, operations: Vec<UpdateOperation>) -> Result<()> {
+    /// Runs a write on the blocking pool, alone among the namespace's writes:
+    /// `change` applies it to the engine and says what it left behind, which
+    /// is journaled before this returns `Ok`. The write is durable then.
+    async fn write(
+        &self,
+        namespace: &str,
+        change: impl FnOnce(&EdgeShard) -> Result<Entry> + Send + 'static,
+    ) -> Result<()> {
         let shard = self.shard(namespace)?;
-        let gate = shard.write_gate.clone().lock_owned().await;
-        tokio::task::spawn_blocking(move || shard.apply(operations, gate))
-            .await
-            .map_err(Error::internal)?
+        let mut journal = shard.journal.clone().lock_owned().await;
+        tokio::task::spawn_blocking(move || {
+            shard.writes.fetch_add(1, Ordering::SeqCst);
+            let entry = change(&shard.engine)?;
+            journal.append(&entry).map_err(Error::internal)
+        })
+        .await
+        .map_err(Error::internal)?
     }
 }
 
 impl Shard {
-    fn apply(&self, operations: Vec<UpdateOperation>, _gate: OwnedMutexGuard<()>) -> Result<()> {
-        self.writes.fetch_add(1, Ordering::SeqCst);
-        for operation in operations {
-            self.engine.update(operation).map_err(Error::internal)?;
+    /// Flushes the engine and empties the journal, if it holds anything.
+    /// The caller holds `maintenance`.
+    fn checkpoint(&self, journal: &mut Journal) -> Result<()> {
+        if journal.is_empty() {
+            return Ok(());
         }
         self.engine.flush();
-        Ok(())
+        journal.clear().map_err(Error::internal)
     }
 
-    /// Runs one indexing pass under the write gate; true if it did work.
+    /// Runs one indexing pass, then a checkpoint; true if the pass did work.
     fn optimize(&self) -> bool {
-        let _gate = self.write_gate.blocking_lock();
+        let _maintenance = self
+            .maintenance
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let writes_seen = self.writes.load(Ordering::SeqCst);
-        match self.engine.optimize() {
-            Ok(true) => {
-                self.engine.flush();
-                true
-            }
+        let worked = match self.engine.optimize() {
+            Ok(true) => true,
             Ok(false) => {
                 self.indexed_through.store(writes_seen, Ordering::SeqCst);
                 false
@@ -158,7 +170,12 @@ impl Shard {
                 tracing::error!(namespace = %self.name, error = %err, "index build failed");
                 false
             }
+        };
+        let mut journal = self.journal.blocking_lock();
+        if let Err(err) = self.checkpoint(&mut journal) {
+            tracing::error!(namespace = %self.name, error = %err, "checkpoint failed");
         }
+        worked
     }
 }
 
@@ -196,6 +213,30 @@ impl Indexer {
             })?;
         Ok(Self { stop, thread })
     }
+}
+
+/// Replays the journal of the namespace in `dir` onto its engine, then
+/// checkpoints: the engine then holds every acknowledged write.
+fn recover(name: &str, dir: &Path, engine: &EdgeShard) -> anyhow::Result<Journal> {
+    let (mut journal, entries) = Journal::open(dir)
+        .map_err(|err| anyhow::anyhow!("namespace {name}: cannot open its journal: {err}"))?;
+    if entries.is_empty() {
+        return Ok(journal);
+    }
+    let replayed = entries.len();
+    for entry in entries {
+        let operation = match entry {
+            Entry::Put(points) => {
+                PointOperations::UpsertPoints(PointInsertOperations::PointsList(points))
+            }
+            Entry::Remove(ids) => PointOperations::DeletePoints { ids },
+        };
+        engine.update(UpdateOperation::PointOperation(operation))?;
+    }
+    engine.flush();
+    journal.clear()?;
+    tracing::info!(namespace = name, entries = replayed, "journal replayed");
+    Ok(journal)
 }
 
 fn open_shard(name: &str, dir: &Path, ns: &NamespaceConfig) -> anyhow::Result<EdgeShard> {
@@ -284,10 +325,14 @@ fn edge_distance(distance: Distance) -> EdgeDistance {
 #[async_trait]
 impl VectorStore for EmbeddedStore {
     async fn upsert(&self, namespace: &str, memories: Vec<TenantMemory>) -> Result<()> {
-        let points = memories.iter().map(translate::to_point).collect();
-        let upsert = PointOperations::UpsertPoints(PointInsertOperations::PointsList(points));
-        self.write(namespace, vec![UpdateOperation::PointOperation(upsert)])
-            .await
+        let points: Vec<_> = memories.iter().map(translate::to_point).collect();
+        self.write(namespace, move |engine| {
+            let upsert =
+                PointOperations::UpsertPoints(PointInsertOperations::PointsList(points.clone()));
+            apply(engine, UpdateOperation::PointOperation(upsert))?;
+            Ok(Entry::Put(points))
+        })
+        .await
     }
 
     async fn search(
@@ -340,26 +385,36 @@ impl VectorStore for EmbeddedStore {
     }
 
     async fn delete(&self, namespace: &str, deletes: Vec<TenantDelete>) -> Result<()> {
-        let mut operations = Vec::with_capacity(deletes.len());
+        // A filter is resolved to the ids it matches inside the write, so the
+        // journal records exactly the points removed.
+        let mut ids = Vec::new();
+        let mut filters = Vec::new();
         for delete in deletes {
-            let operation = match delete.selector {
-                DeleteSelector::Ids(ids) => PointOperations::DeletePoints {
-                    ids: ids
+            match delete.selector {
+                DeleteSelector::Ids(named) => ids.extend(
+                    named
                         .iter()
-                        .map(|id| PointId::Uuid(layout::point_id(&delete.tenant, id)))
-                        .collect(),
-                },
+                        .map(|id| PointId::Uuid(layout::point_id(&delete.tenant, id))),
+                ),
                 DeleteSelector::Filter(filter) => {
-                    PointOperations::DeletePointsByFilter(tenant_filter(&delete.tenant, &filter)?)
+                    filters.push(tenant_filter(&delete.tenant, &filter)?)
                 }
-                DeleteSelector::All => PointOperations::DeletePointsByFilter(tenant_filter(
-                    &delete.tenant,
-                    &Filter::default(),
-                )?),
-            };
-            operations.push(UpdateOperation::PointOperation(operation));
+                DeleteSelector::All => {
+                    filters.push(tenant_filter(&delete.tenant, &Filter::default())?)
+                }
+            }
         }
-        self.write(namespace, operations).await
+        self.write(namespace, move |engine| {
+            for filter in filters {
+                ids.extend(matching_ids(engine, filter)?);
+            }
+            if !ids.is_empty() {
+                let delete = PointOperations::DeletePoints { ids: ids.clone() };
+                apply(engine, UpdateOperation::PointOperation(delete))?;
+            }
+            Ok(Entry::Remove(ids))
+        })
+        .await
     }
 
     async fn scroll(&self, namespace: &str, tenant: &str, query: ScrollQuery) -> Result<StorePage> {
@@ -425,7 +480,14 @@ impl VectorStore for EmbeddedStore {
                 )))
             })
             .collect::<Result<Vec<_>>>()?;
-        self.write(namespace, operations).await
+        let ids: Vec<_> = ids.into_iter().map(PointId::Uuid).collect();
+        self.write(namespace, move |engine| {
+            for operation in operations {
+                apply(engine, operation)?;
+            }
+            Ok(Entry::Put(after_images(engine, &ids)?))
+        })
+        .await
     }
 
     async fn stats(&self, namespace: &str) -> Result<NamespaceStats> {
@@ -460,21 +522,74 @@ impl VectorStore for EmbeddedStore {
             drop(indexer.thread);
         }
         for shard in self.shards.values() {
-            match tokio::time::timeout(CLOSE_WAIT, shard.write_gate.clone().lock_owned()).await {
-                Ok(gate) => {
-                    let shard = shard.clone();
-                    tokio::task::spawn_blocking(move || shard.apply(Vec::new(), gate))
-                        .await
-                        .map_err(Error::internal)??;
+            // Waits for the write in progress; later ones find the journal
+            // empty or append after the checkpoint, durable either way.
+            let mut journal = shard.journal.clone().lock_owned().await;
+            let shard = shard.clone();
+            tokio::task::spawn_blocking(move || match shard.maintenance.try_lock() {
+                Ok(_maintenance) => shard.checkpoint(&mut journal),
+                Err(_) => {
+                    tracing::info!(
+                        namespace = %shard.name,
+                        "index build still running; its journal is replayed at the next start"
+                    );
+                    Ok(())
                 }
-                Err(_) => tracing::warn!(
-                    namespace = %shard.name,
-                    "index build still running; skipping final flush (acknowledged writes are already durable)"
-                ),
-            }
+            })
+            .await
+            .map_err(Error::internal)??;
         }
         Ok(())
     }
+}
+
+fn apply(engine: &EdgeShard, operation: UpdateOperation) -> Result<()> {
+    engine.update(operation).map_err(Error::internal)
+}
+
+/// The ids of every point `filter` matches.
+fn matching_ids(engine: &EdgeShard, filter: EdgeFilter) -> Result<Vec<PointId>> {
+    let mut ids = Vec::new();
+    let mut offset = None;
+    loop {
+        let (records, next) = engine
+            .scroll(ScrollRequest {
+                offset,
+                limit: Some(DELETE_PAGE),
+                filter: Some(filter.clone()),
+                with_payload: Some(WithPayloadInterface::Bool(false)),
+                with_vector: WithVector::Bool(false),
+                order_by: None,
+            })
+            .map_err(Error::internal)?;
+        ids.extend(records.into_iter().map(|record| record.id));
+        match next {
+            Some(next) => offset = Some(next),
+            None => return Ok(ids),
+        }
+    }
+}
+
+/// The points among `ids` that exist, whole: what the journal keeps of a
+/// payload change.
+fn after_images(engine: &EdgeShard, ids: &[PointId]) -> Result<Vec<PointStructPersisted>> {
+    let records = engine
+        .retrieve(
+            ids,
+            Some(WithPayloadInterface::Bool(true)),
+            Some(WithVector::Bool(true)),
+        )
+        .map_err(Error::internal)?;
+    Ok(records
+        .into_iter()
+        .filter_map(|record| {
+            Some(PointStructPersisted {
+                id: record.id,
+                vector: record.vector?.into(),
+                payload: record.payload,
+            })
+        })
+        .collect())
 }
 
 fn search_one(
