@@ -218,13 +218,7 @@ impl Indexer {
 /// Replays the journal of the namespace in `dir` onto its engine, then
 /// checkpoints: the engine then holds every acknowledged write.
 fn recover(name: &str, dir: &Path, engine: &EdgeShard) -> anyhow::Result<Journal> {
-    let (mut journal, entries) = Journal::open(dir)
-        .map_err(|err| anyhow::anyhow!("namespace {name}: cannot open its journal: {err}"))?;
-    if entries.is_empty() {
-        return Ok(journal);
-    }
-    let replayed = entries.len();
-    for entry in entries {
+    let (mut journal, replayed) = Journal::open(dir, |entry| {
         let operation = match entry {
             Entry::Put(points) => {
                 PointOperations::UpsertPoints(PointInsertOperations::PointsList(points))
@@ -232,10 +226,14 @@ fn recover(name: &str, dir: &Path, engine: &EdgeShard) -> anyhow::Result<Journal
             Entry::Remove(ids) => PointOperations::DeletePoints { ids },
         };
         engine.update(UpdateOperation::PointOperation(operation))?;
+        Ok::<_, anyhow::Error>(())
+    })
+    .map_err(|err| anyhow::anyhow!("namespace {name}: cannot replay its journal: {err}"))?;
+    if replayed > 0 {
+        engine.flush();
+        journal.clear()?;
+        tracing::info!(namespace = name, entries = replayed, "journal replayed");
     }
-    engine.flush();
-    journal.clear()?;
-    tracing::info!(namespace = name, entries = replayed, "journal replayed");
     Ok(journal)
 }
 

@@ -24,7 +24,7 @@
 //! its write was never acknowledged) ends the replay.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::Path;
 
 use qdrant_edge::{PointId, PointStructPersisted};
@@ -57,33 +57,41 @@ pub struct Journal {
 }
 
 impl Journal {
-    /// Opens the journal in `dir`, returning it with the entries it holds
-    /// (those not yet checkpointed), oldest first.
-    pub fn open(dir: &Path) -> io::Result<(Self, Vec<Entry>)> {
+    /// Opens the journal in `dir` and hands `replay` each entry it holds
+    /// (those not yet checkpointed), oldest first, one at a time; returns
+    /// the journal and how many entries were replayed.
+    pub fn open<E>(
+        dir: &Path,
+        mut replay: impl FnMut(Entry) -> Result<(), E>,
+    ) -> Result<(Self, usize), E>
+    where
+        E: From<io::Error>,
+    {
         let path = dir.join(FILE_NAME);
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .read(true)
             .append(true)
             .create(true)
             .open(&path)?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)?;
-        let (entries, intact) = decode_frames(&bytes);
-        if intact < bytes.len() {
+        let len = file.metadata()?.len();
+        let mut reader = BufReader::new(&file);
+        let mut intact = 0;
+        let mut replayed = 0;
+        while let Some((entry, frame_len)) = read_frame(&mut reader)? {
+            replay(entry)?;
+            intact += frame_len;
+            replayed += 1;
+        }
+        let mut journal = Self { file, len };
+        if intact < len {
             tracing::warn!(
                 path = %path.display(),
-                dropped_bytes = bytes.len() - intact,
+                dropped_bytes = len - intact,
                 "journal ends in a torn write (never acknowledged); dropping it"
             );
+            journal.truncate(intact)?;
         }
-        let mut journal = Self {
-            file,
-            len: bytes.len() as u64,
-        };
-        if intact < bytes.len() {
-            journal.truncate(intact as u64)?;
-        }
-        Ok((journal, entries))
+        Ok((journal, replayed))
     }
 
     /// Appends `entry` and waits until it is on disk.
@@ -136,28 +144,34 @@ fn encode_frame(entry: &Entry) -> io::Result<Vec<u8>> {
     Ok(frame)
 }
 
-/// The entries of the intact frames at the start of `bytes`, and how many
-/// bytes those frames take.
-fn decode_frames(bytes: &[u8]) -> (Vec<Entry>, usize) {
-    let mut entries = Vec::new();
-    let mut at = 0;
-    while let Some(header) = bytes.get(at..at + HEADER_LEN) {
-        let (len, crc) = header.split_at(4);
-        let len = u32::from_le_bytes(len.try_into().unwrap_or_default()) as usize;
-        let crc = u32::from_le_bytes(crc.try_into().unwrap_or_default());
-        let Some(body) = bytes.get(at + HEADER_LEN..at + HEADER_LEN + len) else {
-            break;
-        };
-        if crc32fast::hash(body) != crc {
-            break;
-        }
-        let Ok(entry) = rmp_serde::from_slice(body) else {
-            break;
-        };
-        entries.push(entry);
-        at += HEADER_LEN + len;
+/// The next intact frame's entry and length; `None` at the end of the file
+/// or at a torn or corrupt frame.
+fn read_frame(reader: &mut impl BufRead) -> io::Result<Option<(Entry, u64)>> {
+    let mut header = [0; HEADER_LEN];
+    if !read_all(reader, &mut header)? {
+        return Ok(None);
     }
-    (entries, at)
+    let (len, crc) = header.split_at(4);
+    let len = u32::from_le_bytes(len.try_into().unwrap_or_default());
+    let crc = u32::from_le_bytes(crc.try_into().unwrap_or_default());
+    // Read through `take`, so a corrupt length cannot allocate gigabytes.
+    let mut body = Vec::new();
+    reader.take(u64::from(len)).read_to_end(&mut body)?;
+    if body.len() != len as usize || crc32fast::hash(&body) != crc {
+        return Ok(None);
+    }
+    Ok(rmp_serde::from_slice(&body)
+        .ok()
+        .map(|entry| (entry, (HEADER_LEN + body.len()) as u64)))
+}
+
+/// Fills `buf`; false if the file ends first.
+fn read_all(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<bool> {
+    match reader.read_exact(buf) {
+        Ok(()) => Ok(true),
+        Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => Ok(false),
+        Err(err) => Err(err),
+    }
 }
 
 #[cfg(test)]
@@ -171,7 +185,14 @@ mod tests {
     }
 
     fn reopen(dir: &Path) -> (Journal, Vec<Entry>) {
-        Journal::open(dir).expect("open journal")
+        let mut entries = Vec::new();
+        let (journal, replayed) = Journal::open(dir, |entry| {
+            entries.push(entry);
+            Ok::<_, io::Error>(())
+        })
+        .expect("open journal");
+        assert_eq!(replayed, entries.len());
+        (journal, entries)
     }
 
     #[test]
