@@ -254,12 +254,11 @@ async fn assert_every_point(server: &TestServer, expected: &Expected) {
     assert_eq!(counted as usize, present, "count after the restart");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_sigkill_during_an_index_build_loses_no_write_acknowledged_during_it() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = start(dir.path());
+/// Seeds a namespace, then writes from every client, round after round,
+/// until [`ROUNDS_DURING_A_BUILD`] rounds in a row were acknowledged while an
+/// index build was running; returns with that build still running.
+async fn write_during_an_index_build(server: &TestServer, dir: &Path) -> Expected {
     let mut expected = Expected::new();
-
     let mut seeder = server.memory().await;
     let seeded: Vec<_> = (0..CLIENTS * SEEDED_PER_CLIENT)
         .map(|n| memory(&format!("s{n}"), n, json!({"n": n, "group": n % 10})))
@@ -282,7 +281,7 @@ async fn a_sigkill_during_an_index_build_loses_no_write_acknowledged_during_it()
              build ran, in {round} rounds and {:?}; writes are waiting for index builds",
             started.elapsed()
         );
-        let building_before = index_build_running(dir.path());
+        let building_before = index_build_running(dir);
         let rounds = clients
             .drain(..)
             .enumerate()
@@ -292,7 +291,7 @@ async fn a_sigkill_during_an_index_build_loses_no_write_acknowledged_during_it()
             clients.push(client);
             expected.extend(changes);
         }
-        let building_after = index_build_running(dir.path());
+        let building_after = index_build_running(dir);
         rounds_in_this_build = if building_before && building_after {
             rounds_in_this_build + 1
         } else {
@@ -301,9 +300,18 @@ async fn a_sigkill_during_an_index_build_loses_no_write_acknowledged_during_it()
         round += 1;
     }
     eprintln!(
-        "killed during an index build after {round} rounds ({} writes acknowledged)",
+        "an index build ran through the last {ROUNDS_DURING_A_BUILD} of {round} rounds \
+         ({} points written)",
         expected.len()
     );
+    expected
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sigkill_during_an_index_build_loses_no_write_acknowledged_during_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(dir.path());
+    let expected = write_during_an_index_build(&server, dir.path()).await;
     server.kill();
 
     let server = start(dir.path());
@@ -311,5 +319,19 @@ async fn a_sigkill_during_an_index_build_loses_no_write_acknowledged_during_it()
         server.logs().contains("journal replayed"),
         "the restart replayed the writes made during the build"
     );
+    assert_every_point(&server, &expected).await;
+}
+
+/// A graceful stop does not wait for the build to end (its journal is left
+/// to the next start), and exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sigterm_during_an_index_build_exits_cleanly_and_keeps_every_write() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(dir.path());
+    let expected = write_during_an_index_build(&server, dir.path()).await;
+    let status = server.terminate();
+    assert!(status.success(), "graceful stop exits 0, got {status}");
+
+    let server = start(dir.path());
     assert_every_point(&server, &expected).await;
 }
