@@ -219,13 +219,7 @@ impl Indexer {
 /// checkpoints: the engine then holds every acknowledged write.
 fn recover(name: &str, dir: &Path, engine: &EdgeShard) -> anyhow::Result<Journal> {
     let (mut journal, replayed) = Journal::open(dir, |entry| {
-        let operation = match entry {
-            Entry::Put(points) => {
-                PointOperations::UpsertPoints(PointInsertOperations::PointsList(points))
-            }
-            Entry::Remove(ids) => PointOperations::DeletePoints { ids },
-        };
-        engine.update(UpdateOperation::PointOperation(operation))?;
+        engine.update(operation(entry))?;
         Ok::<_, anyhow::Error>(())
     })
     .map_err(|err| anyhow::anyhow!("namespace {name}: cannot replay its journal: {err}"))?;
@@ -325,10 +319,9 @@ impl VectorStore for EmbeddedStore {
     async fn upsert(&self, namespace: &str, memories: Vec<TenantMemory>) -> Result<()> {
         let points: Vec<_> = memories.iter().map(translate::to_point).collect();
         self.write(namespace, move |engine| {
-            let upsert =
-                PointOperations::UpsertPoints(PointInsertOperations::PointsList(points.clone()));
-            apply(engine, UpdateOperation::PointOperation(upsert))?;
-            Ok(Entry::Put(points))
+            let entry = Entry::Put(points);
+            apply(engine, operation(entry.clone()))?;
+            Ok(entry)
         })
         .await
     }
@@ -406,11 +399,11 @@ impl VectorStore for EmbeddedStore {
             for filter in filters {
                 ids.extend(matching_ids(engine, filter)?);
             }
-            if !ids.is_empty() {
-                let delete = PointOperations::DeletePoints { ids: ids.clone() };
-                apply(engine, UpdateOperation::PointOperation(delete))?;
+            let entry = Entry::Remove(ids);
+            if !entry.is_empty() {
+                apply(engine, operation(entry.clone()))?;
             }
-            Ok(Entry::Remove(ids))
+            Ok(entry)
         })
         .await
     }
@@ -480,8 +473,8 @@ impl VectorStore for EmbeddedStore {
             .collect::<Result<Vec<_>>>()?;
         let ids: Vec<_> = ids.into_iter().map(PointId::Uuid).collect();
         self.write(namespace, move |engine| {
-            for operation in operations {
-                apply(engine, operation)?;
+            for set_payload in operations {
+                apply(engine, set_payload)?;
             }
             Ok(Entry::Put(after_images(engine, &ids)?))
         })
@@ -539,6 +532,17 @@ impl VectorStore for EmbeddedStore {
         }
         Ok(())
     }
+}
+
+/// The engine operation that leaves what `entry` records: what a write
+/// applies, and what replaying the journal applies again.
+fn operation(entry: Entry) -> UpdateOperation {
+    UpdateOperation::PointOperation(match entry {
+        Entry::Put(points) => {
+            PointOperations::UpsertPoints(PointInsertOperations::PointsList(points))
+        }
+        Entry::Remove(ids) => PointOperations::DeletePoints { ids },
+    })
 }
 
 fn apply(engine: &EdgeShard, operation: UpdateOperation) -> Result<()> {

@@ -34,7 +34,7 @@ const FILE_NAME: &str = "vecmem-journal";
 const HEADER_LEN: usize = 8;
 
 /// What one write left behind.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Entry {
     /// These points, whole, as they are after the write.
     Put(Vec<PointStructPersisted>),
@@ -43,7 +43,7 @@ pub enum Entry {
 }
 
 impl Entry {
-    fn is_empty(&self) -> bool {
+    pub fn is_empty(&self) -> bool {
         match self {
             Entry::Put(points) => points.is_empty(),
             Entry::Remove(ids) => ids.is_empty(),
