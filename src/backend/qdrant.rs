@@ -31,7 +31,6 @@ use qdrant_client::qdrant::{
 };
 use tokio::sync::Mutex;
 use tonic::metadata::AsciiMetadataValue;
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Status};
 
 use crate::backend::{
@@ -44,11 +43,13 @@ use crate::model::{DeleteSelector, Filter, Memory, ScoredMemory};
 
 mod answers;
 mod bootstrap;
+mod connection;
 mod peers;
 pub mod translate;
 
 use answers::{GetAnswer, QueryBatchAnswer, ScrollAnswer};
 use bootstrap::BootstrapError;
+use connection::Connections;
 use peers::Peers;
 use translate::{tenant_filter, tenant_ids_filter};
 
@@ -86,7 +87,7 @@ impl QdrantStore {
         };
         let mut peers = Vec::with_capacity(config.url.0.len());
         for url in &config.url.0 {
-            peers.push((url.clone(), pool(config, url)?));
+            peers.push((url.clone(), Connections::lazy(config, url)?));
         }
         let store = Self {
             peers: Peers::new(peers, api_key.clone()),
@@ -118,10 +119,11 @@ impl QdrantStore {
         Ok(store)
     }
 
-    /// A request carrying the caller's remaining deadline and the API key.
-    fn request<T>(&self, message: T) -> tonic::Request<T> {
+    /// A request carrying `timeout` (the caller's remaining deadline) and
+    /// the API key.
+    fn request<T>(&self, message: T, timeout: Duration) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
-        request.set_timeout(crate::deadline::timeout_within(self.timeout));
+        request.set_timeout(timeout);
         if let Some(key) = &self.api_key {
             request.metadata_mut().insert("api-key", key.clone());
         }
@@ -135,19 +137,40 @@ impl QdrantStore {
 
     /// Sends one call to the first live peer, and on to the next when a
     /// peer fails at the transport level (see [`peers`]). `rpc` is called
-    /// once per attempt with a fresh request.
+    /// once per attempt with a fresh request; the message is copied only
+    /// when another peer is left to try. Each attempt is bounded by the
+    /// caller's remaining deadline (or `timeout_ms`), sent to Qdrant as
+    /// `grpc-timeout` and enforced here too: a peer that hangs is
+    /// DEADLINE_EXCEEDED, not waited on.
     async fn send_raw<M, R, F, Fut>(&self, message: M, rpc: F) -> Result<R, Status>
     where
         M: Clone,
-        F: Fn(Channel, tonic::Request<M>) -> Fut,
+        F: Fn(Connections, tonic::Request<M>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<R>, Status>>,
     {
+        let peers = self.peers.in_order();
+        let mut message = Some(message);
         let mut failure = None;
-        for peer in self.peers.in_order() {
-            match rpc(peer.channel.clone(), self.request(message.clone())).await {
+        for (attempt, peer) in peers.iter().enumerate() {
+            let last = attempt + 1 == peers.len();
+            let Some(message) = (if last {
+                message.take()
+            } else {
+                message.clone()
+            }) else {
+                break;
+            };
+            let timeout = crate::deadline::timeout_within(self.timeout);
+            let call = rpc(peer.connections.clone(), self.request(message, timeout));
+            let answer = tokio::time::timeout(timeout, call)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Status::deadline_exceeded("qdrant did not answer in time"))
+                });
+            match answer {
                 Ok(response) => return Ok(response.into_inner()),
                 Err(status) if peers::is_transport_failure(&status) => {
-                    self.peers.mark_down(&peer, &status);
+                    self.peers.mark_down(peer, &status);
                     failure = Some(status);
                 }
                 Err(status) => return Err(status),
@@ -160,7 +183,7 @@ impl QdrantStore {
     async fn send<M, R, F, Fut>(&self, op: &'static str, message: M, rpc: F) -> Result<R>
     where
         M: Clone,
-        F: Fn(Channel, tonic::Request<M>) -> Fut,
+        F: Fn(Connections, tonic::Request<M>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<R>, Status>>,
     {
         self.send_raw(message, rpc)
@@ -216,8 +239,8 @@ impl QdrantStore {
             ordering: self.ordering,
             timeout: None,
         };
-        self.send("update_batch", request, |channel, request| async move {
-            PointsClient::new(channel).update_batch(request).await
+        self.send("update_batch", request, |peer, request| async move {
+            PointsClient::new(peer).update_batch(request).await
         })
         .await?;
         Ok(())
@@ -252,7 +275,7 @@ impl QdrantStore {
 /// generated client does otherwise, including its error when the channel
 /// is not ready.
 async fn lean_unary<M, A>(
-    channel: Channel,
+    peer: Connections,
     request: tonic::Request<M>,
     path: &'static str,
 ) -> Result<tonic::Response<A>, Status>
@@ -260,7 +283,7 @@ where
     M: prost::Message + Send + Sync + 'static,
     A: prost::Message + Default + Send + Sync + 'static,
 {
-    let mut grpc = tonic::client::Grpc::new(channel);
+    let mut grpc = tonic::client::Grpc::new(peer);
     grpc.ready()
         .await
         .map_err(|err| Status::unknown(format!("Service was not ready: {err}")))?;
@@ -271,23 +294,6 @@ where
         codec,
     )
     .await
-}
-
-/// One peer's connection pool: `pool_size` HTTP/2 connections, made lazily
-/// and remade after a failure.
-fn pool(config: &QdrantConfig, url: &str) -> anyhow::Result<Channel> {
-    let mut endpoint = Endpoint::from_shared(url.to_owned())?
-        .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_millis(config.keep_alive_interval_ms.max(1)))
-        .keep_alive_while_idle(true);
-    if url.starts_with("https://") {
-        endpoint = endpoint.tls_config(ClientTlsConfig::new().with_native_roots())?;
-    }
-    Ok(Channel::balance_list(std::iter::repeat_n(
-        endpoint,
-        config.pool_size,
-    )))
 }
 
 /// What Qdrant says, as INTERNAL, when a replica or a peer of its cluster is
@@ -352,9 +358,11 @@ pub(crate) fn backend_error(op: &'static str, status: Status) -> Error {
                 retry_after: RETRY_AFTER,
             }
         }
-        // tonic reports its own request timeout as CANCELLED. If the caller's
-        // deadline is what ran out, that is theirs to know; if our configured
-        // timeout cut a slow Qdrant short, the backend is unavailable.
+        // Our own bound on a call (`send_raw`) is DEADLINE_EXCEEDED; Qdrant
+        // answers CANCELLED or DEADLINE_EXCEEDED when its `grpc-timeout` ran
+        // out first. If the caller's deadline is what ran out, that is
+        // theirs to know; if our configured timeout cut a slow Qdrant short,
+        // the backend is unavailable.
         Code::DeadlineExceeded | Code::Cancelled => {
             if crate::deadline::remaining().is_some_and(|left| left.is_zero()) {
                 Error::DeadlineExceeded
@@ -434,8 +442,8 @@ impl VectorStore for QdrantStore {
             ordering: self.ordering,
             ..UpsertPoints::default()
         };
-        self.send("upsert", request, |channel, request| async move {
-            PointsClient::new(channel).upsert(request).await
+        self.send("upsert", request, |peer, request| async move {
+            PointsClient::new(peer).upsert(request).await
         })
         .await?;
         Ok(())
@@ -458,8 +466,8 @@ impl VectorStore for QdrantStore {
             timeout: None,
         };
         let response: QueryBatchAnswer = self
-            .send("query_batch", request, |channel, request| {
-                lean_unary(channel, request, "/qdrant.Points/QueryBatch")
+            .send("query_batch", request, |peer, request| {
+                lean_unary(peer, request, "/qdrant.Points/QueryBatch")
             })
             .await?;
         let results = response.result;
@@ -510,8 +518,8 @@ impl VectorStore for QdrantStore {
             ..GetPoints::default()
         };
         let response: GetAnswer = self
-            .send("get", request, |channel, request| {
-                lean_unary(channel, request, "/qdrant.Points/Get")
+            .send("get", request, |peer, request| {
+                lean_unary(peer, request, "/qdrant.Points/Get")
             })
             .await?;
         // Qdrant answers each point once, however often it was named.
@@ -568,8 +576,8 @@ impl VectorStore for QdrantStore {
             ..ScrollPoints::default()
         };
         let response: ScrollAnswer = self
-            .send("scroll", request, |channel, request| {
-                lean_unary(channel, request, "/qdrant.Points/Scroll")
+            .send("scroll", request, |peer, request| {
+                lean_unary(peer, request, "/qdrant.Points/Scroll")
             })
             .await?;
         Ok(StorePage {
@@ -595,8 +603,8 @@ impl VectorStore for QdrantStore {
             ..CountPoints::default()
         };
         let response = self
-            .send("count", request, |channel, request| async move {
-                PointsClient::new(channel).count(request).await
+            .send("count", request, |peer, request| async move {
+                PointsClient::new(peer).count(request).await
             })
             .await?;
         Ok(response.result.map_or(0, |r| r.count))
@@ -629,8 +637,8 @@ impl VectorStore for QdrantStore {
             collection_name: self.collection(namespace),
         };
         let response = self
-            .send("collection_info", request, |channel, request| async move {
-                CollectionsClient::new(channel).get(request).await
+            .send("collection_info", request, |peer, request| async move {
+                CollectionsClient::new(peer).get(request).await
             })
             .await?;
         let info = response

@@ -43,12 +43,9 @@ pub async fn ensure_collection(
         Some(info) => info,
         None => {
             let created = store
-                .send_raw(
-                    create_request(collection, ns),
-                    |channel, request| async move {
-                        CollectionsClient::new(channel).create(request).await
-                    },
-                )
+                .send_raw(create_request(collection, ns), |peer, request| async move {
+                    CollectionsClient::new(peer).create(request).await
+                })
                 .await;
             match created {
                 Ok(_) => {
@@ -83,8 +80,8 @@ pub async fn ensure_collection(
             timeout: None,
         };
         store
-            .send("create_field_index", index, |channel, request| async move {
-                PointsClient::new(channel).create_field_index(request).await
+            .send("create_field_index", index, |peer, request| async move {
+                PointsClient::new(peer).create_field_index(request).await
             })
             .await?;
         tracing::info!(namespace = name, "qdrant tenant index created");
@@ -101,8 +98,8 @@ async fn collection_info(
         collection_name: name.to_owned(),
     };
     let answer = store
-        .send_raw(request, |channel, request| async move {
-            CollectionsClient::new(channel).get(request).await
+        .send_raw(request, |peer, request| async move {
+            CollectionsClient::new(peer).get(request).await
         })
         .await;
     match answer {

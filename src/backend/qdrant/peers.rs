@@ -22,8 +22,9 @@ use std::time::Duration;
 use qdrant_client::qdrant::HealthCheckRequest;
 use qdrant_client::qdrant::qdrant_client::QdrantClient;
 use tonic::metadata::AsciiMetadataValue;
-use tonic::transport::Channel;
 use tonic::{Code, Status};
+
+use super::connection::Connections;
 
 /// How often a down peer is probed.
 pub const PROBE_EVERY: Duration = Duration::from_millis(500);
@@ -33,7 +34,7 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// One Qdrant peer: its URL, its connection pool, and whether it is live.
 pub struct Peer {
     pub url: String,
-    pub channel: Channel,
+    pub connections: Connections,
     live: AtomicBool,
 }
 
@@ -45,14 +46,14 @@ pub struct Peers {
 
 impl Peers {
     /// Every peer starts live; the first failed call says otherwise.
-    pub fn new(peers: Vec<(String, Channel)>, api_key: Option<AsciiMetadataValue>) -> Self {
+    pub fn new(peers: Vec<(String, Connections)>, api_key: Option<AsciiMetadataValue>) -> Self {
         Self {
             peers: peers
                 .into_iter()
-                .map(|(url, channel)| {
+                .map(|(url, connections)| {
                     Arc::new(Peer {
                         url,
-                        channel,
+                        connections,
                         live: AtomicBool::new(true),
                     })
                 })
@@ -85,7 +86,7 @@ impl Peers {
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(PROBE_EVERY).await;
-                if answers_health_check(&peer.channel, api_key.as_ref()).await {
+                if answers_health_check(&peer.connections, api_key.as_ref()).await {
                     peer.live.store(true, Ordering::SeqCst);
                     tracing::info!(peer = %peer.url, "qdrant peer answers again; back in rotation");
                     return;
@@ -104,7 +105,7 @@ impl Peers {
     /// Whether any peer answers a health check now.
     pub async fn any_answers(&self) -> bool {
         for peer in self.in_order() {
-            if answers_health_check(&peer.channel, self.api_key.as_ref()).await {
+            if answers_health_check(&peer.connections, self.api_key.as_ref()).await {
                 return true;
             }
         }
@@ -112,13 +113,16 @@ impl Peers {
     }
 }
 
-async fn answers_health_check(channel: &Channel, api_key: Option<&AsciiMetadataValue>) -> bool {
+async fn answers_health_check(
+    connections: &Connections,
+    api_key: Option<&AsciiMetadataValue>,
+) -> bool {
     let mut request = tonic::Request::new(HealthCheckRequest {});
     request.set_timeout(PROBE_TIMEOUT);
     if let Some(key) = api_key {
         request.metadata_mut().insert("api-key", key.clone());
     }
-    QdrantClient::new(channel.clone())
+    QdrantClient::new(connections.clone())
         .health_check(request)
         .await
         .is_ok()
@@ -138,13 +142,12 @@ mod tests {
     use super::*;
 
     fn peers(count: usize) -> Peers {
+        let config = crate::config::Config::load(None).expect("defaults");
         let peers = (0..count)
             .map(|i| {
                 let url = format!("http://127.0.0.1:{}", 1 + i);
-                let channel = Channel::from_shared(url.clone())
-                    .expect("url")
-                    .connect_lazy();
-                (url, channel)
+                let connections = Connections::lazy(&config.backend.qdrant, &url).expect("url");
+                (url, connections)
             })
             .collect();
         Peers::new(peers, None)
