@@ -254,11 +254,12 @@ impl QdrantStore {
             .ok_or_else(|| Error::NamespaceNotFound(namespace.to_owned()))
     }
 
-    /// One search of a `QueryBatchPoints`.
-    fn query(&self, namespace: &str, distance: Distance, search: &TenantSearch) -> QueryPoints {
+    /// One search of a `QueryBatchPoints`. The vector is moved into it, not
+    /// copied: reading the answer needs the rest of the search only.
+    fn query(&self, namespace: &str, distance: Distance, search: &mut TenantSearch) -> QueryPoints {
         QueryPoints {
             collection_name: self.collection(namespace),
-            query: Some(Query::new_nearest(search.vector.clone())),
+            query: Some(Query::new_nearest(std::mem::take(&mut search.vector))),
             filter: Some(tenant_filter(&search.tenant, &search.filter)),
             limit: Some(search.limit as u64),
             score_threshold: score::engine_threshold(distance, search.min_score),
@@ -452,14 +453,14 @@ impl VectorStore for QdrantStore {
     async fn search(
         &self,
         namespace: &str,
-        searches: Vec<TenantSearch>,
+        mut searches: Vec<TenantSearch>,
     ) -> Result<Vec<Vec<ScoredMemory>>> {
         self.ensure_ready().await?;
         let distance = self.distance(namespace)?;
         let request = QueryBatchPoints {
             collection_name: self.collection(namespace),
             query_points: searches
-                .iter()
+                .iter_mut()
                 .map(|s| self.query(namespace, distance, s))
                 .collect(),
             read_consistency: Some(self.read_consistency),
