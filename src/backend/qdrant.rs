@@ -273,7 +273,7 @@ impl QdrantStore {
 
 /// One unary call to Qdrant's method at `path`, its answer decoded as `A`
 /// (one of the lean [`answers`]) instead of `qdrant-client`'s type; what the
-/// generated client does otherwise, including its error when the channel
+/// generated client does otherwise, including its error when the service
 /// is not ready.
 async fn lean_unary<M, A>(
     peer: Connections,

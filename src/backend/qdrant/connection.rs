@@ -11,8 +11,10 @@
 //! fails. What `Channel` did besides is done here too: the peer's scheme and
 //! authority on every request, the connect timeout, TCP_NODELAY, HTTP/2
 //! keep-alive pings (also while idle), TLS with the system's roots for
-//! `https://`. The call's own timeout is enforced by the caller
-//! ([`super::QdrantStore`]), which also sends it as `grpc-timeout`.
+//! `https://`. tonic's channel also enforced each call's `grpc-timeout`;
+//! here every caller bounds its own calls (`QdrantStore::send_raw` and the
+//! peers' health probe), so a peer that accepts and never answers cannot
+//! hold a call past its timeout.
 //!
 //! A failure to connect is UNAVAILABLE with the cause as its source, so the
 //! peer list sees it as a transport failure and moves the call on.

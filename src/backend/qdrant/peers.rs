@@ -113,6 +113,8 @@ impl Peers {
     }
 }
 
+/// Whether the peer answers a health check within [`PROBE_TIMEOUT`], which
+/// is sent as `grpc-timeout` and enforced here (the connections do not).
 async fn answers_health_check(
     connections: &Connections,
     api_key: Option<&AsciiMetadataValue>,
@@ -122,10 +124,11 @@ async fn answers_health_check(
     if let Some(key) = api_key {
         request.metadata_mut().insert("api-key", key.clone());
     }
-    QdrantClient::new(connections.clone())
-        .health_check(request)
-        .await
-        .is_ok()
+    let mut client = QdrantClient::new(connections.clone());
+    matches!(
+        tokio::time::timeout(PROBE_TIMEOUT, client.health_check(request)).await,
+        Ok(Ok(_))
+    )
 }
 
 /// Whether a failed call never got an answer from Qdrant: the connection
@@ -151,6 +154,32 @@ mod tests {
             })
             .collect();
         Peers::new(peers, None)
+    }
+
+    /// A peer that accepts connections and never answers (a stopped
+    /// process, a black-holed route) fails its probe within
+    /// [`PROBE_TIMEOUT`], so neither the probe loop nor readiness hangs on it.
+    #[tokio::test]
+    async fn a_peer_that_never_answers_fails_its_health_check_in_time() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let silent = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        let config = crate::config::Config::load(None).expect("defaults");
+        let connections =
+            Connections::lazy(&config.backend.qdrant, &format!("http://{addr}")).expect("url");
+        let answered =
+            tokio::time::timeout(PROBE_TIMEOUT * 5, answers_health_check(&connections, None))
+                .await
+                .expect("the probe ends by itself");
+        assert!(!answered);
+        silent.abort();
     }
 
     fn urls(order: &[Arc<Peer>]) -> Vec<&str> {
