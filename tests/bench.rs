@@ -7,6 +7,7 @@ mod support;
 use std::process::Command;
 use std::time::Duration;
 
+use support::qdrant_double::QdrantDouble;
 use support::{NS, TestServer, http_get};
 
 /// Runs `vecmem bench` at `server` on the test namespace with `args`,
@@ -61,29 +62,33 @@ fn quantile_bucket(buckets: &[(f64, u64)], q: f64) -> (f64, f64, f64) {
 
 /// The bench's percentiles fall in the server's histogram bucket for the same
 /// quantile, or the bucket above it: every call takes at least as long at
-/// the client as at the server, and at most a loopback round trip longer,
-/// which is less than one (doubling) bucket at these latencies.
+/// the client as at the server, and the client's own share (encoding,
+/// decoding, the loopback hop) must stay under one doubling bucket.
+///
+/// That share is a millisecond or more in a debug build on a busy CI
+/// machine (once 3.2 ms at p50 against the server's (0.8, 1.6] ms), as long
+/// as a whole search on the embedded engine. So the
+/// server's time is made to dominate: vecmem runs in front of the Qdrant
+/// double, which delays its answers by a known spread (60% 7 ms, 35% 30 ms,
+/// 5% 120 ms), putting p50, p90 and p99 in three different buckets.
 #[tokio::test]
 async fn bench_percentiles_agree_with_the_servers_histogram() {
+    let double = QdrantDouble::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    // No cache, so every search is a scan over the seeded memories and the
-    // server's time dominates the round trip.
-    let server =
-        TestServer::start_with(dir.path(), &[("VECMEM__PIPELINE__CACHE__ENABLED", "false")]);
+    // No cache: every search reaches Qdrant and takes its delay.
+    let server = support::start_in_front_of_qdrant(
+        &double.url(),
+        dir.path(),
+        &[("VECMEM__PIPELINE__CACHE__ENABLED", "false")],
+    );
+    let ms = Duration::from_millis;
+    let mut delays = [ms(7); 20];
+    delays[12..19].fill(ms(30));
+    delays[19] = ms(120);
+    double.cycle_delays(&delays);
     let report = bench(
         &server,
-        &[
-            "--op",
-            "search",
-            "--seed-memories",
-            "5000",
-            "-c",
-            "1",
-            "-n",
-            "300",
-            "-O",
-            "json",
-        ],
+        &["--op", "search", "-c", "1", "-n", "300", "-O", "json"],
     );
     let report: serde_json::Value = serde_json::from_str(&report).expect("JSON report");
     assert_eq!(

@@ -5,7 +5,8 @@
 //! It implements only what `QdrantStore` calls and answers UNIMPLEMENTED for
 //! the rest, with Qdrant's status codes where Qdrant has one (NOT_FOUND for a
 //! missing collection, INVALID_ARGUMENT for one that already exists). Faults
-//! can be injected: a delay before every answer, UNAVAILABLE for every call,
+//! can be injected: a delay before every answer (or delays taken in turn),
+//! UNAVAILABLE for every call,
 //! the next calls answered with a given status (Qdrant's INTERNAL reports of
 //! a failing replica, say), or a listener and all its connections dropped
 //! and later restored on the same port.
@@ -41,6 +42,8 @@ pub struct Faults {
     stall_once_ms: AtomicU64,
     /// Answers for the next counted calls, instead of serving them.
     answers: Mutex<VecDeque<Status>>,
+    /// Extra delays the counted calls take in turn, round and round.
+    delay_cycle: Mutex<VecDeque<Duration>>,
 }
 
 impl Faults {
@@ -54,6 +57,15 @@ impl Faults {
         let answer = self.answers.lock().expect("lock").pop_front();
         if let Some(status) = answer {
             return Err(status);
+        }
+        let delay = {
+            let mut cycle = self.delay_cycle.lock().expect("lock");
+            let delay = cycle.pop_front();
+            cycle.extend(delay);
+            delay
+        };
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
         }
         self.apply_uncounted().await
     }
@@ -275,6 +287,13 @@ impl QdrantDouble {
             .faults
             .delay_ms
             .store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// Delays the counted calls (health checks aside) by each of `delays`
+    /// in turn, starting over after the last: a latency distribution known
+    /// in advance.
+    pub fn cycle_delays(&self, delays: &[Duration]) {
+        *self.state.faults.delay_cycle.lock().expect("lock") = delays.iter().copied().collect();
     }
 
     /// Drops every listener and every open connection, keeping the data.
