@@ -11,13 +11,19 @@ concurrency 1 and 32, alternating direct / vecmem / direct / vecmem (A/B/A/B)
 so that drift on a shared machine hits both sides alike; the CPU time of
 vecmem and of Qdrant is read from /proc/PID/stat around every run.
 
+`--floor PATH` adds examples/proxy_floor.rs (a tonic proxy with nothing
+in it: same Qdrant calls, nothing converted) as one more configuration, so
+the table shows how much of vecmem's CPU per call any such proxy pays on
+this machine; it serves gets and searches only.
+
 Several vecmem builds or settings can be compared in the same run (before
 and after a change): `--vecmem before=/path/to/old --vecmem after=target/release/vecmem`,
 and `--setting after:VECMEM__PIPELINE__BATCH__ENABLED=false` changes one
 configuration's environment.
 
   QDRANT_URL=http://127.0.0.1:6334 python3 benches/proxy_cost.py \\
-      --qdrant-pid $(pgrep -f qdrant) [--vecmem label=path ...] [--out FILE]
+      --qdrant-pid $(pgrep -f qdrant) [--vecmem label=path ...] \\
+      [--floor target/profiling/examples/proxy_floor] [--out FILE]
 
 Qdrant must run on this machine (its PID is how its CPU time is read).
 """
@@ -25,13 +31,15 @@ Qdrant must run on this machine (its PID is how its CPU time is read).
 import argparse
 import json
 import os
+import socket
+import subprocess
 import sys
 import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import pipeline  # noqa: E402
-from pipeline import VECMEM, Server, describe  # noqa: E402
+from pipeline import VECMEM, Server, describe, free_port  # noqa: E402
 from report import NAMESPACE, run_bench, wait_indexed  # noqa: E402
 
 SHAPE = {"memories": 100_000, "tenants": 100, "dim": 1024}
@@ -44,6 +52,28 @@ def cpu_seconds(pid):
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / USER_HZ
+
+
+class FloorProxy:
+    """examples/proxy_floor in front of Qdrant, stopped on exit."""
+
+    def __init__(self, binary, qdrant_url):
+        self.grpc = f"127.0.0.1:{free_port()}"
+        self.process = subprocess.Popen([binary, self.grpc, qdrant_url, NAMESPACE])
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            if self.process.poll() is not None:
+                sys.exit(f"{binary} exited at start-up")
+            try:
+                socket.create_connection(self.grpc.split(":"), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        sys.exit(f"{binary} did not listen within 30 s")
+
+    def __exit__(self, *exc):
+        self.process.kill()
+        self.process.wait()
 
 
 def namespace_info(server):
@@ -69,6 +99,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--only", help="run only these workloads, e.g. search:32,get:1; mix:64 is an 80/20 search/upsert mix")
     parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--floor", metavar="PATH", help="examples/proxy_floor, run as one more configuration")
     parser.add_argument("--out")
     args = parser.parse_args()
     url = os.environ.get("QDRANT_URL") or sys.exit("QDRANT_URL names the Qdrant gRPC URL")
@@ -97,6 +128,8 @@ def main():
             pipeline.VECMEM = binary
             servers[label] = Server({**settings, **overrides[label]}, dim=SHAPE["dim"])
         pipeline.VECMEM = VECMEM
+        if args.floor:
+            servers["floor"] = FloorProxy(args.floor, url)
         shape = {**SHAPE, "qdrant": url}
         seed_once(next(iter(servers.values())), shape)
 
@@ -107,7 +140,7 @@ def main():
                 for label, server in targets:
                     pids = {"qdrant": args.qdrant_pid}
                     if server is not None:
-                        pids["vecmem"] = server.process.pid
+                        pids["proxy"] = server.process.pid
                     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
                     what = ["--op", "mix", "--mix", "search=80,upsert=20"] if op == "mix" else ["--op", op]
                     # CPU is read from /proc here, for any build, so not
@@ -131,7 +164,7 @@ def main():
         for server in servers.values():
             server.__exit__(None, None, None)
 
-    print(table(results, list(builds), workloads))
+    print(table(results, list(servers), workloads))
     if args.out:
         with open(args.out, "w") as out:
             json.dump(results, out, indent=1)
@@ -145,7 +178,7 @@ def table(results, labels, workloads):
         return sum(values) / len(values)
 
     lines = [
-        "| workload | config | req/s | ratio to direct | p50 ms | p99 ms | vecmem CPU µs/call | Qdrant CPU µs/call |",
+        "| workload | config | req/s | ratio to direct | p50 ms | p99 ms | proxy CPU µs/call | Qdrant CPU µs/call |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for op, concurrency in workloads:
@@ -155,7 +188,7 @@ def table(results, labels, workloads):
             p50 = mean(config, op, concurrency, lambda r: r["report"]["latency_ms"]["p50"])
             p99 = mean(config, op, concurrency, lambda r: r["report"]["latency_ms"]["p99"])
             qdrant = mean(config, op, concurrency, lambda r: r["cpu_us_per_call"]["qdrant"])
-            own = "" if config == "direct" else f"{mean(config, op, concurrency, lambda r: r['cpu_us_per_call']['vecmem']):,.0f}"
+            own = "" if config == "direct" else f"{mean(config, op, concurrency, lambda r: r['cpu_us_per_call']['proxy']):,.0f}"
             lines.append(
                 f"| {op}, c={concurrency} | {config} | {rps:,.0f} | {rps / direct:.2f}x | {p50:.2f} | {p99:.2f} | {own} | {qdrant:,.0f} |"
             )

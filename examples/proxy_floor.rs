@@ -1,0 +1,154 @@
+//! The floor under vecmem's CPU per call: a gRPC proxy with nothing in it.
+//!
+//! It serves vecmem's `Get` and `Search` and forwards each call to Qdrant
+//! the stock way (tonic server, `qdrant-client`'s generated `PointsClient`
+//! over a tonic `Channel`), with the same point ids, tenant filter and
+//! payload selection as vecmem, and answers without converting anything:
+//! no validation, no hits, no memories, no metrics, no cache, no batching.
+//! Whatever it costs per call is what any tokio/tonic proxy in front of
+//! Qdrant pays on the machine at hand, so `benches/proxy_cost.py --floor`
+//! runs it beside vecmem and direct Qdrant to show how much of vecmem's CPU
+//! per call is vecmem's own.
+//!
+//!     cargo build --profile profiling --example proxy_floor
+//!     target/profiling/examples/proxy_floor LISTEN QDRANT_URL COLLECTION [WORKERS]
+//!
+//! Its answers are not vecmem's (every id missing, no hits): it is a
+//! measuring device, not a server to call.
+
+use qdrant_client::qdrant::points_client::PointsClient;
+use qdrant_client::qdrant::{Condition, Filter, GetPoints, PointId, Query, QueryPoints};
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+use vecmem::backend::layout;
+use vecmem::proto::memory_service_server::{MemoryService, MemoryServiceServer};
+use vecmem::proto::*;
+
+struct Floor {
+    qdrant: PointsClient<Channel>,
+    collection: String,
+}
+
+fn unimplemented<T>() -> Result<Response<T>, Status> {
+    Err(Status::unimplemented(
+        "the floor proxy serves Get and Search only",
+    ))
+}
+
+#[tonic::async_trait]
+impl MemoryService for Floor {
+    async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        let request = request.into_inner();
+        let ids = request
+            .ids
+            .iter()
+            .map(|id| PointId::from(layout::point_id(&request.tenant, id).to_string()))
+            .collect();
+        let answer = self
+            .qdrant
+            .clone()
+            .get(GetPoints {
+                collection_name: self.collection.clone(),
+                ids,
+                with_payload: Some(true.into()),
+                with_vectors: Some(request.with_vector.into()),
+                ..GetPoints::default()
+            })
+            .await?
+            .into_inner();
+        drop(answer);
+        Ok(Response::new(GetResponse {
+            memories: Vec::new(),
+            missing_ids: request.ids,
+        }))
+    }
+
+    async fn search(
+        &self,
+        request: Request<SearchRequest>,
+    ) -> Result<Response<SearchResponse>, Status> {
+        let request = request.into_inner();
+        let answer = self
+            .qdrant
+            .clone()
+            .query(QueryPoints {
+                collection_name: self.collection.clone(),
+                query: Some(Query::new_nearest(request.vector)),
+                filter: Some(Filter::must([Condition::matches(
+                    layout::TENANT_FIELD,
+                    request.tenant,
+                )])),
+                limit: Some(u64::from(request.limit)),
+                with_payload: Some(true.into()),
+                with_vectors: Some(request.with_vector.into()),
+                ..QueryPoints::default()
+            })
+            .await?
+            .into_inner();
+        drop(answer);
+        Ok(Response::new(SearchResponse { hits: Vec::new() }))
+    }
+
+    async fn upsert(&self, _: Request<UpsertRequest>) -> Result<Response<UpsertResponse>, Status> {
+        unimplemented()
+    }
+
+    async fn search_batch(
+        &self,
+        _: Request<SearchBatchRequest>,
+    ) -> Result<Response<SearchBatchResponse>, Status> {
+        unimplemented()
+    }
+
+    async fn delete(&self, _: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
+        unimplemented()
+    }
+
+    async fn scroll(&self, _: Request<ScrollRequest>) -> Result<Response<ScrollResponse>, Status> {
+        unimplemented()
+    }
+
+    async fn count(&self, _: Request<CountRequest>) -> Result<Response<CountResponse>, Status> {
+        unimplemented()
+    }
+
+    async fn update_payload(
+        &self,
+        _: Request<UpdatePayloadRequest>,
+    ) -> Result<Response<UpdatePayloadResponse>, Status> {
+        unimplemented()
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let usage = "usage: proxy_floor LISTEN QDRANT_URL COLLECTION [WORKERS]";
+    let mut args = std::env::args().skip(1);
+    let (Some(listen), Some(qdrant), Some(collection)) = (args.next(), args.next(), args.next())
+    else {
+        anyhow::bail!(usage);
+    };
+    let workers = match args.next() {
+        Some(workers) => workers.parse()?,
+        None => std::thread::available_parallelism()?.get(),
+    };
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()?
+        .block_on(async move {
+            let channel = Channel::from_shared(qdrant)?
+                .tcp_nodelay(true)
+                .connect()
+                .await?;
+            let floor = Floor {
+                qdrant: PointsClient::new(channel),
+                collection,
+            };
+            tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .add_service(MemoryServiceServer::new(floor))
+                .serve(listen.parse()?)
+                .await?;
+            Ok(())
+        })
+}
