@@ -19,9 +19,10 @@ use tonic::server::NamedService;
 use tonic::service::Routes;
 
 use crate::api;
-use crate::api::deadline::GrpcDeadlineLayer;
 use crate::api::grpc::GrpcApi;
 use crate::api::health::{self, Health};
+use crate::api::layers::deadline::DeadlineLayer;
+use crate::api::layers::{Edge, Transport};
 use crate::auth::Authenticator;
 use crate::backend::VectorStore;
 use crate::backend::embedded::EmbeddedStore;
@@ -29,7 +30,7 @@ use crate::backend::qdrant::QdrantStore;
 use crate::config::{BackendKind, Config};
 use crate::core::Core;
 use crate::metrics::Metrics;
-use crate::pipeline::{self, shed::ShedLayer};
+use crate::pipeline;
 use crate::proto;
 use crate::proto::memory_service_server::MemoryServiceServer;
 use crate::proto::namespace_service_server::NamespaceServiceServer;
@@ -82,14 +83,15 @@ impl Server {
                 "auth is OFF: no [[auth.keys]] configured, so any caller may act for any tenant"
             );
         }
-        let grpc = grpc_router(
-            &config,
-            core.clone(),
-            health_service,
-            metrics.clone(),
+        // One edge for both ports: one concurrency limit for the replica.
+        let edge = Edge::new(
+            config.admission.max_concurrency,
+            Duration::from_millis(config.admission.retry_after_ms),
             auth.clone(),
-        )?;
-        let http = http_router(&config, core.clone(), health.clone(), metrics.clone(), auth);
+            metrics.clone(),
+        );
+        let grpc = grpc_router(&config, core.clone(), health_service, &edge)?;
+        let http = http_router(&config, core.clone(), health.clone(), metrics, auth, &edge);
 
         let grpc_listener = bind(config.server.grpc_addr, "server.grpc_addr").await?;
         let http_listener = bind(config.server.http_addr, "server.http_addr").await?;
@@ -173,8 +175,7 @@ fn grpc_router(
     health_service: tonic_health::pb::health_server::HealthServer<
         impl tonic_health::pb::health_server::Health,
     >,
-    metrics: Arc<Metrics>,
-    auth: Arc<Authenticator>,
+    edge: &Edge,
 ) -> anyhow::Result<Router> {
     let api = GrpcApi::new(core);
     let max_message = max_message_bytes(config);
@@ -193,8 +194,7 @@ fn grpc_router(
     let namespaces = NamespaceServiceServer::new(api)
         .accept_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Gzip);
-    let retry_after = Duration::from_millis(config.admission.retry_after_ms);
-    // Only the vecmem services are admission-controlled: health checks and
+    // Only the vecmem services are behind the edge: health checks and
     // reflection must answer even when the replica is shedding load. They
     // are mounted the way tonic's own router mounts services.
     let vecmem = Router::new()
@@ -202,26 +202,13 @@ fn grpc_router(
         .route_service(
             &grpc_path(NamespaceServiceServer::<GrpcApi>::NAME),
             namespaces,
-        )
-        .layer(ShedLayer::new(
-            config.admission.max_concurrency,
-            retry_after,
-            metrics.clone(),
-        ))
-        // Before admission: a call without a valid key takes no slot.
-        .layer(axum::middleware::from_fn_with_state(auth, api::authn::grpc))
-        // The deadline covers everything a call does, shedding included.
-        .layer(GrpcDeadlineLayer)
-        // Outermost: shed calls and expired deadlines are logged and counted too.
-        .layer(axum::middleware::from_fn_with_state(
-            metrics,
-            api::observe::grpc,
-        ));
+        );
+    let vecmem = edge.wrap(vecmem, Transport::Grpc);
     let operational = Routes::new(health_service)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
         .into_axum_router()
-        .layer(GrpcDeadlineLayer);
+        .layer(DeadlineLayer::new(Transport::Grpc));
     Ok(vecmem.merge(operational))
 }
 
@@ -244,15 +231,17 @@ fn http_router(
     health: Arc<Health>,
     metrics: Arc<Metrics>,
     auth: Arc<Authenticator>,
+    edge: &Edge,
 ) -> Router {
     // JSON spends ~10 bytes per float where protobuf spends 4.
     let body_limit = max_message_bytes(config).saturating_mul(3);
-    let gateway = api::rest::router(core, auth.clone(), body_limit).layer(
-        axum::middleware::from_fn_with_state(metrics.clone(), api::observe::rest),
-    );
+    let gateway = edge.wrap(api::rest::router(core, body_limit), Transport::Rest);
     let mut scrape = api::metrics::router(metrics);
     if config.auth.protect_metrics {
-        scrape = scrape.layer(axum::middleware::from_fn_with_state(auth, api::authn::http));
+        scrape = scrape.layer(axum::middleware::from_fn_with_state(
+            auth,
+            api::layers::auth::http,
+        ));
     }
     health::router(health)
         .merge(scrape)

@@ -4,9 +4,15 @@
 
 mod support;
 
-use serde_json::{Value, json};
+use std::time::{Duration, Instant};
 
-use support::{Backend, TestServer, http, metric};
+use serde_json::{Value, json};
+use tonic::Code;
+use tonic_types::StatusExt;
+
+use support::data::search;
+use support::qdrant_double::QdrantDouble;
+use support::{Backend, TestServer, eventually, http, metric};
 
 struct Rest {
     base: String,
@@ -331,4 +337,115 @@ async fn the_openapi_document_is_valid_and_describes_the_routes_served() {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// REST calls cross the same edge as gRPC calls: the caller's
+/// `grpc-timeout` (504 when it passes, and the call's slot is freed), one
+/// concurrency limit shared by both ports (429 with `Retry-After` beyond
+/// it, RESOURCE_EXHAUSTED with `RetryInfo` over gRPC), and the tenants'
+/// rates. Qdrant (the double) holds each search for seconds, so the calls
+/// in flight are known, not guessed from timing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_calls_are_admitted_and_bounded_like_grpc_calls() {
+    const HELD: Duration = Duration::from_secs(3);
+    let double = QdrantDouble::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = support::start_in_front_of_qdrant(
+        &double.url(),
+        dir.path(),
+        &[
+            ("VECMEM__ADMISSION__MAX_CONCURRENCY", "2"),
+            ("VECMEM__ADMISSION__RETRY_AFTER_MS", "1500"),
+            ("VECMEM__ADMISSION__TENANT_WRITE_RPS", "1"),
+            ("VECMEM__ADMISSION__TENANT_BURST", "3"),
+            // Every search is its own Qdrant call, held by the double.
+            ("VECMEM__PIPELINE__CACHE__ENABLED", "false"),
+            ("VECMEM__PIPELINE__BATCH__ENABLED", "false"),
+        ],
+    );
+    let url = format!("http://{}{MEMORIES}/search", server.http_addr);
+    let query = json!({"tenant": "t", "vector": [1.0, 0.0, 0.0, 0.0], "limit": 3});
+    double.cycle_delays(&[HELD]);
+
+    // The deadline: answered at 200 ms, long before Qdrant would answer.
+    let started = Instant::now();
+    let late = http(
+        "POST",
+        &url,
+        Some(query.clone()),
+        &[("grpc-timeout", "200m")],
+    )
+    .await;
+    assert_eq!(late.status, 504, "{}", late.body);
+    assert_eq!(late.json()["code"], "DEADLINE_EXCEEDED");
+    assert!(
+        started.elapsed() < HELD,
+        "answered after {:?}",
+        started.elapsed()
+    );
+
+    // Two searches take both slots (the expired call left its slot)...
+    let before = double.calls();
+    let held: Vec<_> = (0..2)
+        .map(|_| {
+            let (url, query) = (url.clone(), query.clone());
+            tokio::spawn(async move { http("POST", &url, Some(query), &[]).await })
+        })
+        .collect();
+    let reached = eventually(Duration::from_secs(10), async || {
+        double.calls() >= before + 2
+    })
+    .await;
+    assert!(reached, "the two searches did not reach Qdrant");
+
+    // ...so a third is shed on either port, at once.
+    let shed = http("POST", &url, Some(query.clone()), &[]).await;
+    assert_eq!(shed.status, 429, "{}", shed.body);
+    assert_eq!(shed.json()["code"], "RESOURCE_EXHAUSTED");
+    assert_eq!(shed.headers["retry-after"], "2", "1.5 s rounded up");
+    let status = server
+        .memory()
+        .await
+        .search(search("t", [1.0, 0.0, 0.0, 0.0], 3))
+        .await
+        .expect_err("no slot is free for gRPC either");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    let retry = status
+        .get_error_details()
+        .retry_info()
+        .and_then(|info| info.retry_delay);
+    assert_eq!(retry, Some(Duration::from_millis(1500)));
+    assert_eq!(double.calls(), before + 2, "shed calls never reach Qdrant");
+
+    // The held calls are answered in full, and free their slots.
+    for call in held {
+        let answer = call.await.expect("join");
+        assert_eq!(answer.status, 200, "{}", answer.body);
+    }
+    double.cycle_delays(&[]);
+    let after = http("POST", &url, Some(query), &[]).await;
+    assert_eq!(after.status, 200, "{}", after.body);
+
+    // A tenant's write rate holds over REST too: a burst of 3, then 1/s.
+    let upserts = format!("http://{}{MEMORIES}", server.http_addr);
+    let mut statuses = Vec::new();
+    for i in 0..10 {
+        let body = json!({"tenant": "noisy", "memories": [
+            {"id": format!("m{i}"), "vector": [1.0, 0.0, 0.0, 0.0]}
+        ]});
+        let answer = http("POST", &upserts, Some(body), &[]).await;
+        if answer.status == 429 {
+            assert_eq!(answer.json()["code"], "RESOURCE_EXHAUSTED");
+            assert!(
+                answer.headers.contains_key("retry-after"),
+                "{:?}",
+                answer.headers
+            );
+        } else {
+            assert_eq!(answer.status, 200, "{}", answer.body);
+        }
+        statuses.push(answer.status);
+    }
+    let limited = statuses.iter().filter(|status| **status == 429).count();
+    assert!((1..=7).contains(&limited), "{statuses:?}");
 }

@@ -11,6 +11,8 @@
 //! | `GET /v1/namespaces`, `GET /v1/namespaces/{ns}` | ListNamespaces, DescribeNamespace |
 //! | `GET /v1/openapi.json` | this table as OpenAPI ([`crate::api::openapi`]) |
 //!
+//! The routes are served behind the same edge as gRPC (`api::layers`): the
+//! caller arrives authenticated, admitted and bounded by its `grpc-timeout`.
 //! The namespace comes from the path; a body may repeat it but not contradict
 //! it. Errors are JSON (`code`, `message`, `field_violations`) with the HTTP
 //! status of the contract table; gzip request bodies are accepted and
@@ -23,8 +25,8 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{HeaderMap, HeaderValue};
+use axum::extract::{DefaultBodyLimit, Extension, Path, State};
+use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Serialize;
@@ -34,20 +36,14 @@ use tower_http::decompression::RequestDecompressionLayer;
 
 use crate::api::calls;
 use crate::api::grpc::STALE_HEADER;
-use crate::auth::{Authenticator, Caller};
+use crate::auth::Caller;
 use crate::core::Core;
 use crate::error::{Error, Result};
 use crate::pipeline::cache::Served;
 use crate::proto;
 
-#[derive(Clone)]
-struct Gateway {
-    core: Arc<Core>,
-    auth: Arc<Authenticator>,
-}
-
 /// The `/v1` routes; bodies above `body_limit` bytes are refused.
-pub fn router(core: Arc<Core>, auth: Arc<Authenticator>, body_limit: usize) -> Router {
+pub fn router(core: Arc<Core>, body_limit: usize) -> Router {
     let memories = "/v1/namespaces/{namespace}/memories";
     Router::new()
         .route("/v1/namespaces", get(list_namespaces))
@@ -63,13 +59,13 @@ pub fn router(core: Arc<Core>, auth: Arc<Authenticator>, body_limit: usize) -> R
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(RequestDecompressionLayer::new())
         .layer(CompressionLayer::new())
-        .with_state(Gateway { core, auth })
+        .with_state(core)
 }
 
-/// Authenticates, decodes the JSON body, runs `call` and encodes its answer.
+/// Decodes the JSON body, runs `call` and encodes its answer.
 async fn handle<Req, Resp, F, Fut>(
-    gateway: Gateway,
-    headers: &HeaderMap,
+    core: Arc<Core>,
+    caller: Caller,
     body: std::result::Result<Bytes, BytesRejection>,
     call: F,
 ) -> Response
@@ -80,9 +76,8 @@ where
     Fut: Future<Output = Result<Served<Resp>>>,
 {
     let outcome = async {
-        let caller = gateway.auth.authenticate(headers)?;
         let request: Req = decode(body)?;
-        call(gateway.core, caller, request).await
+        call(core, caller, request).await
     }
     .await;
     answer(outcome)
@@ -128,14 +123,14 @@ fn answer<T: Serialize>(outcome: Result<Served<T>>) -> Response {
 macro_rules! route {
     ($name:ident, $request:ty, $call:path, $served:path) => {
         async fn $name(
-            State(gateway): State<Gateway>,
+            State(core): State<Arc<Core>>,
+            Extension(caller): Extension<Caller>,
             Path(namespace): Path<String>,
-            headers: HeaderMap,
             body: std::result::Result<Bytes, BytesRejection>,
         ) -> Response {
             handle(
-                gateway,
-                &headers,
+                core,
+                caller,
                 body,
                 |core, caller, mut request: $request| async move {
                     in_namespace(&mut request.namespace, namespace)?;
@@ -161,13 +156,13 @@ route!(
 );
 
 async fn search_batch(
-    State(gateway): State<Gateway>,
-    headers: HeaderMap,
+    State(core): State<Arc<Core>>,
+    Extension(caller): Extension<Caller>,
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> Response {
     handle(
-        gateway,
-        &headers,
+        core,
+        caller,
         body,
         |core, caller, request: proto::SearchBatchRequest| async move {
             calls::search_batch(&core, &caller, request).await
@@ -187,25 +182,18 @@ async fn openapi() -> Response {
     axum::Json(DOCUMENT.get_or_init(crate::api::openapi::document)).into_response()
 }
 
-async fn list_namespaces(State(gateway): State<Gateway>, headers: HeaderMap) -> Response {
-    let outcome = async {
-        gateway.auth.authenticate(&headers)?;
-        calls::list_namespaces(&gateway.core).await
-    }
-    .await;
-    answer(outcome.map(Served::fresh))
+async fn list_namespaces(State(core): State<Arc<Core>>) -> Response {
+    answer(calls::list_namespaces(&core).await.map(Served::fresh))
 }
 
 async fn describe_namespace(
-    State(gateway): State<Gateway>,
+    State(core): State<Arc<Core>>,
     Path(namespace): Path<String>,
-    headers: HeaderMap,
 ) -> Response {
-    let outcome = async {
-        gateway.auth.authenticate(&headers)?;
-        calls::describe_namespace(&gateway.core, proto::DescribeNamespaceRequest { namespace })
+    let request = proto::DescribeNamespaceRequest { namespace };
+    answer(
+        calls::describe_namespace(&core, request)
             .await
-    }
-    .await;
-    answer(outcome.map(Served::fresh))
+            .map(Served::fresh),
+    )
 }

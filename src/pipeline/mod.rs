@@ -2,8 +2,8 @@
 //! one place ([`build`]). Each concern lives in its own module and can be
 //! switched off for side-by-side measurement.
 //!
-//! In request order: admission (a tower layer on the transports, then the
-//! per-tenant rates in the core) → result cache (called by the core, which
+//! In request order: admission (the concurrency limit in the transports'
+//! edge, `api::layers`, then the per-tenant rates in the core) → result cache (called by the core, which
 //! knows each read's consistency and each write's tenant) → batcher →
 //! resilience → backend. The last three are [`VectorStore`]s wrapped around
 //! each other, so the core talks to one store whatever is switched on.
@@ -23,7 +23,6 @@ pub mod cache;
 #[cfg(test)]
 mod fake_store;
 pub mod resilience;
-pub mod shed;
 
 use batch::BatchLimits;
 use batch_store::BatchingStore;

@@ -1,7 +1,7 @@
 //! Authentication at the transport edge: the presented API key becomes a
-//! [`Caller`] in the request's extensions before admission, decoding or the
+//! [`Caller`](crate::auth::Caller) in the request's extensions before admission, decoding or the
 //! core see the call. A call without a valid key is answered here with
-//! UNAUTHENTICATED and goes no further; what a valid key may do is decided
+//! UNAUTHENTICATED (REST: 401) and goes no further; what a valid key may do is decided
 //! per tenant by the core.
 
 use std::sync::Arc;
@@ -10,11 +10,13 @@ use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use super::Transport;
 use crate::auth::Authenticator;
 
-/// Middleware for the gRPC services.
-pub async fn grpc(
-    State(auth): State<Arc<Authenticator>>,
+/// Middleware for vecmem's RPCs on either transport: the handler finds the
+/// [`Caller`](crate::auth::Caller) in the request's extensions.
+pub async fn authenticate(
+    State((auth, transport)): State<(Arc<Authenticator>, Transport)>,
     mut request: Request,
     next: Next,
 ) -> Response {
@@ -25,14 +27,14 @@ pub async fn grpc(
         }
         Err(error) => {
             // Read the body first, or h2 resets the stream (see `shed`).
-            crate::pipeline::shed::drain(request.into_body()).await;
-            tonic::Status::from(error).into_http()
+            super::shed::drain(request.into_body()).await;
+            transport.answer(error)
         }
     }
 }
 
-/// Middleware for HTTP routes that need a key (`/metrics` when protected);
-/// the REST gateway authenticates in its handlers.
+/// Middleware for other HTTP routes that need a key (`/metrics` when
+/// protected).
 pub async fn http(
     State(auth): State<Arc<Authenticator>>,
     request: Request,

@@ -1,5 +1,8 @@
-//! `GrpcDeadline<S>`: honours the caller's `grpc-timeout` and answers
-//! DEADLINE_EXCEEDED when it passes.
+//! `Deadline<S>`: honours the caller's `grpc-timeout` and answers
+//! DEADLINE_EXCEEDED (REST: 504) when it passes.
+//!
+//! REST callers set their deadline with the same header, as gRPC-to-JSON
+//! gateways (grpc-gateway) pass it: `grpc-timeout: 500m` is 500 ms.
 //!
 //! tonic's own server enforces `grpc-timeout` too, but reports an expired
 //! deadline as CANCELLED; that is why vecmem serves its gRPC routes through
@@ -18,26 +21,41 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Request, Response};
 use tower::{Layer, Service};
 
+use super::Transport;
+use crate::error::Error;
+
 /// Header a gRPC client sets to its remaining deadline.
 const GRPC_TIMEOUT_HEADER: &str = "grpc-timeout";
 
-#[derive(Debug, Clone, Copy, Default)]
-pub struct GrpcDeadlineLayer;
+#[derive(Debug, Clone, Copy)]
+pub struct DeadlineLayer {
+    transport: Transport,
+}
 
-impl<S> Layer<S> for GrpcDeadlineLayer {
-    type Service = GrpcDeadline<S>;
+impl DeadlineLayer {
+    pub fn new(transport: Transport) -> Self {
+        Self { transport }
+    }
+}
+
+impl<S> Layer<S> for DeadlineLayer {
+    type Service = Deadline<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        GrpcDeadline { inner }
+        Deadline {
+            inner,
+            transport: self.transport,
+        }
     }
 }
 
 #[derive(Debug, Clone)]
-pub struct GrpcDeadline<S> {
+pub struct Deadline<S> {
     inner: S,
+    transport: Transport,
 }
 
-impl<S, B> Service<Request<B>> for GrpcDeadline<S>
+impl<S, B> Service<Request<B>> for Deadline<S>
 where
     S: Service<Request<B>, Response = Response<Body>> + Send,
     S::Future: Send + 'static,
@@ -52,6 +70,7 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let deadline = parse_grpc_timeout(request.headers());
+        let transport = self.transport;
         let future = self.inner.call(request);
         Box::pin(async move {
             let Some(deadline) = deadline else {
@@ -61,7 +80,7 @@ where
             match tokio::time::timeout_at(deadline, crate::deadline::scope(deadline, future)).await
             {
                 Ok(result) => result,
-                Err(_) => Ok(tonic::Status::deadline_exceeded("deadline exceeded").into_http()),
+                Err(_) => Ok(transport.answer(Error::DeadlineExceeded)),
             }
         })
     }
@@ -115,7 +134,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_expired_deadline_answers_deadline_exceeded_at_the_deadline() {
         let started = tokio::time::Instant::now();
-        let response = GrpcDeadlineLayer
+        let response = DeadlineLayer::new(Transport::Grpc)
             .layer(slow_service())
             .oneshot(request(Some("100m")))
             .await;
@@ -129,9 +148,20 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn over_rest_an_expired_deadline_is_a_504() {
+        let response = DeadlineLayer::new(Transport::Rest)
+            .layer(slow_service())
+            .oneshot(request(Some("100m")))
+            .await
+            .expect("infallible");
+        assert_eq!(response.status(), axum::http::StatusCode::GATEWAY_TIMEOUT);
+        assert!(response.headers().get("grpc-status").is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn without_a_deadline_the_call_runs_to_completion() {
         let started = tokio::time::Instant::now();
-        let response = GrpcDeadlineLayer
+        let response = DeadlineLayer::new(Transport::Grpc)
             .layer(slow_service())
             .oneshot(request(None))
             .await;

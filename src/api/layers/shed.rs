@@ -1,5 +1,6 @@
-//! Load shedding: a global limit on calls in flight, and RESOURCE_EXHAUSTED
-//! with a `RetryInfo` at once for calls beyond it, never a queue.
+//! Load shedding: a limit on calls in flight for the whole replica, and
+//! RESOURCE_EXHAUSTED with a `RetryInfo` (REST: 429 with `Retry-After`) at
+//! once for calls beyond it, never a queue.
 //!
 //! A slot is reserved in `poll_ready` and held until the call's response is
 //! ready. A call that finds no slot is answered without reaching the
@@ -11,8 +12,8 @@
 //! meant to protect them. Draining is bounded in bytes and time.
 //!
 //! It sits before decoding, so an overloaded replica spends almost nothing
-//! on a shed call. Health and reflection are outside it, so probes still
-//! answer under overload.
+//! on a shed call. Health, metrics and reflection are outside it, so probes
+//! still answer under overload.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -27,6 +28,7 @@ use http_body_util::BodyExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::{Layer, Service};
 
+use super::Transport;
 use crate::error::Error;
 use crate::metrics::Metrics;
 
@@ -54,14 +56,23 @@ pub struct ShedLayer {
     slots: Arc<Semaphore>,
     retry_after: Duration,
     metrics: Arc<Metrics>,
+    transport: Transport,
 }
 
 impl ShedLayer {
-    pub fn new(max_concurrency: usize, retry_after: Duration, metrics: Arc<Metrics>) -> Self {
+    /// Calls take one of `slots` (shared with the other transport's layer)
+    /// for as long as they run.
+    pub fn new(
+        slots: Arc<Semaphore>,
+        retry_after: Duration,
+        metrics: Arc<Metrics>,
+        transport: Transport,
+    ) -> Self {
         Self {
-            slots: Arc::new(Semaphore::new(max_concurrency)),
+            slots,
             retry_after,
             metrics,
+            transport,
         }
     }
 }
@@ -130,9 +141,10 @@ where
                     reason: "server overloaded; retry later".into(),
                     retry_after: self.layer.retry_after,
                 };
+                let transport = self.layer.transport;
                 Box::pin(async move {
                     drain(request.into_body()).await;
-                    Ok(tonic::Status::from(error).into_http())
+                    Ok(transport.answer(error))
                 })
             }
         }
@@ -154,7 +166,13 @@ mod tests {
         let mock = tower::util::MapErr::new(mock, |_: tower::BoxError| -> Infallible {
             unreachable!("the mock answers every call it gets")
         });
-        let service = ShedLayer::new(1, Duration::from_millis(250), metrics.clone()).layer(mock);
+        let service = ShedLayer::new(
+            Arc::new(Semaphore::new(1)),
+            Duration::from_millis(250),
+            metrics.clone(),
+            Transport::Grpc,
+        )
+        .layer(mock);
 
         // The first call takes the only slot and stays in flight.
         let first = tokio::spawn(service.clone().oneshot(Request::new(Body::empty())));
