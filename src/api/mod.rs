@@ -8,3 +8,4 @@ pub mod layers;
 pub mod metrics;
 pub mod openapi;
 pub mod rest;
+pub mod rpcs;

@@ -1,7 +1,7 @@
 //! `GET /v1/openapi.json`: the REST gateway described as OpenAPI 3.0.
 //!
 //! Nothing here is written by hand that could drift: the paths come from the
-//! gateway's own route table ([`ROUTES`], which `rest::router` mounts), and
+//! RPC table ([`RPCS`], from which `rest::router` mounts the routes), and
 //! the schemas are derived from the same protobuf descriptors the gateway's
 //! JSON is generated from, following the proto3 JSON mapping: lowerCamelCase
 //! names (the proto names are accepted too), 64-bit integers as strings,
@@ -12,98 +12,8 @@ use prost_types::field_descriptor_proto::{Label, Type};
 use prost_types::{DescriptorProto, EnumDescriptorProto, FieldDescriptorProto, FileDescriptorSet};
 use serde_json::{Map, Value, json};
 
+use crate::api::rpcs::{RPCS, RpcSpec};
 use crate::proto::FILE_DESCRIPTOR_SET;
-
-/// One route of the gateway.
-pub struct Route {
-    pub method: &'static str,
-    pub path: &'static str,
-    pub rpc: &'static str,
-    /// Request message (without the package); `None` for GETs.
-    pub request: Option<&'static str>,
-    pub response: &'static str,
-}
-
-const fn post(
-    path: &'static str,
-    rpc: &'static str,
-    request: &'static str,
-    response: &'static str,
-) -> Route {
-    Route {
-        method: "post",
-        path,
-        rpc,
-        request: Some(request),
-        response,
-    }
-}
-
-/// Every route of the REST gateway.
-pub const ROUTES: &[Route] = &[
-    post(
-        "/v1/namespaces/{namespace}/memories",
-        "Upsert",
-        "UpsertRequest",
-        "UpsertResponse",
-    ),
-    post(
-        "/v1/namespaces/{namespace}/memories/search",
-        "Search",
-        "SearchRequest",
-        "SearchResponse",
-    ),
-    post(
-        "/v1/namespaces/{namespace}/memories/get",
-        "Get",
-        "GetRequest",
-        "GetResponse",
-    ),
-    post(
-        "/v1/namespaces/{namespace}/memories/delete",
-        "Delete",
-        "DeleteRequest",
-        "DeleteResponse",
-    ),
-    post(
-        "/v1/namespaces/{namespace}/memories/scroll",
-        "Scroll",
-        "ScrollRequest",
-        "ScrollResponse",
-    ),
-    post(
-        "/v1/namespaces/{namespace}/memories/count",
-        "Count",
-        "CountRequest",
-        "CountResponse",
-    ),
-    post(
-        "/v1/namespaces/{namespace}/memories/update_payload",
-        "UpdatePayload",
-        "UpdatePayloadRequest",
-        "UpdatePayloadResponse",
-    ),
-    post(
-        "/v1/search_batch",
-        "SearchBatch",
-        "SearchBatchRequest",
-        "SearchBatchResponse",
-    ),
-    Route {
-        method: "get",
-        path: "/v1/namespaces",
-        rpc: "ListNamespaces",
-        request: None,
-        response: "ListNamespacesResponse",
-    },
-    Route {
-        method: "get",
-        path: "/v1/namespaces/{namespace}",
-        rpc: "DescribeNamespace",
-        request: None,
-        response: "NamespaceInfo",
-    },
-];
 
 const PACKAGE: &str = "vecmem.v1";
 
@@ -137,11 +47,11 @@ pub fn document() -> Value {
         }),
     );
     let mut paths = Map::new();
-    for route in ROUTES {
+    for spec in RPCS {
         let entry = paths
-            .entry(route.path.to_owned())
+            .entry(spec.path.to_owned())
             .or_insert_with(|| json!({}));
-        entry[route.method] = operation(route);
+        entry[spec.http_method.openapi_name()] = operation(spec);
     }
     json!({
         "openapi": "3.0.3",
@@ -162,17 +72,17 @@ pub fn document() -> Value {
     })
 }
 
-fn operation(route: &Route) -> Value {
+fn operation(spec: &RpcSpec) -> Value {
     let error = |description: &str| {
         json!({"description": description, "content": {"application/json": {
             "schema": {"$ref": "#/components/schemas/Error"}}}})
     };
     let mut operation = json!({
-        "operationId": route.rpc,
-        "summary": format!("{} (gRPC {})", route.rpc, grpc_method(route.rpc)),
+        "operationId": spec.name,
+        "summary": format!("{} (gRPC {}/{})", spec.name, spec.service, spec.name),
         "responses": {
             "200": {"description": "OK", "content": {"application/json": {
-                "schema": {"$ref": schema_ref(route.response)}}}},
+                "schema": {"$ref": schema_ref(spec.response)}}}},
             "400": error("INVALID_ARGUMENT: the body or a field is wrong"),
             "401": error("UNAUTHENTICATED: no or an unknown API key"),
             "403": error("PERMISSION_DENIED: the key may not do this for the tenant"),
@@ -182,27 +92,24 @@ fn operation(route: &Route) -> Value {
             "504": error("DEADLINE_EXCEEDED")
         }
     });
-    if route.path.contains("{namespace}") {
-        operation["parameters"] = json!([{
+    let mut parameters = vec![json!({
+        "name": "grpc-timeout", "in": "header", "required": false,
+        "schema": {"type": "string", "pattern": "^[0-9]{1,8}[HMSmun]$"},
+        "description": "The call's deadline, as gRPC sends it (`500m` is 500 ms); past it the answer is 504."
+    })];
+    if spec.path.contains("{namespace}") {
+        parameters.push(json!({
             "name": "namespace", "in": "path", "required": true,
             "schema": {"type": "string"},
             "description": "The namespace; a body may repeat it but not contradict it."
-        }]);
+        }));
     }
-    if let Some(request) = route.request {
+    operation["parameters"] = Value::Array(parameters);
+    if let Some(request) = spec.body {
         operation["requestBody"] = json!({"required": true, "content": {"application/json": {
             "schema": {"$ref": schema_ref(request)}}}});
     }
     operation
-}
-
-fn grpc_method(rpc: &str) -> String {
-    let service = if rpc.ends_with("Namespaces") || rpc == "DescribeNamespace" {
-        "NamespaceService"
-    } else {
-        "MemoryService"
-    };
-    format!("{PACKAGE}.{service}/{rpc}")
 }
 
 fn schema_ref(message: &str) -> String {
@@ -281,12 +188,12 @@ mod tests {
             let name = reference.split('"').next().unwrap_or_default();
             assert!(schemas.contains_key(name), "dangling $ref {name}");
         }
-        for route in ROUTES {
+        for spec in RPCS {
+            let method = spec.http_method.openapi_name();
             assert!(
-                document["paths"][route.path][route.method].is_object(),
-                "{} {}",
-                route.method,
-                route.path
+                document["paths"][spec.path][method].is_object(),
+                "{method} {}",
+                spec.path
             );
         }
         // proto3 JSON names: lowerCamelCase, 64-bit integers as strings.

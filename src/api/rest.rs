@@ -1,15 +1,9 @@
 //! The REST/JSON gateway: every MemoryService and NamespaceService call on
 //! the HTTP port, with bodies in the proto3 JSON mapping of the same
 //! messages (field names in lowerCamelCase or as in the proto), running the
-//! same [`calls`] as gRPC.
-//!
-//! | route | RPC |
-//! | --- | --- |
-//! | `POST /v1/namespaces/{ns}/memories` | Upsert |
-//! | `POST /v1/namespaces/{ns}/memories/{search,get,delete,scroll,count,update_payload}` | the RPC of that name |
-//! | `POST /v1/search_batch` | SearchBatch |
-//! | `GET /v1/namespaces`, `GET /v1/namespaces/{ns}` | ListNamespaces, DescribeNamespace |
-//! | `GET /v1/openapi.json` | this table as OpenAPI ([`crate::api::openapi`]) |
+//! same [`calls`] as gRPC. The routes come from the RPC table
+//! ([`crate::api::rpcs`]); `GET /v1/openapi.json` describes them
+//! ([`crate::api::openapi`]).
 //!
 //! The routes are served behind the same edge as gRPC (`api::layers`): the
 //! caller arrives authenticated, admitted and bounded by its `grpc-timeout`.
@@ -28,7 +22,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Extension, Path, State};
 use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodFilter, MethodRouter, get, on};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tower_http::compression::CompressionLayer;
@@ -36,6 +30,7 @@ use tower_http::decompression::RequestDecompressionLayer;
 
 use crate::api::calls;
 use crate::api::grpc::STALE_HEADER;
+use crate::api::rpcs::{HttpMethod, RPCS, Rpc};
 use crate::auth::Caller;
 use crate::core::Core;
 use crate::error::{Error, Result};
@@ -44,22 +39,34 @@ use crate::proto;
 
 /// The `/v1` routes; bodies above `body_limit` bytes are refused.
 pub fn router(core: Arc<Core>, body_limit: usize) -> Router {
-    let memories = "/v1/namespaces/{namespace}/memories";
-    Router::new()
-        .route("/v1/namespaces", get(list_namespaces))
-        .route("/v1/namespaces/{namespace}", get(describe_namespace))
-        .route(memories, post(upsert))
-        .route(&format!("{memories}/search"), post(search))
-        .route(&format!("{memories}/get"), post(get_memories))
-        .route(&format!("{memories}/delete"), post(delete))
-        .route(&format!("{memories}/scroll"), post(scroll))
-        .route(&format!("{memories}/count"), post(count))
-        .route(&format!("{memories}/update_payload"), post(update_payload))
-        .route("/v1/search_batch", post(search_batch))
+    RPCS.iter()
+        .fold(Router::new(), |router, spec| {
+            let method = match spec.http_method {
+                HttpMethod::Get => MethodFilter::GET,
+                HttpMethod::Post => MethodFilter::POST,
+            };
+            router.route(spec.path, handler(spec.rpc, method))
+        })
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(RequestDecompressionLayer::new())
         .layer(CompressionLayer::new())
         .with_state(core)
+}
+
+/// The handler of `rpc`, for `method`.
+fn handler(rpc: Rpc, method: MethodFilter) -> MethodRouter<Arc<Core>> {
+    match rpc {
+        Rpc::Upsert => on(method, upsert),
+        Rpc::Search => on(method, search),
+        Rpc::SearchBatch => on(method, search_batch),
+        Rpc::Get => on(method, get_memories),
+        Rpc::Delete => on(method, delete),
+        Rpc::Scroll => on(method, scroll),
+        Rpc::Count => on(method, count),
+        Rpc::UpdatePayload => on(method, update_payload),
+        Rpc::ListNamespaces => on(method, list_namespaces),
+        Rpc::DescribeNamespace => on(method, describe_namespace),
+    }
 }
 
 /// Decodes the JSON body, runs `call` and encodes its answer.

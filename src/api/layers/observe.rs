@@ -16,8 +16,8 @@
 //! `grpc-status` in the headers (a trailers-only response), so a response
 //! without one succeeded. REST: the code travels with the error response
 //! ([`ErrorCode`]). A call abandoned by its client counts as CANCELLED.
-//! `rpc` comes from a fixed list, so label values stay bounded whatever
-//! paths clients send.
+//! `rpc` comes from the RPC table ([`rpcs`]), so label values stay bounded
+//! whatever paths clients send.
 
 use std::sync::Arc;
 
@@ -30,24 +30,11 @@ use tonic::Code;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use crate::api::rpcs;
 use crate::error::{ErrorCode, code_name};
 use crate::metrics::Metrics;
 
 const REQUEST_ID: &str = "x-request-id";
-
-/// Every method of MemoryService and NamespaceService.
-const RPCS: [&str; 10] = [
-    "Upsert",
-    "Search",
-    "SearchBatch",
-    "Get",
-    "Delete",
-    "Scroll",
-    "Count",
-    "UpdatePayload",
-    "ListNamespaces",
-    "DescribeNamespace",
-];
 
 /// A call being served; dropped before [`Observed::finish`], it was cancelled.
 struct Observed {
@@ -125,7 +112,7 @@ fn request_id(request: &Request) -> String {
 
 /// Middleware for the gRPC services.
 pub async fn grpc(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
-    let rpc = rpc_name(request.uri().path());
+    let rpc = rpcs::by_grpc_path(request.uri().path()).map_or("unknown", |spec| spec.name);
     observe(metrics, rpc, request, next, |response| {
         response
             .headers()
@@ -142,7 +129,8 @@ pub async fn rest(State(metrics): State<Arc<Metrics>>, request: Request, next: N
     let rpc = request
         .extensions()
         .get::<MatchedPath>()
-        .map_or("unknown", |path| rest_rpc_name(path.as_str()));
+        .and_then(|path| rpcs::by_rest_route(path.as_str()))
+        .map_or("unknown", |spec| spec.name);
     observe(metrics, rpc, request, next, |response| {
         response
             .extensions()
@@ -150,50 +138,4 @@ pub async fn rest(State(metrics): State<Arc<Metrics>>, request: Request, next: N
             .map_or(Code::Ok, |code| code.0)
     })
     .await
-}
-
-/// `/v1/namespaces/{namespace}/memories/search` → `Search`, and so on.
-fn rest_rpc_name(route: &str) -> &'static str {
-    match route.rsplit('/').next().unwrap_or_default() {
-        "memories" => "Upsert",
-        "search" => "Search",
-        "search_batch" => "SearchBatch",
-        "get" => "Get",
-        "delete" => "Delete",
-        "scroll" => "Scroll",
-        "count" => "Count",
-        "update_payload" => "UpdatePayload",
-        "namespaces" => "ListNamespaces",
-        "{namespace}" => "DescribeNamespace",
-        _ => "unknown",
-    }
-}
-
-/// `/vecmem.v1.MemoryService/Search` → `Search`; anything else → `unknown`.
-fn rpc_name(path: &str) -> &'static str {
-    let method = path.rsplit('/').next().unwrap_or_default();
-    RPCS.into_iter()
-        .find(|rpc| *rpc == method)
-        .unwrap_or("unknown")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rpc_labels_come_from_the_fixed_list() {
-        assert_eq!(
-            rpc_name("/vecmem.v1.MemoryService/SearchBatch"),
-            "SearchBatch"
-        );
-        assert_eq!(
-            rpc_name("/vecmem.v1.NamespaceService/DescribeNamespace"),
-            "DescribeNamespace"
-        );
-        assert_eq!(
-            rpc_name("/vecmem.v1.MemoryService/tenant-42-secret"),
-            "unknown"
-        );
-    }
 }
