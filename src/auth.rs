@@ -19,7 +19,7 @@ use subtle::ConstantTimeEq;
 
 use crate::config::{ApiKeyConfig, KeyAccess};
 use crate::error::{Error, Result};
-use crate::pipeline::admission::Access;
+use crate::model::Access;
 
 /// Who is calling, as far as tenancy is concerned.
 #[derive(Debug, Clone)]

@@ -17,11 +17,12 @@ use crate::backend::{
 use crate::config::{Config, Distance, Limits, NamespaceConfig};
 use crate::error::{Error, Result};
 use crate::model::{
-    CountRequest, DeleteRequest, GetRequest, GetResult, ScoredMemory, ScrollPage, ScrollRequest,
-    SearchRequest, UpdatePayloadRequest, UpdatePayloadResult, UpsertRequest, Validator, join,
+    Access, CountRequest, DeleteRequest, GetRequest, GetResult, ScoredMemory, ScrollPage,
+    ScrollRequest, SearchRequest, UpdatePayloadRequest, UpdatePayloadResult, UpsertRequest,
+    Validator, join,
 };
 use crate::pipeline::Pipeline;
-use crate::pipeline::admission::{Access, TenantRates};
+use crate::pipeline::admission::TenantRates;
 use crate::pipeline::cache::{CacheKey, Cached, ResultCache, Served};
 
 /// What `DescribeNamespace` reports.

@@ -20,6 +20,14 @@ pub const MAX_ID_BYTES: usize = 128;
 /// Tenants are the caller's own strings, 1 to this many bytes.
 pub const MAX_TENANT_BYTES: usize = 128;
 
+/// Whether a call reads or writes: an API key may be read-only, and each
+/// has its own per-tenant rate budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Write,
+}
+
 /// A stored memory. `vector` is empty and `payload` empty when not requested.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Memory {

@@ -16,16 +16,10 @@ use governor::{Quota, RateLimiter};
 use crate::config::AdmissionConfig;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
+use crate::model::Access;
 
 /// How often (in checks) idle tenants' buckets are dropped from memory.
 const RETAIN_EVERY: u64 = 4096;
-
-/// Whether a call reads or writes; each has its own per-tenant budget.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
-    Read,
-    Write,
-}
 
 type KeyedLimiter =
     RateLimiter<String, governor::state::keyed::DefaultKeyedStateStore<String>, DefaultClock>;
