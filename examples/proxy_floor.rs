@@ -44,8 +44,7 @@ impl MemoryService for Floor {
             .iter()
             .map(|id| PointId::from(layout::point_id(&request.tenant, id).to_string()))
             .collect();
-        let answer = self
-            .qdrant
+        self.qdrant
             .clone()
             .get(GetPoints {
                 collection_name: self.collection.clone(),
@@ -54,9 +53,7 @@ impl MemoryService for Floor {
                 with_vectors: Some(request.with_vector.into()),
                 ..GetPoints::default()
             })
-            .await?
-            .into_inner();
-        drop(answer);
+            .await?;
         Ok(Response::new(GetResponse {
             memories: Vec::new(),
             missing_ids: request.ids,
@@ -68,8 +65,7 @@ impl MemoryService for Floor {
         request: Request<SearchRequest>,
     ) -> Result<Response<SearchResponse>, Status> {
         let request = request.into_inner();
-        let answer = self
-            .qdrant
+        self.qdrant
             .clone()
             .query(QueryPoints {
                 collection_name: self.collection.clone(),
@@ -83,9 +79,7 @@ impl MemoryService for Floor {
                 with_vectors: Some(request.with_vector.into()),
                 ..QueryPoints::default()
             })
-            .await?
-            .into_inner();
-        drop(answer);
+            .await?;
         Ok(Response::new(SearchResponse { hits: Vec::new() }))
     }
 

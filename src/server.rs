@@ -239,8 +239,8 @@ fn http_router(
     let mut scrape = api::metrics::router(metrics);
     if config.auth.protect_metrics {
         scrape = scrape.layer(axum::middleware::from_fn_with_state(
-            auth,
-            api::layers::auth::http,
+            (auth, Transport::Rest),
+            api::layers::auth::authenticate,
         ));
     }
     health::router(health)

@@ -3,10 +3,11 @@
 //! switched off for side-by-side measurement.
 //!
 //! In request order: admission (the concurrency limit in the transports'
-//! edge, `api::layers`, then the per-tenant rates in the core) → result cache (called by the core, which
-//! knows each read's consistency and each write's tenant) → batcher →
-//! resilience → backend. The last three are [`VectorStore`]s wrapped around
-//! each other, so the core talks to one store whatever is switched on.
+//! edge, `api::layers`, then the per-tenant rates in the core) → result
+//! cache (called by the core, which knows each read's consistency and each
+//! write's tenant) → batcher → resilience → backend. The last three are
+//! [`VectorStore`]s wrapped around each other, so the core talks to one
+//! store whatever is switched on.
 
 use std::sync::Arc;
 use std::time::Duration;
