@@ -30,7 +30,9 @@ pub mod deadline;
 pub mod observe;
 pub mod shed;
 
+use auth::AuthLayer;
 use deadline::DeadlineLayer;
+use observe::ObserveLayer;
 use shed::ShedLayer;
 
 /// Which protocol a call came in on, and so how it is answered.
@@ -88,26 +90,16 @@ impl Edge {
             self.metrics.clone(),
             transport,
         );
-        let routes = routes
+        routes
             // Innermost: a slot is held only by a call that will be served.
             .layer(shed)
             // Before admission: a call without a valid key takes no slot.
-            .layer(axum::middleware::from_fn_with_state(
-                (self.auth.clone(), transport),
-                auth::authenticate,
-            ))
+            .layer(AuthLayer::new(self.auth.clone(), transport))
             // The deadline covers everything a call does, shedding included;
             // when it passes, the call (and its slot) is dropped.
-            .layer(DeadlineLayer::new(transport));
-        // Outermost: shed calls and expired deadlines are logged and counted too.
-        let metrics = self.metrics.clone();
-        match transport {
-            Transport::Grpc => {
-                routes.layer(axum::middleware::from_fn_with_state(metrics, observe::grpc))
-            }
-            Transport::Rest => {
-                routes.layer(axum::middleware::from_fn_with_state(metrics, observe::rest))
-            }
-        }
+            .layer(DeadlineLayer::new(transport))
+            // Outermost: shed calls and expired deadlines are logged and
+            // counted too.
+            .layer(ObserveLayer::new(self.metrics.clone(), transport))
     }
 }

@@ -19,22 +19,127 @@
 //! `rpc` comes from the RPC table ([`rpcs`]), so label values stay bounded
 //! whatever paths clients send.
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::HeaderValue;
-use axum::middleware::Next;
-use axum::response::Response;
+use axum::body::Body;
+use axum::extract::MatchedPath;
+use axum::http::{HeaderValue, Request, Response};
 use tokio::time::Instant;
 use tonic::Code;
+use tower::{Layer, Service};
 use tracing::Instrument;
 use uuid::Uuid;
 
+use super::Transport;
 use crate::api::rpcs;
 use crate::error::{ErrorCode, code_name};
 use crate::metrics::Metrics;
 
 const REQUEST_ID: &str = "x-request-id";
+
+#[derive(Clone)]
+pub struct ObserveLayer {
+    metrics: Arc<Metrics>,
+    transport: Transport,
+}
+
+impl ObserveLayer {
+    pub fn new(metrics: Arc<Metrics>, transport: Transport) -> Self {
+        Self { metrics, transport }
+    }
+}
+
+impl<S> Layer<S> for ObserveLayer {
+    type Service = Observe<S>;
+
+    fn layer(&self, inner: S) -> Observe<S> {
+        Observe {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Observe<S> {
+    inner: S,
+    layer: ObserveLayer,
+}
+
+type ResponseFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+impl<S> Service<Request<Body>> for Observe<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let transport = self.layer.transport;
+        let rpc = rpc_name(&request, transport);
+        let request_id = request_id(&request);
+        let span = tracing::info_span!("request", request_id = %request_id, rpc);
+        self.layer.metrics.request_started();
+        // Counted as CANCELLED if the call is dropped before it answers.
+        let observed = Observed {
+            metrics: self.layer.metrics.clone(),
+            rpc,
+            span: span.clone(),
+            started: Instant::now(),
+            done: false,
+        };
+        let future = self.inner.call(request).instrument(span);
+        Box::pin(async move {
+            let mut response = future.await?;
+            if let Ok(value) = HeaderValue::from_str(&request_id) {
+                response.headers_mut().insert(REQUEST_ID, value);
+            }
+            observed.finish(code_of(&response, transport));
+            Ok(response)
+        })
+    }
+}
+
+/// The RPC's name from the table, or `unknown`: label values stay bounded
+/// whatever paths clients send.
+fn rpc_name(request: &Request<Body>, transport: Transport) -> &'static str {
+    let spec = match transport {
+        Transport::Grpc => rpcs::by_grpc_path(request.uri().path()),
+        Transport::Rest => request
+            .extensions()
+            .get::<MatchedPath>()
+            .and_then(|path| rpcs::by_rest_route(path.as_str())),
+    };
+    spec.map_or("unknown", |spec| spec.name)
+}
+
+/// The call's gRPC code: from a trailers-only response's `grpc-status`
+/// header (none means OK), or from the REST error response's extension.
+fn code_of(response: &Response<Body>, transport: Transport) -> Code {
+    match transport {
+        Transport::Grpc => response
+            .headers()
+            .get("grpc-status")
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse::<i32>().ok())
+            .map_or(Code::Ok, Code::from),
+        Transport::Rest => response
+            .extensions()
+            .get::<ErrorCode>()
+            .map_or(Code::Ok, |code| code.0),
+    }
+}
 
 /// A call being served; dropped before [`Observed::finish`], it was cancelled.
 struct Observed {
@@ -75,67 +180,12 @@ impl Drop for Observed {
     }
 }
 
-async fn observe(
-    metrics: Arc<Metrics>,
-    rpc: &'static str,
-    request: Request,
-    next: Next,
-    code_of: fn(&Response) -> Code,
-) -> Response {
-    let request_id = request_id(&request);
-    let span = tracing::info_span!("request", request_id = %request_id, rpc);
-    metrics.request_started();
-    let observed = Observed {
-        metrics,
-        rpc,
-        span: span.clone(),
-        started: Instant::now(),
-        done: false,
-    };
-    let mut response = next.run(request).instrument(span).await;
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert(REQUEST_ID, value);
-    }
-    observed.finish(code_of(&response));
-    response
-}
-
 /// The caller's request id if it is sane, else a new one.
-fn request_id(request: &Request) -> String {
+fn request_id(request: &Request<Body>) -> String {
     request
         .headers()
         .get(REQUEST_ID)
         .and_then(|value| value.to_str().ok())
         .filter(|id| (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic()))
         .map_or_else(|| Uuid::now_v7().to_string(), str::to_owned)
-}
-
-/// Middleware for the gRPC services.
-pub async fn grpc(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
-    let rpc = rpcs::by_grpc_path(request.uri().path()).map_or("unknown", |spec| spec.name);
-    observe(metrics, rpc, request, next, |response| {
-        response
-            .headers()
-            .get("grpc-status")
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.parse::<i32>().ok())
-            .map_or(Code::Ok, Code::from)
-    })
-    .await
-}
-
-/// Middleware for the REST gateway.
-pub async fn rest(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
-    let rpc = request
-        .extensions()
-        .get::<MatchedPath>()
-        .and_then(|path| rpcs::by_rest_route(path.as_str()))
-        .map_or("unknown", |spec| spec.name);
-    observe(metrics, rpc, request, next, |response| {
-        response
-            .extensions()
-            .get::<ErrorCode>()
-            .map_or(Code::Ok, |code| code.0)
-    })
-    .await
 }
