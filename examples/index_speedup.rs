@@ -16,8 +16,10 @@
 //!     cargo run --release --example index_speedup [-- POINTS DIM QUERIES CLUSTERS]
 
 use std::collections::BTreeMap;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::time::{Duration, Instant, SystemTime};
 
+use anyhow::Context;
 use vecmem::backend::embedded::EmbeddedStore;
 use vecmem::backend::{TenantMemory, TenantSearch, VectorStore};
 use vecmem::config::{Distance, EmbeddedConfig, NamespaceConfig, Quantization};
@@ -44,16 +46,16 @@ async fn main() -> anyhow::Result<()> {
     let namespaces = BTreeMap::from([(
         NAMESPACE.to_owned(),
         NamespaceConfig {
-            dim: dim as u32,
+            dim: NonZeroU32::new(dim as u32).context("dim must be at least 1")?,
             distance: Distance::Cosine,
             on_disk: false,
-            hnsw_m: 16,
+            hnsw_m: NonZeroUsize::new(16).expect("not zero"),
             hnsw_ef_construct: 100,
             indexing_threshold_kb: 10_000,
             quantization: Quantization::None,
-            shard_number: 1,
-            replication_factor: 1,
-            write_consistency_factor: 1,
+            shard_number: NonZeroU32::MIN,
+            replication_factor: NonZeroU32::MIN,
+            write_consistency_factor: NonZeroU32::MIN,
         },
     )]);
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
@@ -71,7 +73,7 @@ async fn main() -> anyhow::Result<()> {
     // Phase 1: indexer parked (one pass at open, on an empty shard, then a day's wait).
     let parked = EmbeddedConfig {
         path: dir.path().to_owned(),
-        optimize_interval_ms: 86_400_000,
+        optimize_interval: Duration::from_secs(86_400),
     };
     let store = EmbeddedStore::open(&parked, &namespaces)?;
     let started = Instant::now();
@@ -105,7 +107,7 @@ async fn main() -> anyhow::Result<()> {
     // Phase 2: the same data, the indexer running in the background.
     let running = EmbeddedConfig {
         path: dir.path().to_owned(),
-        optimize_interval_ms: 200,
+        optimize_interval: Duration::from_millis(200),
     };
     let store = EmbeddedStore::open(&running, &namespaces)?;
     let started = Instant::now();

@@ -18,12 +18,16 @@ use crate::config::{Config, Distance, Limits, NamespaceConfig};
 use crate::error::{Error, Result};
 use crate::model::{
     Access, CountRequest, DeleteRequest, GetRequest, GetResult, ScoredMemory, ScrollPage,
-    ScrollRequest, SearchRequest, UpdatePayloadRequest, UpdatePayloadResult, UpsertRequest,
+    ScrollRequest, SearchRequest, Served, UpdatePayloadRequest, UpdatePayloadResult, UpsertRequest,
     Validator, join,
 };
 use crate::pipeline::Pipeline;
 use crate::pipeline::admission::TenantRates;
-use crate::pipeline::cache::{CacheKey, Cached, ResultCache, Served};
+use crate::pipeline::cache::ResultCache;
+
+mod admit;
+
+pub use admit::Admissible;
 
 /// What `DescribeNamespace` reports.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,8 +61,18 @@ impl Core {
         &self.store
     }
 
+    /// The prologue of every data RPC: the request is valid for its
+    /// namespace, and `caller` may act for its tenant within the tenant's
+    /// rate budget.
+    fn admit<R: Admissible>(&self, caller: &Caller, req: &R) -> Result<()> {
+        let mut validator = self.validator("namespace", req.namespace())?;
+        req.validate("", &mut validator);
+        validator.finish()?;
+        self.authorize(caller, req.tenant(), R::ACCESS)
+    }
+
     /// Lets `caller` act for `tenant`, within the tenant's rate budget.
-    fn admit(&self, caller: &Caller, tenant: &str, access: Access) -> Result<()> {
+    fn authorize(&self, caller: &Caller, tenant: &str, access: Access) -> Result<()> {
         caller.authorize(tenant, access)?;
         self.rates.check(tenant, access)
     }
@@ -72,14 +86,11 @@ impl Core {
             .namespaces
             .get(namespace)
             .ok_or_else(|| Error::NamespaceNotFound(namespace.to_owned()))?;
-        Ok(Validator::new(&self.limits, ns.dim as usize))
+        Ok(Validator::new(&self.limits, ns.dim()))
     }
 
     pub async fn upsert(&self, caller: &Caller, req: UpsertRequest) -> Result<Vec<String>> {
-        let mut validator = self.validator("namespace", &req.namespace)?;
-        validator.upsert(&req);
-        validator.finish()?;
-        self.admit(caller, &req.tenant, Access::Write)?;
+        self.admit(caller, &req)?;
 
         let now = SystemTime::now();
         let UpsertRequest {
@@ -112,28 +123,19 @@ impl Core {
         caller: &Caller,
         req: SearchRequest,
     ) -> Result<Served<Vec<ScoredMemory>>> {
-        let mut validator = self.validator("namespace", &req.namespace)?;
-        validator.search("", &req);
-        validator.finish()?;
-        self.admit(caller, &req.tenant, Access::Read)?;
+        self.admit(caller, &req)?;
         let namespace = req.namespace.clone();
         let consistency = req.consistency;
         let search = self.tenant_search(req);
         let key = || self.cache.search_key(&namespace, &search);
-        let served = self
-            .cache
+        self.cache
             .get_or_load(key, consistency, || async {
                 let mut results = self.store.search(&namespace, vec![search.clone()]).await?;
-                let hits = results
+                results
                     .pop()
-                    .ok_or_else(|| Error::internal("store returned no search result"))?;
-                Ok(Cached::Hits(hits))
+                    .ok_or_else(|| Error::internal("store returned no search result"))
             })
-            .await?;
-        Ok(Served {
-            value: hits(served.value)?,
-            stale: served.stale,
-        })
+            .await
     }
 
     /// Runs searches that may span namespaces: one store call per namespace,
@@ -143,7 +145,7 @@ impl Core {
         caller: &Caller,
         reqs: Vec<SearchRequest>,
     ) -> Result<Served<Vec<Vec<ScoredMemory>>>> {
-        if reqs.is_empty() || reqs.len() > self.limits.max_batch {
+        if reqs.is_empty() || reqs.len() > self.limits.max_batch.get() {
             return Err(Error::invalid(
                 "searches",
                 format!(
@@ -157,7 +159,7 @@ impl Core {
         for (i, req) in reqs.iter().enumerate() {
             let prefix = format!("searches[{i}]");
             let mut validator = self.validator(&join(&prefix, "namespace"), &req.namespace)?;
-            validator.search(&prefix, req);
+            req.validate(&prefix, &mut validator);
             if let Err(Error::InvalidArgument(found)) = validator.finish() {
                 violations.extend(found);
             }
@@ -166,41 +168,49 @@ impl Core {
             return Err(Error::InvalidArgument(violations));
         }
         for req in &reqs {
-            self.admit(caller, &req.tenant, Access::Read)?;
+            self.authorize(caller, &req.tenant, SearchRequest::ACCESS)?;
         }
 
-        // Answers from the cache where it has them; the rest from the store,
-        // one call per namespace.
-        let mut results: Vec<Option<Vec<ScoredMemory>>> = vec![None; reqs.len()];
-        let mut misses: BTreeMap<String, Vec<(usize, Option<CacheKey>, TenantSearch)>> =
-            BTreeMap::new();
-        for (i, req) in reqs.into_iter().enumerate() {
+        let mut keys = Vec::with_capacity(reqs.len());
+        let mut searches = Vec::with_capacity(reqs.len());
+        for req in reqs {
             let namespace = req.namespace.clone();
             let consistency = req.consistency;
             let search = self.tenant_search(req);
             // No key for a search that bypasses the cache.
-            let key = (!self.cache.bypassed(consistency))
-                .then(|| self.cache.search_key(&namespace, &search));
-            let cached = match &key {
-                Some(key) => self.cache.peek(key).await,
-                None => None,
-            };
-            match cached {
-                Some(cached) => results[i] = Some(hits(cached)?),
-                None => misses.entry(namespace).or_default().push((i, key, search)),
-            }
+            keys.push(
+                (!self.cache.bypassed(consistency))
+                    .then(|| self.cache.search_key(&namespace, &search)),
+            );
+            searches.push((namespace, search));
         }
-        let mut stale = false;
-        for (namespace, items) in misses {
-            let searches = items.iter().map(|item| item.2.clone()).collect();
-            match self.store.search(&namespace, searches).await {
-                Ok(found) if found.len() == items.len() => {
-                    for ((i, key, _), hits) in items.into_iter().zip(found) {
-                        if let Some(key) = key {
-                            let cached = Arc::new(Cached::Hits(hits.clone()));
-                            self.cache.put(key, cached).await;
-                        }
-                        results[i] = Some(hits);
+        self.cache
+            .get_many_or_load(keys, |misses| self.search_by_namespace(&searches, misses))
+            .await
+    }
+
+    /// Runs the searches at positions `wanted` with one store call per
+    /// namespace, answers in the order of `wanted`. A failed call fails
+    /// each search it carried.
+    async fn search_by_namespace(
+        &self,
+        searches: &[(String, TenantSearch)],
+        wanted: Vec<usize>,
+    ) -> Result<Vec<Result<Vec<ScoredMemory>>>> {
+        let mut by_namespace: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for (slot, &i) in wanted.iter().enumerate() {
+            by_namespace.entry(&searches[i].0).or_default().push(slot);
+        }
+        let mut answers: Vec<Option<Result<Vec<ScoredMemory>>>> = vec![None; wanted.len()];
+        for (namespace, slots) in by_namespace {
+            let batch = slots
+                .iter()
+                .map(|&slot| searches[wanted[slot]].1.clone())
+                .collect();
+            match self.store.search(namespace, batch).await {
+                Ok(found) if found.len() == slots.len() => {
+                    for (slot, hits) in slots.into_iter().zip(found) {
+                        answers[slot] = Some(Ok(hits));
                     }
                 }
                 Ok(_) => {
@@ -208,24 +218,17 @@ impl Core {
                         "store returned a wrong number of search results",
                     ));
                 }
-                // Served stale only if every search of the batch can be.
                 Err(error) => {
-                    for (i, key, _) in items {
-                        let Some(key) = key else {
-                            return Err(error);
-                        };
-                        let cached = self.cache.stale_or(&key, error.clone()).await?;
-                        results[i] = Some(hits(cached)?);
-                        stale = true;
+                    for slot in slots {
+                        answers[slot] = Some(Err(error.clone()));
                     }
                 }
             }
         }
-        let value = results
+        answers
             .into_iter()
-            .map(|hits| hits.ok_or_else(|| Error::internal("a search of the batch got no answer")))
-            .collect::<Result<_>>()?;
-        Ok(Served { value, stale })
+            .map(|answer| answer.ok_or_else(|| Error::internal("a search got no store call")))
+            .collect()
     }
 
     fn tenant_search(&self, req: SearchRequest) -> TenantSearch {
@@ -241,36 +244,21 @@ impl Core {
     }
 
     pub async fn get(&self, caller: &Caller, req: GetRequest) -> Result<Served<GetResult>> {
-        let mut validator = self.validator("namespace", &req.namespace)?;
-        validator.get(&req);
-        validator.finish()?;
-        self.admit(caller, &req.tenant, Access::Read)?;
+        self.admit(caller, &req)?;
         let key = || {
             self.cache
                 .get_key(&req.namespace, &req.tenant, &req.ids, req.with_vector)
         };
-        let served = self
-            .cache
-            .get_or_load(key, req.consistency, || async {
-                let found = self
-                    .find(
-                        &req.namespace,
-                        &req.tenant,
-                        req.ids.clone(),
-                        req.with_vector,
-                    )
-                    .await?;
-                Ok(Cached::Found(found))
+        self.cache
+            .get_or_load(key, req.consistency, || {
+                self.find(
+                    &req.namespace,
+                    &req.tenant,
+                    req.ids.clone(),
+                    req.with_vector,
+                )
             })
-            .await?;
-        // Unwrapped without a copy unless the cache holds it too.
-        match Arc::unwrap_or_clone(served.value) {
-            Cached::Found(found) => Ok(Served {
-                value: found,
-                stale: served.stale,
-            }),
-            Cached::Hits(_) => Err(Error::internal("cache returned search hits for a get")),
-        }
+            .await
     }
 
     /// Looks up `ids` of `tenant`: the memories found, in order, and the rest.
@@ -307,10 +295,7 @@ impl Core {
     }
 
     pub async fn delete(&self, caller: &Caller, req: DeleteRequest) -> Result<()> {
-        let mut validator = self.validator("namespace", &req.namespace)?;
-        validator.delete(&req);
-        validator.finish()?;
-        self.admit(caller, &req.tenant, Access::Write)?;
+        self.admit(caller, &req)?;
         let delete = TenantDelete {
             tenant: req.tenant.clone(),
             selector: req.selector,
@@ -321,10 +306,7 @@ impl Core {
     }
 
     pub async fn scroll(&self, caller: &Caller, req: ScrollRequest) -> Result<ScrollPage> {
-        let mut validator = self.validator("namespace", &req.namespace)?;
-        validator.scroll(&req);
-        validator.finish()?;
-        self.admit(caller, &req.tenant, Access::Read)?;
+        self.admit(caller, &req)?;
         let offset = match req.page_token.as_str() {
             "" => None,
             token => Some(Uuid::try_parse(token).map_err(|_| {
@@ -351,10 +333,7 @@ impl Core {
     }
 
     pub async fn count(&self, caller: &Caller, req: CountRequest) -> Result<u64> {
-        let mut validator = self.validator("namespace", &req.namespace)?;
-        validator.count(&req);
-        validator.finish()?;
-        self.admit(caller, &req.tenant, Access::Read)?;
+        self.admit(caller, &req)?;
         self.store
             .count(&req.namespace, &req.tenant, req.filter)
             .await
@@ -366,10 +345,7 @@ impl Core {
         caller: &Caller,
         req: UpdatePayloadRequest,
     ) -> Result<UpdatePayloadResult> {
-        let mut validator = self.validator("namespace", &req.namespace)?;
-        validator.update_payload(&req);
-        validator.finish()?;
-        self.admit(caller, &req.tenant, Access::Write)?;
+        self.admit(caller, &req)?;
         let UpdatePayloadRequest {
             namespace,
             tenant,
@@ -416,7 +392,7 @@ impl Core {
         let stats = self.store.stats(name).await?;
         Ok(NamespaceInfo {
             name: name.to_owned(),
-            dim: ns.dim,
+            dim: ns.dim.get(),
             distance: ns.distance,
             stats,
         })
@@ -424,13 +400,5 @@ impl Core {
 
     pub async fn is_ready(&self) -> bool {
         self.store.is_ready().await
-    }
-}
-
-/// The hits of a search answer, without a copy unless the cache holds it too.
-fn hits(cached: Arc<Cached>) -> Result<Vec<ScoredMemory>> {
-    match Arc::unwrap_or_clone(cached) {
-        Cached::Hits(hits) => Ok(hits),
-        Cached::Found(_) => Err(Error::internal("cache returned a get answer for a search")),
     }
 }

@@ -45,12 +45,44 @@ pub struct ScoredMemory {
     pub score: f32,
 }
 
-/// Whether a read may be answered from the result cache.
+/// Whether a read may be answered from the result cache: the proto's
+/// `ReadConsistency`. (Not Qdrant's replica read consistency, which is
+/// `config::QdrantReadConsistency`.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum Consistency {
+pub enum ReadConsistency {
     #[default]
     Cached,
     Fresh,
+}
+
+/// An answer to a read and whether it is stale: taken from an expired
+/// cache entry because the store was unavailable (`cache.serve_stale_on_error`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Served<T> {
+    pub value: T,
+    pub stale: bool,
+}
+
+impl<T> Served<T> {
+    /// An answer as of now.
+    pub fn current(value: T) -> Self {
+        Self {
+            value,
+            stale: false,
+        }
+    }
+
+    /// An answer from an expired entry.
+    pub fn stale(value: T) -> Self {
+        Self { value, stale: true }
+    }
+
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Served<U> {
+        Served {
+            value: f(self.value),
+            stale: self.stale,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -72,7 +104,7 @@ pub struct SearchRequest {
     pub filter: Filter,
     pub with_payload: bool,
     pub with_vector: bool,
-    pub consistency: Consistency,
+    pub consistency: ReadConsistency,
 }
 
 #[derive(Debug, Clone)]
@@ -81,7 +113,7 @@ pub struct GetRequest {
     pub tenant: String,
     pub ids: Vec<String>,
     pub with_vector: bool,
-    pub consistency: Consistency,
+    pub consistency: ReadConsistency,
 }
 
 /// What `Get` found: memories in request order, and the ids it did not.

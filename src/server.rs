@@ -21,13 +21,14 @@ use tonic::service::Routes;
 use crate::api;
 use crate::api::grpc::GrpcApi;
 use crate::api::health::{self, Health};
+use crate::api::layers::auth::AuthLayer;
 use crate::api::layers::deadline::DeadlineLayer;
 use crate::api::layers::{Edge, Transport};
 use crate::auth::Authenticator;
 use crate::backend::VectorStore;
 use crate::backend::embedded::EmbeddedStore;
 use crate::backend::qdrant::QdrantStore;
-use crate::config::{BackendKind, Config};
+use crate::config::{BackendKind, Config, NamespaceConfig};
 use crate::core::Core;
 use crate::metrics::Metrics;
 use crate::pipeline;
@@ -85,8 +86,8 @@ impl Server {
         }
         // One edge for both ports: one concurrency limit for the replica.
         let edge = Edge::new(
-            config.admission.max_concurrency,
-            Duration::from_millis(config.admission.retry_after_ms),
+            config.admission.max_concurrency.get(),
+            config.admission.retry_after,
             auth.clone(),
             metrics.clone(),
         );
@@ -113,8 +114,8 @@ impl Server {
             stop,
             listeners,
             checker,
-            grace: Duration::from_millis(config.server.shutdown_grace_ms),
-            delay: Duration::from_millis(config.server.shutdown_delay_ms),
+            grace: config.server.shutdown_grace,
+            delay: config.server.shutdown_delay,
         })
     }
 
@@ -218,10 +219,11 @@ fn max_message_bytes(config: &Config) -> usize {
     let max_dim = config
         .namespaces
         .values()
-        .map(|ns| ns.dim as usize)
+        .map(NamespaceConfig::dim)
         .max()
         .unwrap_or(0);
-    config.limits.max_batch * (max_dim * 4 + config.limits.max_payload_bytes + PER_MEMORY_OVERHEAD)
+    config.limits.max_batch.get()
+        * (max_dim * 4 + config.limits.max_payload_bytes.get() + PER_MEMORY_OVERHEAD)
 }
 
 /// Health, metrics and the REST gateway on the HTTP port.
@@ -238,10 +240,7 @@ fn http_router(
     let gateway = edge.wrap(api::rest::router(core, body_limit), Transport::Rest);
     let mut scrape = api::metrics::router(metrics);
     if config.auth.protect_metrics {
-        scrape = scrape.layer(axum::middleware::from_fn_with_state(
-            (auth, Transport::Rest),
-            api::layers::auth::authenticate,
-        ));
+        scrape = scrape.layer(AuthLayer::new(auth, Transport::Rest));
     }
     health::router(health)
         .merge(scrape)

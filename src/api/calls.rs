@@ -8,7 +8,7 @@ use crate::api::convert::{search_batch_from_proto, search_response};
 use crate::auth::Caller;
 use crate::core::Core;
 use crate::error::Result;
-use crate::pipeline::cache::Served;
+use crate::model::Served;
 use crate::proto;
 
 pub async fn upsert(
@@ -26,10 +26,7 @@ pub async fn search(
     request: proto::SearchRequest,
 ) -> Result<Served<proto::SearchResponse>> {
     let served = core.search(caller, request.try_into()?).await?;
-    Ok(Served {
-        value: search_response(served.value),
-        stale: served.stale,
-    })
+    Ok(served.map(search_response))
 }
 
 pub async fn search_batch(
@@ -40,12 +37,9 @@ pub async fn search_batch(
     let served = core
         .search_batch(caller, search_batch_from_proto(request)?)
         .await?;
-    Ok(Served {
-        value: proto::SearchBatchResponse {
-            results: served.value.into_iter().map(search_response).collect(),
-        },
-        stale: served.stale,
-    })
+    Ok(served.map(|results| proto::SearchBatchResponse {
+        results: results.into_iter().map(search_response).collect(),
+    }))
 }
 
 pub async fn get(
@@ -54,14 +48,10 @@ pub async fn get(
     request: proto::GetRequest,
 ) -> Result<Served<proto::GetResponse>> {
     let served = core.get(caller, request.try_into()?).await?;
-    let found = served.value;
-    Ok(Served {
-        value: proto::GetResponse {
-            memories: found.memories.into_iter().map(Into::into).collect(),
-            missing_ids: found.missing_ids,
-        },
-        stale: served.stale,
-    })
+    Ok(served.map(|found| proto::GetResponse {
+        memories: found.memories.into_iter().map(Into::into).collect(),
+        missing_ids: found.missing_ids,
+    }))
 }
 
 pub async fn delete(

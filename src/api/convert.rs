@@ -14,8 +14,8 @@ use serde_json::{Number, Value};
 use crate::core::NamespaceInfo;
 use crate::error::Error;
 use crate::model::{
-    self, AnyOf, Bounds, Condition, Consistency, DeleteSelector, FieldTest, MatchValue, Payload,
-    Violations, join,
+    self, AnyOf, Bounds, Condition, DeleteSelector, FieldTest, MatchValue, Payload,
+    ReadConsistency, Violations, join,
 };
 use crate::proto;
 use crate::{backend::NamespaceStats, config::Distance};
@@ -246,16 +246,16 @@ impl TryFrom<proto::UpdatePayloadRequest> for model::UpdatePayloadRequest {
     }
 }
 
-fn consistency_from_proto(value: i32, field: &str, violations: &mut Violations) -> Consistency {
+fn consistency_from_proto(value: i32, field: &str, violations: &mut Violations) -> ReadConsistency {
     match proto::ReadConsistency::try_from(value) {
-        Ok(proto::ReadConsistency::Cached) => Consistency::Cached,
-        Ok(proto::ReadConsistency::Fresh) => Consistency::Fresh,
+        Ok(proto::ReadConsistency::Cached) => ReadConsistency::Cached,
+        Ok(proto::ReadConsistency::Fresh) => ReadConsistency::Fresh,
         Err(_) => {
             violations.add(
                 field,
                 format!("unknown consistency {value}; use CACHED or FRESH"),
             );
-            Consistency::Cached
+            ReadConsistency::Cached
         }
     }
 }

@@ -11,7 +11,7 @@ use crate::api::calls;
 use crate::auth::Caller;
 use crate::core::Core;
 use crate::error::Error;
-use crate::pipeline::cache::Served;
+use crate::model::Served;
 use crate::proto;
 use crate::proto::memory_service_server::MemoryService;
 use crate::proto::namespace_service_server::NamespaceService;

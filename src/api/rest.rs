@@ -34,7 +34,7 @@ use crate::api::rpcs::{HttpMethod, RPCS, Rpc};
 use crate::auth::Caller;
 use crate::core::Core;
 use crate::error::{Error, Result};
-use crate::pipeline::cache::Served;
+use crate::model::Served;
 use crate::proto;
 
 /// The `/v1` routes; bodies above `body_limit` bytes are refused.
@@ -126,7 +126,7 @@ fn answer<T: Serialize>(outcome: Result<Served<T>>) -> Response {
 }
 
 /// A namespaced route: `$call` answers either a plain response (wrapped by
-/// `Served::fresh`) or an already `Served` one (passed on by `identity`).
+/// `Served::current`) or an already `Served` one (passed on by `identity`).
 macro_rules! route {
     ($name:ident, $request:ty, $call:path, $served:path) => {
         async fn $name(
@@ -149,17 +149,17 @@ macro_rules! route {
     };
 }
 
-route!(upsert, proto::UpsertRequest, calls::upsert, Served::fresh);
+route!(upsert, proto::UpsertRequest, calls::upsert, Served::current);
 route!(search, proto::SearchRequest, calls::search, identity);
 route!(get_memories, proto::GetRequest, calls::get, identity);
-route!(delete, proto::DeleteRequest, calls::delete, Served::fresh);
-route!(scroll, proto::ScrollRequest, calls::scroll, Served::fresh);
-route!(count, proto::CountRequest, calls::count, Served::fresh);
+route!(delete, proto::DeleteRequest, calls::delete, Served::current);
+route!(scroll, proto::ScrollRequest, calls::scroll, Served::current);
+route!(count, proto::CountRequest, calls::count, Served::current);
 route!(
     update_payload,
     proto::UpdatePayloadRequest,
     calls::update_payload,
-    Served::fresh
+    Served::current
 );
 
 async fn search_batch(
@@ -190,7 +190,7 @@ async fn openapi() -> Response {
 }
 
 async fn list_namespaces(State(core): State<Arc<Core>>) -> Response {
-    answer(calls::list_namespaces(&core).await.map(Served::fresh))
+    answer(calls::list_namespaces(&core).await.map(Served::current))
 }
 
 async fn describe_namespace(
@@ -201,6 +201,6 @@ async fn describe_namespace(
     answer(
         calls::describe_namespace(&core, request)
             .await
-            .map(Served::fresh),
+            .map(Served::current),
     )
 }

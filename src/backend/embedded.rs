@@ -95,7 +95,7 @@ impl EmbeddedStore {
             };
             shards.insert(name.clone(), Arc::new(shard));
         }
-        let interval = Duration::from_millis(config.optimize_interval_ms);
+        let interval = config.optimize_interval;
         let indexer = Indexer::spawn(shards.values().cloned().collect(), interval)?;
         Ok(Self {
             shards,
@@ -247,7 +247,7 @@ fn open_shard(name: &str, dir: &Path, ns: &NamespaceConfig) -> anyhow::Result<Ed
             })?;
             (params.size, params.distance)
         };
-        if found_dim != ns.dim as usize || found_distance != expected_distance {
+        if found_dim != ns.dim() || found_distance != expected_distance {
             anyhow::bail!(
                 "namespace {name}: existing data in {} has dim {found_dim} and distance \
                  {found_distance:?}, but the config says dim {} and distance {:?}; \
@@ -260,8 +260,7 @@ fn open_shard(name: &str, dir: &Path, ns: &NamespaceConfig) -> anyhow::Result<Ed
         return Ok(engine);
     }
     std::fs::create_dir_all(dir)?;
-    let mut vector =
-        EdgeVectorParamsBuilder::new(ns.dim as usize, expected_distance).on_disk(ns.on_disk);
+    let mut vector = EdgeVectorParamsBuilder::new(ns.dim(), expected_distance).on_disk(ns.on_disk);
     if ns.quantization == Quantization::Scalar {
         // qdrant-edge does not export the wrapper type, so build the config
         // from Qdrant's documented JSON form.
@@ -269,7 +268,7 @@ fn open_shard(name: &str, dir: &Path, ns: &NamespaceConfig) -> anyhow::Result<Ed
         vector = vector.quantization_config(serde_json::from_value::<QuantizationConfig>(scalar)?);
     }
     let hnsw = HnswIndexConfig {
-        m: ns.hnsw_m,
+        m: ns.hnsw_m.get(),
         ef_construct: ns.hnsw_ef_construct,
         ..HnswIndexConfig::default()
     };

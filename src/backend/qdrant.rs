@@ -37,7 +37,9 @@ use crate::backend::{
     MemoryKey, NamespaceStats, PayloadUpdate, ScrollQuery, StorePage, TenantDelete, TenantMemory,
     TenantSearch, VectorStore, answer_keys, layout, score,
 };
-use crate::config::{Distance, NamespaceConfig, QdrantConfig, ReadConsistency, WriteOrdering};
+use crate::config::{
+    Distance, NamespaceConfig, QdrantConfig, QdrantReadConsistency, WriteOrdering,
+};
 use crate::error::{Error, Result};
 use crate::model::{DeleteSelector, Filter, Memory, ScoredMemory};
 
@@ -92,11 +94,11 @@ impl QdrantStore {
         let store = Self {
             peers: Peers::new(peers, api_key.clone()),
             api_key,
-            timeout: Duration::from_millis(config.timeout_ms),
+            timeout: config.timeout,
             ordering: Some(qdrant::WriteOrdering {
                 r#type: write_ordering(config.write_ordering) as i32,
             }),
-            read_consistency: read_consistency(config.read_consistency()?),
+            read_consistency: read_consistency(config.read_consistency),
             namespaces: namespaces.clone(),
             collection_prefix: config.collection_prefix.clone(),
             bootstrapped: AtomicBool::new(false),
@@ -400,13 +402,15 @@ fn write_ordering(ordering: WriteOrdering) -> qdrant::WriteOrderingType {
     }
 }
 
-fn read_consistency(consistency: ReadConsistency) -> qdrant::ReadConsistency {
+fn read_consistency(consistency: QdrantReadConsistency) -> qdrant::ReadConsistency {
     use qdrant::read_consistency::Value;
     let value = match consistency {
-        ReadConsistency::All => Value::Type(qdrant::ReadConsistencyType::All as i32),
-        ReadConsistency::Majority => Value::Type(qdrant::ReadConsistencyType::Majority as i32),
-        ReadConsistency::Quorum => Value::Type(qdrant::ReadConsistencyType::Quorum as i32),
-        ReadConsistency::Replicas(n) => Value::Factor(n),
+        QdrantReadConsistency::All => Value::Type(qdrant::ReadConsistencyType::All as i32),
+        QdrantReadConsistency::Majority => {
+            Value::Type(qdrant::ReadConsistencyType::Majority as i32)
+        }
+        QdrantReadConsistency::Quorum => Value::Type(qdrant::ReadConsistencyType::Quorum as i32),
+        QdrantReadConsistency::Replicas(n) => Value::Factor(n),
     };
     qdrant::ReadConsistency { value: Some(value) }
 }

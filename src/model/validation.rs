@@ -146,7 +146,7 @@ impl<'a> Validator<'a> {
     /// The effective limit of a search or scroll (0 means the default).
     pub fn resolve_limit(limits: &Limits, limit: u32) -> usize {
         if limit == 0 {
-            limits.default_limit as usize
+            limits.default_limit.get() as usize
         } else {
             limit as usize
         }
@@ -179,7 +179,7 @@ impl<'a> Validator<'a> {
     }
 
     fn batch_len(&mut self, field: &str, len: usize) {
-        let max = self.limits.max_batch;
+        let max = self.limits.max_batch.get();
         if len == 0 {
             self.violations.add(field, "must not be empty");
         } else if len > max {
@@ -205,7 +205,7 @@ impl<'a> Validator<'a> {
     }
 
     fn limit(&mut self, field: &str, limit: u32) {
-        let max = self.limits.max_limit;
+        let max = self.limits.max_limit.get();
         if limit > max {
             self.violations
                 .add(field, format!("is {limit}; at most {max} is allowed"));
@@ -214,7 +214,7 @@ impl<'a> Validator<'a> {
 
     fn payload(&mut self, field: &str, payload: &Payload) {
         let size = json_size(payload);
-        let max = self.limits.max_payload_bytes;
+        let max = self.limits.max_payload_bytes.get();
         if size > max {
             self.violations.add(
                 field,
@@ -226,7 +226,7 @@ impl<'a> Validator<'a> {
     fn filter(&mut self, field: &str, filter: &Filter) {
         let mut conditions = 0;
         self.filter_at(field, filter, 1, &mut conditions);
-        let max = self.limits.max_filter_conditions;
+        let max = self.limits.max_filter_conditions.get();
         if conditions > max {
             self.violations.add(
                 field,
@@ -242,7 +242,7 @@ impl<'a> Validator<'a> {
                 let path = format!("{path}.{clause}[{i}]");
                 match condition {
                     Condition::Group(group) => {
-                        let max = self.limits.max_filter_depth;
+                        let max = self.limits.max_filter_depth.get();
                         if depth >= max {
                             self.violations.add(
                                 join(&path, "group"),
@@ -282,7 +282,7 @@ impl<'a> Validator<'a> {
                     AnyOf::Integers(values) => values.len(),
                 };
                 let field = join(path, "any_of");
-                let max = self.limits.max_batch;
+                let max = self.limits.max_batch.get();
                 if len == 0 {
                     self.violations.add(field, "needs at least one value");
                 } else if len > max {
@@ -342,18 +342,21 @@ fn json_size(payload: &Payload) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use std::num::{NonZeroU32, NonZeroUsize};
+
     use super::*;
-    use crate::model::{Bounds, Consistency, MatchValue, Memory};
+    use crate::model::{Bounds, MatchValue, Memory, ReadConsistency};
     use serde_json::json;
 
     fn limits() -> Limits {
+        let n = |n: usize| NonZeroUsize::new(n).expect("not zero");
         Limits {
-            max_limit: 100,
-            default_limit: 10,
-            max_batch: 4,
-            max_payload_bytes: 64,
-            max_filter_depth: 2,
-            max_filter_conditions: 5,
+            max_limit: NonZeroU32::new(100).expect("not zero"),
+            default_limit: NonZeroU32::new(10).expect("not zero"),
+            max_batch: n(4),
+            max_payload_bytes: n(64),
+            max_filter_depth: n(2),
+            max_filter_conditions: n(5),
         }
     }
 
@@ -473,7 +476,7 @@ mod tests {
                 filter: Filter::default(),
                 with_payload: false,
                 with_vector: false,
-                consistency: Consistency::Cached,
+                consistency: ReadConsistency::Cached,
             },
         );
         assert_eq!(

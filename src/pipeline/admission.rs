@@ -88,8 +88,8 @@ mod tests {
 
     fn config(read: u32, write: u32, burst: u32) -> AdmissionConfig {
         AdmissionConfig {
-            max_concurrency: 1,
-            retry_after_ms: 250,
+            max_concurrency: std::num::NonZeroUsize::MIN,
+            retry_after: std::time::Duration::from_millis(250),
             tenant_read_rps: read,
             tenant_write_rps: write,
             tenant_burst: burst,

@@ -38,6 +38,7 @@ use crate::backend::{
     MemoryKey, NamespaceStats, PayloadUpdate, ScrollQuery, StorePage, TenantDelete, TenantMemory,
     TenantSearch, VectorStore,
 };
+use crate::config::BatchConfig;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::model::{Filter, Memory, ScoredMemory};
@@ -83,10 +84,15 @@ impl BatchingStore {
     pub fn new<'a>(
         inner: Arc<dyn VectorStore>,
         namespaces: impl IntoIterator<Item = &'a str>,
-        limits: BatchLimits,
-        concurrent_reads: usize,
+        config: &BatchConfig,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let limits = BatchLimits {
+            max_batch_size: config.max_batch_size.get(),
+            max_delay: config.max_delay,
+            queue_capacity: config.queue_capacity.get(),
+        };
+        let concurrent_reads = config.concurrent_reads.get();
         let lanes = namespaces
             .into_iter()
             .map(|namespace| {
@@ -519,6 +525,7 @@ impl VectorStore for BatchingStore {
 
 #[cfg(test)]
 mod tests {
+    use std::num::NonZeroUsize;
     use std::time::Duration;
 
     use tokio::sync::OwnedRwLockWriteGuard;
@@ -531,12 +538,13 @@ mod tests {
         BatchingStore::new(
             fake.clone(),
             ["ns"],
-            BatchLimits {
-                max_batch_size: 64,
+            &BatchConfig {
+                enabled: true,
+                max_batch_size: NonZeroUsize::new(64).expect("not zero"),
                 max_delay: Duration::ZERO,
-                queue_capacity: 64,
+                queue_capacity: NonZeroUsize::new(64).expect("not zero"),
+                concurrent_reads: NonZeroUsize::new(2).expect("not zero"),
             },
-            2,
             Arc::new(Metrics::new()),
         )
     }

@@ -25,74 +25,95 @@
 use std::collections::hash_map::DefaultHasher;
 use std::future::Future;
 use std::hash::{Hash, Hasher};
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use moka::future::Cache;
 
 use crate::backend::TenantSearch;
+use crate::config::CacheConfig;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-use crate::model::{Consistency, GetResult, Memory, Payload, ScoredMemory};
+use crate::model::{GetResult, Memory, Payload, ReadConsistency, ScoredMemory, Served};
 
 /// Slots of the generation array; a power of two.
 const GENERATION_SLOTS: usize = 4096;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CacheSettings {
-    pub enabled: bool,
-    /// Bound on the cache's size, counted as the bytes of keys and results.
-    pub max_bytes: u64,
-    /// How long an entry is served; the staleness bound across replicas.
-    pub ttl: Duration,
-    /// Answer from an expired entry while the store is unavailable.
-    pub serve_stale_on_error: bool,
-    /// How long after it was stored an entry may still be served stale.
-    pub stale_for: Duration,
+/// The key of a cached answer of type `A`: a search's key can only find
+/// search hits, a get's only a get's result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheKey<A> {
+    raw: RawKey,
+    answer: PhantomData<fn() -> A>,
 }
 
-/// An answer and whether it came from an expired entry.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Served<T> {
-    pub value: T,
-    pub stale: bool,
-}
-
-impl<T> Served<T> {
-    pub fn fresh(value: T) -> Self {
-        Self {
-            value,
-            stale: false,
-        }
-    }
-}
-
+/// What the entries are indexed by. `query` begins with a byte naming the
+/// kind of read, so keys of different kinds never collide.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct CacheKey {
+struct RawKey {
     namespace: String,
     tenant: String,
     generation: u64,
     query: Vec<u8>,
 }
 
-impl CacheKey {
+impl RawKey {
     fn bytes(&self) -> usize {
         self.namespace.len() + self.tenant.len() + self.query.len() + 8
     }
 }
 
-/// What an entry holds.
+/// What an entry holds: one answer of any kind the cache serves.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Cached {
+pub enum Entry {
     Hits(Vec<ScoredMemory>),
     Found(GetResult),
 }
 
-type Entries = Cache<CacheKey, Arc<Cached>>;
+/// A kind of answer the cache serves. Its keys are only made by
+/// [`ResultCache::search_key`] and [`ResultCache::get_key`], which tag the
+/// kind, so an entry is read back only as what it was stored as.
+pub trait Answer: Sized {
+    fn into_entry(self) -> Entry;
+    /// The answer an entry holds; `None` only if the kinds differ, which
+    /// the keys rule out (and which would be a miss, not an error).
+    fn from_entry(entry: Entry) -> Option<Self>;
+}
+
+impl Answer for Vec<ScoredMemory> {
+    fn into_entry(self) -> Entry {
+        Entry::Hits(self)
+    }
+    fn from_entry(entry: Entry) -> Option<Self> {
+        match entry {
+            Entry::Hits(hits) => Some(hits),
+            Entry::Found(_) => None,
+        }
+    }
+}
+
+impl Answer for GetResult {
+    fn into_entry(self) -> Entry {
+        Entry::Found(self)
+    }
+    fn from_entry(entry: Entry) -> Option<Self> {
+        match entry {
+            Entry::Found(found) => Some(found),
+            Entry::Hits(_) => None,
+        }
+    }
+}
+
+/// The answer an entry holds, without a copy unless the cache keeps it too.
+fn unwrap<A: Answer>(entry: Arc<Entry>) -> Option<A> {
+    A::from_entry(Arc::unwrap_or_clone(entry))
+}
+
+type Entries = Cache<RawKey, Arc<Entry>>;
 
 pub struct ResultCache {
-    settings: CacheSettings,
+    settings: CacheConfig,
     entries: Entries,
     stale: Option<Entries>,
     generations: Box<[AtomicU64]>,
@@ -100,21 +121,21 @@ pub struct ResultCache {
 }
 
 impl ResultCache {
-    pub fn new(settings: CacheSettings, metrics: Arc<Metrics>) -> Self {
+    pub fn new(settings: &CacheConfig, metrics: Arc<Metrics>) -> Self {
         let entries = |ttl| {
             Cache::builder()
                 .max_capacity(settings.max_bytes)
-                .weigher(|key: &CacheKey, value: &Arc<Cached>| {
-                    u32::try_from(key.bytes() + cached_bytes(value)).unwrap_or(u32::MAX)
+                .weigher(|key: &RawKey, value: &Arc<Entry>| {
+                    u32::try_from(key.bytes() + entry_bytes(value)).unwrap_or(u32::MAX)
                 })
                 .time_to_live(ttl)
                 .build()
         };
         Self {
-            settings,
+            settings: settings.clone(),
             entries: entries(settings.ttl),
             stale: (settings.enabled && settings.serve_stale_on_error)
-                .then(|| entries(settings.stale_for.max(settings.ttl))),
+                .then(|| entries(settings.stale_max_age.max(settings.ttl))),
             generations: (0..GENERATION_SLOTS).map(|_| AtomicU64::new(0)).collect(),
             metrics,
         }
@@ -134,17 +155,24 @@ impl ResultCache {
         self.slot(namespace, tenant).fetch_add(1, Ordering::AcqRel);
     }
 
-    fn key(&self, namespace: &str, tenant: &str, query: Vec<u8>) -> CacheKey {
+    fn key<A>(&self, namespace: &str, tenant: &str, query: Vec<u8>) -> CacheKey<A> {
         CacheKey {
-            namespace: namespace.to_owned(),
-            tenant: tenant.to_owned(),
-            generation: self.slot(namespace, tenant).load(Ordering::Acquire),
-            query,
+            raw: RawKey {
+                namespace: namespace.to_owned(),
+                tenant: tenant.to_owned(),
+                generation: self.slot(namespace, tenant).load(Ordering::Acquire),
+                query,
+            },
+            answer: PhantomData,
         }
     }
 
     /// The key of a search, under the tenant's current generation.
-    pub fn search_key(&self, namespace: &str, search: &TenantSearch) -> CacheKey {
+    pub fn search_key(
+        &self,
+        namespace: &str,
+        search: &TenantSearch,
+    ) -> CacheKey<Vec<ScoredMemory>> {
         self.key(namespace, &search.tenant, search_query(search))
     }
 
@@ -155,49 +183,51 @@ impl ResultCache {
         tenant: &str,
         ids: &[String],
         with_vector: bool,
-    ) -> CacheKey {
+    ) -> CacheKey<GetResult> {
         self.key(namespace, tenant, get_query(ids, with_vector))
     }
 
     /// Whether a read of this consistency skips the cache (always, when the
     /// cache is off): its key need not even be computed.
-    pub fn bypassed(&self, consistency: Consistency) -> bool {
-        !self.settings.enabled || consistency == Consistency::Fresh
+    pub fn bypassed(&self, consistency: ReadConsistency) -> bool {
+        !self.settings.enabled || consistency == ReadConsistency::Fresh
     }
 
     /// Answers from the cache under the key `key` makes, or runs `load`
     /// (once for all concurrent callers of the same key) and keeps its
     /// answer. A read that bypasses the cache computes no key.
-    pub async fn get_or_load<K, F, Fut>(
+    pub async fn get_or_load<A, K, F, Fut>(
         &self,
         key: K,
-        consistency: Consistency,
+        consistency: ReadConsistency,
         load: F,
-    ) -> Result<Served<Arc<Cached>>>
+    ) -> Result<Served<A>>
     where
-        K: FnOnce() -> CacheKey,
+        A: Answer,
+        K: FnOnce() -> CacheKey<A>,
         F: Fn() -> Fut,
-        Fut: Future<Output = Result<Cached>>,
+        Fut: Future<Output = Result<A>>,
     {
         if self.bypassed(consistency) {
-            return Ok(Served::fresh(Arc::new(load().await?)));
+            return Ok(Served::current(load().await?));
         }
-        let key = key();
+        let key = key().raw;
         let loaded = self
             .entries
             .entry(key.clone())
-            .or_try_insert_with(async { load().await.map(Arc::new) })
+            .or_try_insert_with(async { load().await.map(|answer| Arc::new(answer.into_entry())) })
             .await;
-        match loaded {
+        let entry = match loaded {
+            // Loaded by this call or one it joined: a miss.
             Ok(entry) if entry.is_fresh() => {
                 self.metrics.cache_miss();
                 let value = entry.into_value();
                 self.keep_for_outages(key, value.clone()).await;
-                Ok(Served::fresh(value))
+                value
             }
             Ok(entry) => {
                 self.metrics.cache_hit();
-                Ok(Served::fresh(entry.into_value()))
+                entry.into_value()
             }
             Err(error) => {
                 self.metrics.cache_miss();
@@ -207,18 +237,82 @@ impl ResultCache {
                 if matches!(error, Error::DeadlineExceeded)
                     && crate::deadline::remaining().is_none_or(|left| !left.is_zero())
                 {
-                    return Ok(Served::fresh(Arc::new(load().await?)));
+                    return Ok(Served::current(load().await?));
                 }
-                self.stale_or(&key, error)
-                    .await
-                    .map(|value| Served { value, stale: true })
+                let value = self.stale_or(&key, error.clone()).await?;
+                return unwrap(value).map(Served::stale).ok_or(error);
             }
+        };
+        match unwrap(entry) {
+            Some(answer) => Ok(Served::current(answer)),
+            None => Ok(Served::current(load().await?)),
         }
     }
 
-    /// The cached answer of `key`, if any, counted as a hit or a miss. For
-    /// reads that are not [`Self::bypassed`].
-    pub async fn peek(&self, key: &CacheKey) -> Option<Arc<Cached>> {
+    /// Answers a batch of reads, each under its key (`None`: the read
+    /// bypasses the cache): from the cache where it has them, and all the
+    /// misses with one call of `load`, which is given their positions in
+    /// `keys` and answers each in that order. A miss whose load failed is
+    /// answered from an entry kept for outages where it may be, and
+    /// otherwise fails the whole batch.
+    pub async fn get_many_or_load<A, F, Fut>(
+        &self,
+        keys: Vec<Option<CacheKey<A>>>,
+        load: F,
+    ) -> Result<Served<Vec<A>>>
+    where
+        A: Answer + Clone,
+        F: FnOnce(Vec<usize>) -> Fut,
+        Fut: Future<Output = Result<Vec<Result<A>>>>,
+    {
+        let mut answers: Vec<Option<A>> = Vec::with_capacity(keys.len());
+        let mut misses = Vec::new();
+        for (i, key) in keys.iter().enumerate() {
+            let cached = match key {
+                Some(key) => self.peek(&key.raw).await.and_then(unwrap),
+                None => None,
+            };
+            if cached.is_none() {
+                misses.push(i);
+            }
+            answers.push(cached);
+        }
+        let mut stale = false;
+        if !misses.is_empty() {
+            let loaded = load(misses.clone()).await?;
+            if loaded.len() != misses.len() {
+                return Err(Error::internal(
+                    "a batch load returned a wrong number of answers",
+                ));
+            }
+            for (i, outcome) in misses.into_iter().zip(loaded) {
+                let key = keys[i].as_ref().map(|key| &key.raw);
+                answers[i] = Some(match (outcome, key) {
+                    (Ok(answer), Some(key)) => {
+                        self.put(key.clone(), Arc::new(answer.clone().into_entry()))
+                            .await;
+                        answer
+                    }
+                    (Ok(answer), None) => answer,
+                    (Err(error), None) => return Err(error),
+                    (Err(error), Some(key)) => {
+                        stale = true;
+                        unwrap(self.stale_or(key, error.clone()).await?).ok_or(error)?
+                    }
+                });
+            }
+        }
+        let value = answers
+            .into_iter()
+            .map(|answer| {
+                answer.ok_or_else(|| Error::internal("a read of the batch got no answer"))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Served { value, stale })
+    }
+
+    /// The cached answer of `key`, if any, counted as a hit or a miss.
+    async fn peek(&self, key: &RawKey) -> Option<Arc<Entry>> {
         let found = self.entries.get(key).await;
         match found {
             Some(_) => self.metrics.cache_hit(),
@@ -227,22 +321,21 @@ impl ResultCache {
         found
     }
 
-    /// Keeps an answer loaded by the caller under `key` (read before
-    /// loading). For reads that are not [`Self::bypassed`].
-    pub async fn put(&self, key: CacheKey, value: Arc<Cached>) {
+    /// Keeps an answer loaded under `key` (read before loading).
+    async fn put(&self, key: RawKey, value: Arc<Entry>) {
         self.entries.insert(key.clone(), value.clone()).await;
         self.keep_for_outages(key, value).await;
     }
 
-    async fn keep_for_outages(&self, key: CacheKey, value: Arc<Cached>) {
+    async fn keep_for_outages(&self, key: RawKey, value: Arc<Entry>) {
         if let Some(stale) = &self.stale {
             stale.insert(key, value).await;
         }
     }
 
-    /// The answer to serve instead of `error`: an entry kept for outages,
-    /// when the store is unavailable and the tenant has not written since.
-    pub async fn stale_or(&self, key: &CacheKey, error: Error) -> Result<Arc<Cached>> {
+    /// The entry to serve instead of `error`: one kept for outages, when the
+    /// store is unavailable and the tenant has not written since.
+    async fn stale_or(&self, key: &RawKey, error: Error) -> Result<Arc<Entry>> {
         let Some(stale) = &self.stale else {
             return Err(error);
         };
@@ -310,10 +403,10 @@ fn get_query(ids: &[String], with_vector: bool) -> Vec<u8> {
     query
 }
 
-fn cached_bytes(value: &Cached) -> usize {
+fn entry_bytes(value: &Entry) -> usize {
     match value {
-        Cached::Hits(hits) => hits.iter().map(|hit| memory_bytes(&hit.memory) + 4).sum(),
-        Cached::Found(found) => {
+        Entry::Hits(hits) => hits.iter().map(|hit| memory_bytes(&hit.memory) + 4).sum(),
+        Entry::Found(found) => {
             found.memories.iter().map(memory_bytes).sum::<usize>()
                 + found.missing_ids.iter().map(String::len).sum::<usize>()
         }
@@ -334,7 +427,9 @@ fn payload_bytes(payload: &Payload) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
     use std::sync::atomic::AtomicUsize;
+    use std::time::Duration;
 
     use tokio::sync::oneshot;
 
@@ -343,12 +438,12 @@ mod tests {
 
     fn cache(serve_stale_on_error: bool) -> ResultCache {
         ResultCache::new(
-            CacheSettings {
+            &CacheConfig {
                 enabled: true,
                 max_bytes: 1 << 20,
                 ttl: Duration::from_secs(60),
                 serve_stale_on_error,
-                stale_for: Duration::from_secs(600),
+                stale_max_age: Duration::from_secs(600),
             },
             Arc::new(Metrics::new()),
         )
@@ -367,8 +462,8 @@ mod tests {
     }
 
     /// An answer whose one hit is named `id`.
-    fn answer(id: &str) -> Cached {
-        Cached::Hits(vec![ScoredMemory {
+    fn answer(id: &str) -> Vec<ScoredMemory> {
+        vec![ScoredMemory {
             memory: Memory {
                 id: id.into(),
                 vector: Vec::new(),
@@ -376,21 +471,18 @@ mod tests {
                 updated_at: None,
             },
             score: 1.0,
-        }])
+        }]
     }
 
-    fn id(served: &Served<Arc<Cached>>) -> &str {
-        match &*served.value {
-            Cached::Hits(hits) => &hits[0].memory.id,
-            Cached::Found(_) => panic!("a get answer"),
-        }
+    fn id(served: &Served<Vec<ScoredMemory>>) -> &str {
+        &served.value[0].memory.id
     }
 
     /// A load that counts its runs and answers `id`.
     fn counted<'a>(
         runs: &'a AtomicUsize,
         id: &'a str,
-    ) -> impl Fn() -> std::future::Ready<Result<Cached>> + 'a {
+    ) -> impl Fn() -> std::future::Ready<Result<Vec<ScoredMemory>>> + 'a {
         move || {
             runs.fetch_add(1, Ordering::SeqCst);
             std::future::ready(Ok(answer(id)))
@@ -404,7 +496,7 @@ mod tests {
         for _ in 0..3 {
             let key = cache.search_key("ns", &search("t", 1.0));
             let served = cache
-                .get_or_load(|| key, Consistency::Cached, counted(&runs, "a"))
+                .get_or_load(|| key, ReadConsistency::Cached, counted(&runs, "a"))
                 .await
                 .expect("served");
             assert_eq!(id(&served), "a");
@@ -437,7 +529,7 @@ mod tests {
         for _ in 0..2 {
             let key = cache.search_key("ns", &search("t", 1.0));
             cache
-                .get_or_load(|| key, Consistency::Fresh, counted(&runs, "a"))
+                .get_or_load(|| key, ReadConsistency::Fresh, counted(&runs, "a"))
                 .await
                 .expect("served");
         }
@@ -458,7 +550,7 @@ mod tests {
                 cache
                     .get_or_load(
                         || key,
-                        Consistency::Cached,
+                        ReadConsistency::Cached,
                         || {
                             let hooks = hooks.lock().expect("lock").take();
                             async move {
@@ -483,7 +575,11 @@ mod tests {
         let runs = AtomicUsize::new(0);
         let key = cache.search_key("ns", &search("t", 1.0));
         let after = cache
-            .get_or_load(|| key, Consistency::Cached, counted(&runs, "after-write"))
+            .get_or_load(
+                || key,
+                ReadConsistency::Cached,
+                counted(&runs, "after-write"),
+            )
             .await
             .expect("served");
         assert_eq!(
@@ -508,8 +604,8 @@ mod tests {
             }
         };
         let key = cache.search_key("ns", &search("t", 1.0));
-        let first = cache.get_or_load(|| key.clone(), Consistency::Cached, load);
-        let second = cache.get_or_load(|| key.clone(), Consistency::Cached, load);
+        let first = cache.get_or_load(|| key.clone(), ReadConsistency::Cached, load);
+        let second = cache.get_or_load(|| key.clone(), ReadConsistency::Cached, load);
         let opener = async {
             tokio::task::yield_now().await;
             release.send(true).expect("gate");
@@ -526,40 +622,121 @@ mod tests {
         let runs = AtomicUsize::new(0);
         let key = || cache.search_key("ns", &search("t", 1.0));
         cache
-            .get_or_load(key, Consistency::Cached, counted(&runs, "kept"))
+            .get_or_load(key, ReadConsistency::Cached, counted(&runs, "kept"))
             .await
             .expect("served");
         // The entry expires; the copy kept for outages remains.
-        cache.entries.invalidate(&key()).await;
-        let down =
-            || std::future::ready(Err::<Cached, _>(crate::pipeline::fake_store::unavailable()));
+        cache.entries.invalidate(&key().raw).await;
+        let down = || {
+            std::future::ready(Err::<Vec<ScoredMemory>, _>(
+                crate::pipeline::fake_store::unavailable(),
+            ))
+        };
 
         let served = cache
-            .get_or_load(key, Consistency::Cached, down)
+            .get_or_load(key, ReadConsistency::Cached, down)
             .await
             .expect("served stale");
         assert!(served.stale);
         assert_eq!(id(&served), "kept");
 
-        let fresh = cache.get_or_load(key, Consistency::Fresh, down).await;
+        let fresh = cache.get_or_load(key, ReadConsistency::Fresh, down).await;
         assert!(
             matches!(fresh, Err(Error::Unavailable { .. })),
             "never stale for FRESH"
         );
 
-        let broken = || std::future::ready(Err::<Cached, _>(Error::internal("bug")));
-        let other = cache.get_or_load(key, Consistency::Cached, broken).await;
+        let broken = || std::future::ready(Err::<Vec<ScoredMemory>, _>(Error::internal("bug")));
+        let other = cache
+            .get_or_load(key, ReadConsistency::Cached, broken)
+            .await;
         assert!(
             matches!(other, Err(Error::Internal(_))),
             "only UNAVAILABLE is covered"
         );
 
         cache.written("ns", "t");
-        let after_write = cache.get_or_load(key, Consistency::Cached, down).await;
+        let after_write = cache.get_or_load(key, ReadConsistency::Cached, down).await;
         assert!(
             matches!(after_write, Err(Error::Unavailable { .. })),
             "never stale after the tenant's write"
         );
+    }
+
+    #[tokio::test]
+    async fn a_batch_loads_only_its_misses_in_one_call_and_keeps_them() {
+        let cache = cache(false);
+        let warm = cache.search_key("ns", &search("t", 1.0));
+        cache
+            .get_or_load(
+                || warm,
+                ReadConsistency::Cached,
+                || async { Ok(answer("warm")) },
+            )
+            .await
+            .expect("served");
+        let keys = || {
+            vec![
+                Some(cache.search_key("ns", &search("t", 1.0))),
+                Some(cache.search_key("ns", &search("t", 2.0))),
+                // Bypasses the cache: loaded every time, never kept.
+                None,
+            ]
+        };
+        let loads = Mutex::new(Vec::new());
+        let load = |misses: Vec<usize>| {
+            loads.lock().expect("lock").push(misses.clone());
+            let answers = misses
+                .iter()
+                .map(|i| Ok(answer(&format!("loaded-{i}"))))
+                .collect();
+            std::future::ready(Ok(answers))
+        };
+        for _ in 0..2 {
+            let served = cache.get_many_or_load(keys(), load).await.expect("served");
+            let ids: Vec<&str> = served
+                .value
+                .iter()
+                .map(|hits| &*hits[0].memory.id)
+                .collect();
+            assert_eq!(ids, ["warm", "loaded-1", "loaded-2"]);
+            assert!(!served.stale);
+        }
+        assert_eq!(*loads.lock().expect("lock"), [vec![1, 2], vec![2]]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_batch_load_is_served_stale_only_where_every_miss_can_be() {
+        let cache = cache(true);
+        let kept = || cache.search_key("ns", &search("t", 1.0));
+        cache
+            .get_or_load(kept, ReadConsistency::Cached, || async {
+                Ok(answer("kept"))
+            })
+            .await
+            .expect("served");
+        cache.entries.invalidate(&kept().raw).await;
+        let down = |misses: Vec<usize>| {
+            let answers = misses
+                .iter()
+                .map(|_| Err(crate::pipeline::fake_store::unavailable()))
+                .collect();
+            std::future::ready(Ok(answers))
+        };
+        let served = cache
+            .get_many_or_load(vec![Some(kept())], down)
+            .await
+            .expect("served stale");
+        assert!(served.stale);
+        assert_eq!(served.value[0][0].memory.id, "kept");
+
+        let never_cached = cache.search_key("ns", &search("t", 2.0));
+        let failed = cache
+            .get_many_or_load(vec![Some(kept()), Some(never_cached)], down)
+            .await;
+        assert!(matches!(failed, Err(Error::Unavailable { .. })));
+        let bypassed = cache.get_many_or_load(vec![Some(kept()), None], down).await;
+        assert!(matches!(bypassed, Err(Error::Unavailable { .. })));
     }
 
     #[tokio::test]
@@ -568,13 +745,16 @@ mod tests {
         let runs = AtomicUsize::new(0);
         let key = || cache.search_key("ns", &search("t", 1.0));
         cache
-            .get_or_load(key, Consistency::Cached, counted(&runs, "kept"))
+            .get_or_load(key, ReadConsistency::Cached, counted(&runs, "kept"))
             .await
             .expect("served");
-        cache.entries.invalidate(&key()).await;
-        let down =
-            || std::future::ready(Err::<Cached, _>(crate::pipeline::fake_store::unavailable()));
-        let result = cache.get_or_load(key, Consistency::Cached, down).await;
+        cache.entries.invalidate(&key().raw).await;
+        let down = || {
+            std::future::ready(Err::<Vec<ScoredMemory>, _>(
+                crate::pipeline::fake_store::unavailable(),
+            ))
+        };
+        let result = cache.get_or_load(key, ReadConsistency::Cached, down).await;
         assert!(matches!(result, Err(Error::Unavailable { .. })));
     }
 }

@@ -10,7 +10,6 @@
 //! store whatever is switched on.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::backend::VectorStore;
 use crate::config::Config;
@@ -25,10 +24,9 @@ pub mod cache;
 mod fake_store;
 pub mod resilience;
 
-use batch::BatchLimits;
 use batch_store::BatchingStore;
-use cache::{CacheSettings, ResultCache};
-use resilience::{ResilienceSettings, ResilientStore};
+use cache::ResultCache;
+use resilience::ResilientStore;
 
 /// What the core calls: the wrapped store and the result cache, and the
 /// metrics the core's own admission checks record into.
@@ -48,49 +46,24 @@ pub fn build(
     // Innermost: retries and the breaker see every backend call, one per
     // batch, so a batch is retried as a whole and an open circuit fails a
     // whole batch at once.
-    let resilience = &config.resilience;
     let mut store: Arc<dyn VectorStore> = Arc::new(ResilientStore::new(
         backend,
-        ResilienceSettings {
-            max_retries: resilience.max_retries,
-            backoff_min: Duration::from_millis(resilience.backoff_min_ms),
-            backoff_max: Duration::from_millis(resilience.backoff_max_ms),
-            retry_budget_ratio: resilience.retry_budget_percent as f32 / 100.0,
-            retry_budget_min_per_sec: resilience.retry_budget_min_per_sec,
-            failure_threshold: resilience.circuit_failure_threshold,
-            open_for: Duration::from_millis(resilience.circuit_open_ms),
-        },
+        &config.resilience,
         metrics.clone(),
     )?);
 
     // Then the batcher: concurrent calls of a namespace become one call.
-    let batch = &config.pipeline.batch;
-    if batch.enabled {
+    if config.pipeline.batch.enabled {
         store = Arc::new(BatchingStore::new(
             store,
             config.namespaces.keys().map(String::as_str),
-            BatchLimits {
-                max_batch_size: batch.max_batch_size,
-                max_delay: Duration::from_micros(batch.max_delay_us),
-                queue_capacity: batch.queue_capacity,
-            },
-            batch.concurrent_reads,
+            &config.pipeline.batch,
             metrics.clone(),
         ));
     }
 
     // The cache sits above the batcher: a hit never waits in a queue.
-    let cache = &config.pipeline.cache;
-    let cache = ResultCache::new(
-        CacheSettings {
-            enabled: cache.enabled,
-            max_bytes: cache.max_bytes,
-            ttl: Duration::from_millis(cache.ttl_ms),
-            serve_stale_on_error: cache.serve_stale_on_error,
-            stale_for: Duration::from_millis(cache.stale_max_age_ms),
-        },
-        metrics.clone(),
-    );
+    let cache = ResultCache::new(&config.pipeline.cache, metrics.clone());
     Ok(Pipeline {
         store,
         cache,

@@ -35,26 +35,10 @@ use crate::backend::{
     MemoryKey, NamespaceStats, PayloadUpdate, ScrollQuery, StorePage, TenantDelete, TenantMemory,
     TenantSearch, VectorStore,
 };
+use crate::config::ResilienceConfig;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::model::{Filter, Memory, ScoredMemory};
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ResilienceSettings {
-    /// Retries after the first attempt; 0 turns retrying off.
-    pub max_retries: u32,
-    pub backoff_min: Duration,
-    pub backoff_max: Duration,
-    /// Retries allowed on top of first attempts, as a fraction of them.
-    pub retry_budget_ratio: f32,
-    /// Retries always allowed per second, whatever the ratio says.
-    pub retry_budget_min_per_sec: u32,
-    /// Consecutive transient failures that open the circuit; 0 turns the
-    /// breaker off.
-    pub failure_threshold: u32,
-    /// How long the circuit stays open before a probe is let through.
-    pub open_for: Duration,
-}
 
 /// The breaker's state machine, separate from any I/O so it can be tested
 /// step by step under paused time.
@@ -155,7 +139,8 @@ impl CircuitBreaker {
 
 pub struct ResilientStore {
     inner: Arc<dyn VectorStore>,
-    settings: ResilienceSettings,
+    /// Retries after the first attempt; 0 turns retrying off.
+    max_retries: u32,
     breaker: CircuitBreaker,
     budget: TpsBudget,
     backoff: ExponentialBackoffMaker<HasherRng>,
@@ -165,24 +150,24 @@ pub struct ResilientStore {
 impl ResilientStore {
     pub fn new(
         inner: Arc<dyn VectorStore>,
-        settings: ResilienceSettings,
+        settings: &ResilienceConfig,
         metrics: Arc<Metrics>,
     ) -> Result<Self> {
         let backoff = ExponentialBackoffMaker::new(
             settings.backoff_min,
-            settings.backoff_max.max(Duration::from_millis(1)),
+            settings.backoff_max,
             0.5,
             HasherRng::default(),
         )
         .map_err(|error| Error::internal(format!("retry backoff: {error}")))?;
         Ok(Self {
             inner,
-            settings,
-            breaker: CircuitBreaker::new(settings.failure_threshold, settings.open_for),
+            max_retries: settings.max_retries,
+            breaker: CircuitBreaker::new(settings.circuit_failure_threshold, settings.circuit_open),
             budget: TpsBudget::new(
                 Duration::from_secs(10),
                 settings.retry_budget_min_per_sec,
-                settings.retry_budget_ratio,
+                settings.retry_budget_ratio(),
             ),
             backoff,
             metrics,
@@ -218,7 +203,7 @@ impl ResilientStore {
                 Err(Error::Unavailable { .. } | Error::ClusterDegraded { .. })
             );
             if !retryable
-                || retries >= self.settings.max_retries
+                || retries >= self.max_retries
                 || self.breaker.is_open()
                 || !self.budget.withdraw()
             {
@@ -314,20 +299,20 @@ mod tests {
 
     const OPEN_FOR: Duration = Duration::from_secs(2);
 
-    fn settings(max_retries: u32, failure_threshold: u32) -> ResilienceSettings {
-        ResilienceSettings {
+    fn settings(max_retries: u32, failure_threshold: u32) -> ResilienceConfig {
+        ResilienceConfig {
             max_retries,
             backoff_min: Duration::from_millis(10),
             backoff_max: Duration::from_millis(100),
-            retry_budget_ratio: 0.2,
+            retry_budget_percent: 20,
             retry_budget_min_per_sec: 10,
-            failure_threshold,
-            open_for: OPEN_FOR,
+            circuit_failure_threshold: failure_threshold,
+            circuit_open: OPEN_FOR,
         }
     }
 
-    fn resilient(fake: &Arc<FakeStore>, settings: ResilienceSettings) -> ResilientStore {
-        ResilientStore::new(fake.clone(), settings, Arc::new(Metrics::new())).expect("settings")
+    fn resilient(fake: &Arc<FakeStore>, settings: ResilienceConfig) -> ResilientStore {
+        ResilientStore::new(fake.clone(), &settings, Arc::new(Metrics::new())).expect("settings")
     }
 
     fn key() -> Vec<MemoryKey> {
@@ -476,7 +461,7 @@ mod tests {
         let fake = Arc::new(FakeStore::default());
         fake.fail_next(1000, unavailable());
         let mut no_budget = settings(3, 0);
-        no_budget.retry_budget_ratio = 0.0;
+        no_budget.retry_budget_percent = 0;
         no_budget.retry_budget_min_per_sec = 0;
         let store = resilient(&fake, no_budget);
         for _ in 0..10 {

@@ -130,14 +130,14 @@ fn create_request(name: &str, ns: &NamespaceConfig) -> CreateCollection {
         collection_name: name.to_owned(),
         vectors_config: Some(VectorsConfig {
             config: Some(vectors_config::Config::Params(VectorParams {
-                size: u64::from(ns.dim),
+                size: u64::from(ns.dim.get()),
                 distance: qdrant_distance(ns.distance) as i32,
                 on_disk: Some(ns.on_disk),
                 ..VectorParams::default()
             })),
         }),
         hnsw_config: Some(HnswConfigDiff {
-            m: Some(ns.hnsw_m as u64),
+            m: Some(ns.hnsw_m.get() as u64),
             ef_construct: Some(ns.hnsw_ef_construct as u64),
             ..HnswConfigDiff::default()
         }),
@@ -146,9 +146,9 @@ fn create_request(name: &str, ns: &NamespaceConfig) -> CreateCollection {
             ..OptimizersConfigDiff::default()
         }),
         quantization_config,
-        shard_number: Some(ns.shard_number),
-        replication_factor: Some(ns.replication_factor),
-        write_consistency_factor: Some(ns.write_consistency_factor),
+        shard_number: Some(ns.shard_number.get()),
+        replication_factor: Some(ns.replication_factor.get()),
+        write_consistency_factor: Some(ns.write_consistency_factor.get()),
         ..CreateCollection::default()
     }
 }
@@ -171,7 +171,7 @@ fn check_shape(
         )));
     };
     let expected_distance = qdrant_distance(ns.distance) as i32;
-    if params.size != u64::from(ns.dim) || params.distance != expected_distance {
+    if params.size != u64::from(ns.dim.get()) || params.distance != expected_distance {
         let found = qdrant::Distance::try_from(params.distance)
             .map_or("unknown".to_owned(), |d| format!("{d:?}"));
         return Err(BootstrapError::Incompatible(format!(

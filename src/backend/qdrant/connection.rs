@@ -73,12 +73,12 @@ impl Connections {
         }
         let connector = Connector {
             settings: Arc::new(Settings {
-                connect_timeout: Duration::from_millis(config.connect_timeout_ms),
-                keep_alive_interval: Duration::from_millis(config.keep_alive_interval_ms.max(1)),
+                connect_timeout: config.connect_timeout,
+                keep_alive_interval: config.keep_alive_interval,
                 tls,
             }),
         };
-        let slots = (0..config.pool_size.max(1))
+        let slots = (0..config.pool_size.get())
             .map(|_| Singleton::new(connector.clone()))
             .collect();
         Ok(Self {

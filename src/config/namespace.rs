@@ -1,0 +1,118 @@
+//! The `[namespaces.NAME]` tables: each namespace is a Qdrant collection
+//! (or an embedded shard) of one dimension and distance, with its index and
+//! cluster settings.
+
+use std::num::{NonZeroU32, NonZeroUsize};
+
+use serde::Deserialize;
+
+use super::ConfigError;
+
+/// Largest vector dimension a namespace may declare (Qdrant's own limit).
+const MAX_DIM: u32 = 65_536;
+
+/// One namespace: a Qdrant collection (or embedded shard) of one dimension.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamespaceConfig {
+    pub dim: NonZeroU32,
+    #[serde(default)]
+    pub distance: Distance,
+    #[serde(default)]
+    pub on_disk: bool,
+    #[serde(default = "default_hnsw_m")]
+    pub hnsw_m: NonZeroUsize,
+    #[serde(default = "default_hnsw_ef_construct")]
+    pub hnsw_ef_construct: usize,
+    #[serde(default = "default_indexing_threshold_kb")]
+    pub indexing_threshold_kb: usize,
+    #[serde(default)]
+    pub quantization: Quantization,
+    /// Qdrant only: shards of the collection.
+    #[serde(default = "one")]
+    pub shard_number: NonZeroU32,
+    /// Qdrant only: copies of each shard.
+    #[serde(default = "one")]
+    pub replication_factor: NonZeroU32,
+    /// Qdrant only: replicas that must apply a write before it is acknowledged.
+    #[serde(default = "one")]
+    pub write_consistency_factor: NonZeroU32,
+}
+
+impl NamespaceConfig {
+    /// The vector dimension, as the length vectors are checked against.
+    pub fn dim(&self) -> usize {
+        self.dim.get() as usize
+    }
+
+    pub(super) fn validate(&self, name: &str) -> Result<(), ConfigError> {
+        let key = |field: &str| format!("namespaces.{name}.{field}");
+        if !is_valid_namespace_name(name) {
+            return Err(ConfigError::new(
+                format!("namespaces.{name}"),
+                "names are 1-64 characters of a-z, 0-9, '_' and '-'",
+            ));
+        }
+        if self.dim.get() > MAX_DIM {
+            return Err(ConfigError::new(
+                key("dim"),
+                format!("must be between 1 and {MAX_DIM} (got {})", self.dim),
+            ));
+        }
+        if self.write_consistency_factor > self.replication_factor {
+            return Err(ConfigError::new(
+                key("write_consistency_factor"),
+                "cannot exceed replication_factor",
+            ));
+        }
+        if self.hnsw_ef_construct < 4 {
+            return Err(ConfigError::new(
+                key("hnsw_ef_construct"),
+                "must be at least 4",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn one() -> NonZeroU32 {
+    NonZeroU32::MIN
+}
+
+fn default_hnsw_m() -> NonZeroUsize {
+    const { NonZeroUsize::new(16).expect("16 is not zero") }
+}
+fn default_hnsw_ef_construct() -> usize {
+    100
+}
+fn default_indexing_threshold_kb() -> usize {
+    10_000
+}
+
+/// Namespace names double as directory and Qdrant collection names.
+fn is_valid_namespace_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Distance {
+    #[default]
+    Cosine,
+    Dot,
+    Euclid,
+    Manhattan,
+}
+
+/// Vector quantization; `scalar` keeps an int8 copy of every vector in RAM
+/// for a 4x smaller search working set, rescoring with the originals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Quantization {
+    #[default]
+    None,
+    Scalar,
+}
