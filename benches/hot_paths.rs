@@ -7,6 +7,7 @@
 //!     cargo bench --bench hot_paths
 
 use std::hint::black_box;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,15 +20,14 @@ use vecmem::backend::{
     MemoryKey, NamespaceStats, PayloadUpdate, ScrollQuery, StorePage, TenantDelete, TenantMemory,
     TenantSearch, VectorStore,
 };
-use vecmem::config::Config;
+use vecmem::config::{BatchConfig, CacheConfig, Config};
 use vecmem::error::Result;
 use vecmem::metrics::Metrics;
 use vecmem::model::{
     Condition, FieldTest, Filter, MatchValue, Memory, ScoredMemory, UpsertRequest, Validator,
 };
-use vecmem::pipeline::batch::BatchLimits;
 use vecmem::pipeline::batch_store::BatchingStore;
-use vecmem::pipeline::cache::{CacheSettings, ResultCache};
+use vecmem::pipeline::cache::ResultCache;
 
 const DIM: usize = 1024;
 
@@ -89,12 +89,12 @@ fn search() -> TenantSearch {
 
 fn cache_key(c: &mut Criterion) {
     let cache = ResultCache::new(
-        CacheSettings {
+        &CacheConfig {
             enabled: true,
             max_bytes: 1 << 26,
             ttl: Duration::from_secs(5),
             serve_stale_on_error: false,
-            stale_for: Duration::from_secs(300),
+            stale_max_age: Duration::from_secs(300),
         },
         Arc::new(Metrics::new()),
     );
@@ -165,12 +165,13 @@ fn batch_assembly(c: &mut Criterion) {
         BatchingStore::new(
             Arc::new(Nothing),
             ["memories"],
-            BatchLimits {
-                max_batch_size: 64,
+            &BatchConfig {
+                enabled: true,
+                max_batch_size: NonZeroUsize::new(64).expect("not zero"),
                 max_delay: Duration::ZERO,
-                queue_capacity: 1024,
+                queue_capacity: NonZeroUsize::new(1024).expect("not zero"),
+                concurrent_reads: NonZeroUsize::new(2).expect("not zero"),
             },
-            2,
             Arc::new(Metrics::new()),
         )
     });

@@ -13,34 +13,33 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
 use std::sync::{Arc, PoisonError};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use qdrant_edge::{
-    CountRequest, CreateIndex, Distance as EdgeDistance, EdgeConfigBuilder, EdgeOptimizersConfig,
-    EdgeShard, EdgeVectorParamsBuilder, FieldIndexOperations, Filter as EdgeFilter,
-    HnswIndexConfig, KeywordIndexParams, NamedQuery, PayloadFieldSchema, PayloadOps,
-    PayloadSchemaParams, PointId, PointInsertOperations, PointOperations, PointStructPersisted,
-    QuantizationConfig, QueryEnum, ScrollRequest, SearchRequest, SetPayloadOp, UpdateOperation,
-    WithPayloadInterface, WithVector,
+    CountRequest, EdgeShard, Filter as EdgeFilter, NamedQuery, PayloadOps, PointId,
+    PointInsertOperations, PointOperations, PointStructPersisted, QueryEnum, ScrollRequest,
+    SearchRequest, SetPayloadOp, UpdateOperation, WithPayloadInterface, WithVector,
 };
 use tokio::sync::Mutex;
 
-use crate::backend::layout::{self, TENANT_FIELD};
+use crate::backend::layout;
 use crate::backend::{
     MemoryKey, NamespaceStats, PayloadUpdate, ScrollQuery, StorePage, TenantDelete, TenantMemory,
     TenantSearch, VectorStore, answer_keys, score,
 };
-use crate::config::{Distance, EmbeddedConfig, NamespaceConfig, Quantization};
+use crate::config::{Distance, EmbeddedConfig, NamespaceConfig};
 use crate::error::{Error, Result};
 use crate::model::{DeleteSelector, Filter, Memory, ScoredMemory};
 
+mod indexer;
 mod journal;
+mod open;
 mod translate;
 
+use indexer::Indexer;
 use journal::{Entry, Journal};
+use open::open_shard;
 use translate::{tenant_filter, tenant_ids_filter};
 
 /// Ids per page when a delete by filter looks up the points it removes.
@@ -64,12 +63,6 @@ struct Shard {
     /// Bumped on every write; the indexer records the value it caught up with.
     writes: AtomicU64,
     indexed_through: AtomicU64,
-}
-
-/// The background thread that builds indexes.
-struct Indexer {
-    stop: mpsc::Sender<()>,
-    thread: std::thread::JoinHandle<()>,
 }
 
 impl EmbeddedStore {
@@ -179,42 +172,6 @@ impl Shard {
     }
 }
 
-impl Indexer {
-    fn spawn(shards: Vec<Arc<Shard>>, interval: Duration) -> std::io::Result<Self> {
-        let (stop, stopped) = mpsc::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name("vecmem-indexer".into())
-            .spawn(move || {
-                loop {
-                    let mut worked = false;
-                    for shard in &shards {
-                        if stopped.try_recv().is_ok() {
-                            return;
-                        }
-                        let started = std::time::Instant::now();
-                        if shard.optimize() {
-                            worked = true;
-                            let info = shard.engine.info();
-                            tracing::info!(
-                                namespace = %shard.name,
-                                elapsed_ms = started.elapsed().as_millis() as u64,
-                                points = info.points_count,
-                                indexed_vectors = info.indexed_vectors_count,
-                                "index build finished"
-                            );
-                        }
-                    }
-                    let wait = if worked { Duration::ZERO } else { interval };
-                    match stopped.recv_timeout(wait) {
-                        Err(mpsc::RecvTimeoutError::Timeout) => {}
-                        Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
-                    }
-                }
-            })?;
-        Ok(Self { stop, thread })
-    }
-}
-
 /// Replays the journal of the namespace in `dir` onto its engine, then
 /// checkpoints: the engine then holds every acknowledged write.
 fn recover(name: &str, dir: &Path, engine: &EdgeShard) -> anyhow::Result<Journal> {
@@ -229,88 +186,6 @@ fn recover(name: &str, dir: &Path, engine: &EdgeShard) -> anyhow::Result<Journal
         tracing::info!(namespace = name, entries = replayed, "journal replayed");
     }
     Ok(journal)
-}
-
-fn open_shard(name: &str, dir: &Path, ns: &NamespaceConfig) -> anyhow::Result<EdgeShard> {
-    let expected_distance = edge_distance(ns.distance);
-    if dir.join("edge_config.json").exists() {
-        let engine = EdgeShard::load(dir, None).map_err(|err| {
-            anyhow::anyhow!("namespace {name}: cannot load {}: {err}", dir.display())
-        })?;
-        let (found_dim, found_distance) = {
-            let config = engine.config();
-            let params = config.vectors.get("").ok_or_else(|| {
-                anyhow::anyhow!(
-                    "namespace {name}: data in {} has no default vector",
-                    dir.display()
-                )
-            })?;
-            (params.size, params.distance)
-        };
-        if found_dim != ns.dim() || found_distance != expected_distance {
-            anyhow::bail!(
-                "namespace {name}: existing data in {} has dim {found_dim} and distance \
-                 {found_distance:?}, but the config says dim {} and distance {:?}; \
-                 point the namespace at another path or remove the old data",
-                dir.display(),
-                ns.dim,
-                ns.distance
-            );
-        }
-        return Ok(engine);
-    }
-    std::fs::create_dir_all(dir)?;
-    let mut vector = EdgeVectorParamsBuilder::new(ns.dim(), expected_distance).on_disk(ns.on_disk);
-    if ns.quantization == Quantization::Scalar {
-        // qdrant-edge does not export the wrapper type, so build the config
-        // from Qdrant's documented JSON form.
-        let scalar = serde_json::json!({"scalar": {"type": "int8", "always_ram": true}});
-        vector = vector.quantization_config(serde_json::from_value::<QuantizationConfig>(scalar)?);
-    }
-    let hnsw = HnswIndexConfig {
-        m: ns.hnsw_m.get(),
-        ef_construct: ns.hnsw_ef_construct,
-        ..HnswIndexConfig::default()
-    };
-    let optimizers = EdgeOptimizersConfig {
-        indexing_threshold: Some(ns.indexing_threshold_kb),
-        ..EdgeOptimizersConfig::default()
-    };
-    let config = EdgeConfigBuilder::new()
-        .vector("", vector.build())
-        .hnsw_config(hnsw)
-        .optimizers(optimizers)
-        .build();
-    let engine = EdgeShard::new(dir, config).map_err(|err| {
-        anyhow::anyhow!("namespace {name}: cannot create {}: {err}", dir.display())
-    })?;
-    let tenant_index =
-        PayloadFieldSchema::FieldParams(PayloadSchemaParams::Keyword(KeywordIndexParams {
-            r#type: Default::default(),
-            is_tenant: Some(true),
-            on_disk: None,
-            enable_hnsw: None,
-        }));
-    engine.update(UpdateOperation::FieldIndexOperation(
-        FieldIndexOperations::CreateIndex(CreateIndex {
-            field_name: TENANT_FIELD
-                .parse()
-                .map_err(|_| anyhow::anyhow!("tenant field path"))?,
-            field_schema: Some(tenant_index),
-        }),
-    ))?;
-    engine.flush();
-    tracing::info!(namespace = name, path = %dir.display(), dim = ns.dim, "namespace created");
-    Ok(engine)
-}
-
-fn edge_distance(distance: Distance) -> EdgeDistance {
-    match distance {
-        Distance::Cosine => EdgeDistance::Cosine,
-        Distance::Dot => EdgeDistance::Dot,
-        Distance::Euclid => EdgeDistance::Euclid,
-        Distance::Manhattan => EdgeDistance::Manhattan,
-    }
 }
 
 #[async_trait]
@@ -506,10 +381,7 @@ impl VectorStore for EmbeddedStore {
             .map_err(|_| Error::internal("indexer lock poisoned"))?
             .take();
         if let Some(indexer) = indexer {
-            // A build in progress is not interrupted; it finishes or dies with
-            // the process, and is redone on the next start.
-            let _ = indexer.stop.send(());
-            drop(indexer.thread);
+            indexer.stop();
         }
         for shard in self.shards.values() {
             // Waits for the write in progress; later ones find the journal

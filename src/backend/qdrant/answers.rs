@@ -10,10 +10,13 @@
 //! bytes unchanged), and becomes JSON in one pass. Fields vecmem does not
 //! read (versions, shard keys, timings, usage) are skipped by the decoder.
 //! Tags are those of Qdrant's `points.proto` and `json_with_int.proto`.
+//! [`lean_unary`] makes a call whose answer is decoded into them.
 
 use qdrant_client::qdrant::{PointId, VectorsOutput};
 use serde_json::Value as Json;
+use tonic::Status;
 
+use super::connection::Connections;
 use crate::model::Payload;
 
 /// `QueryBatchResponse`: one list of hits per query, in query order.
@@ -151,6 +154,32 @@ pub fn string_field<'a>(entries: &'a [Entry], key: &str) -> Option<&'a str> {
             Kind::String(string) => Some(string.as_str()),
             _ => None,
         })
+}
+
+/// One unary call to Qdrant's method at `path`, its answer decoded as `A`
+/// (one of the lean [`answers`]) instead of `qdrant-client`'s type; what the
+/// generated client does otherwise, including its error when the service
+/// is not ready.
+pub async fn lean_unary<M, A>(
+    peer: Connections,
+    request: tonic::Request<M>,
+    path: &'static str,
+) -> Result<tonic::Response<A>, Status>
+where
+    M: prost::Message + Send + Sync + 'static,
+    A: prost::Message + Default + Send + Sync + 'static,
+{
+    let mut grpc = tonic::client::Grpc::new(peer);
+    grpc.ready()
+        .await
+        .map_err(|err| Status::unknown(format!("Service was not ready: {err}")))?;
+    let codec = tonic_prost::ProstCodec::<M, A>::default();
+    grpc.unary(
+        request,
+        tonic::codegen::http::uri::PathAndQuery::from_static(path),
+        codec,
+    )
+    .await
 }
 
 #[cfg(test)]

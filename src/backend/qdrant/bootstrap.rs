@@ -15,7 +15,8 @@ use qdrant_client::qdrant::{
 };
 use tonic::Code;
 
-use super::{QdrantStore, backend_error, qdrant_distance};
+use super::translate::qdrant_distance;
+use super::{QdrantStore, backend_error};
 use crate::backend::layout::TENANT_FIELD;
 use crate::config::{NamespaceConfig, Quantization};
 use crate::error::Error;

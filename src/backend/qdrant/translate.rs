@@ -1,6 +1,7 @@
 //! Translation between the domain model and Qdrant's gRPC types
 //! (`qdrant_client::qdrant`): filters (always wrapped in the tenant
-//! condition), points, and the points Qdrant returns.
+//! condition), points, the points Qdrant returns, and the config's
+//! distance, write ordering and read consistency.
 
 use qdrant_client::qdrant::{
     self, Condition as QCondition, DatetimeRange, Filter as QFilter, PointId, PointStruct, Range,
@@ -12,6 +13,7 @@ use uuid::Uuid;
 use super::answers;
 use crate::backend::TenantMemory;
 use crate::backend::layout::{self, ID_FIELD, TENANT_FIELD, UPDATED_AT_FIELD};
+use crate::config::{Distance, QdrantReadConsistency, WriteOrdering};
 use crate::model::{AnyOf, Bounds, Condition, FieldTest, Filter, MatchValue, Memory, Payload};
 
 /// `filter` confined to `tenant`: the tenant condition AND the caller's filter.
@@ -151,6 +153,36 @@ fn dense_vector(vectors: VectorsOutput) -> Option<Vec<f32>> {
         Some(vector_output::Vector::Dense(dense)) => Some(dense.data),
         Some(_) => None,
         None => Some(output.data),
+    }
+}
+
+pub fn write_ordering(ordering: WriteOrdering) -> qdrant::WriteOrderingType {
+    match ordering {
+        WriteOrdering::Weak => qdrant::WriteOrderingType::Weak,
+        WriteOrdering::Medium => qdrant::WriteOrderingType::Medium,
+        WriteOrdering::Strong => qdrant::WriteOrderingType::Strong,
+    }
+}
+
+pub fn read_consistency(consistency: QdrantReadConsistency) -> qdrant::ReadConsistency {
+    use qdrant::read_consistency::Value;
+    let value = match consistency {
+        QdrantReadConsistency::All => Value::Type(qdrant::ReadConsistencyType::All as i32),
+        QdrantReadConsistency::Majority => {
+            Value::Type(qdrant::ReadConsistencyType::Majority as i32)
+        }
+        QdrantReadConsistency::Quorum => Value::Type(qdrant::ReadConsistencyType::Quorum as i32),
+        QdrantReadConsistency::Replicas(n) => Value::Factor(n),
+    };
+    qdrant::ReadConsistency { value: Some(value) }
+}
+
+pub fn qdrant_distance(distance: Distance) -> qdrant::Distance {
+    match distance {
+        Distance::Cosine => qdrant::Distance::Cosine,
+        Distance::Dot => qdrant::Distance::Dot,
+        Distance::Euclid => qdrant::Distance::Euclid,
+        Distance::Manhattan => qdrant::Distance::Manhattan,
     }
 }
 
