@@ -5,8 +5,6 @@
 //! what a valid key may do is decided per tenant by the core.
 
 use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -14,7 +12,7 @@ use axum::body::Body;
 use axum::http::{Request, Response};
 use tower::{Layer, Service, ServiceExt};
 
-use super::Transport;
+use super::{EdgeFuture, Transport};
 use crate::auth::Authenticator;
 
 #[derive(Clone)]
@@ -50,8 +48,6 @@ pub struct Auth<S> {
     layer: AuthLayer,
 }
 
-type ResponseFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
-
 impl<S> Service<Request<Body>> for Auth<S>
 where
     S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
@@ -62,7 +58,7 @@ where
 {
     type Response = Response<Body>;
     type Error = Infallible;
-    type Future = ResponseFuture;
+    type Future = EdgeFuture;
 
     /// Always ready: the inner service (and so the shed layer's slot) is
     /// only made ready for a call whose key is valid.

@@ -12,6 +12,9 @@
 //! so as the call's transport answers errors ([`Transport::answer`]): a gRPC
 //! status with its details, or JSON with the HTTP status of the contract.
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +37,10 @@ use auth::AuthLayer;
 use deadline::DeadlineLayer;
 use observe::ObserveLayer;
 use shed::ShedLayer;
+
+/// What the edge layers' services return: a boxed response future that
+/// never fails (every error is an answer of the call's transport).
+pub type EdgeFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
 
 /// Which protocol a call came in on, and so how it is answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -20,8 +20,6 @@
 //! whatever paths clients send.
 
 use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -34,7 +32,7 @@ use tower::{Layer, Service};
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::Transport;
+use super::{EdgeFuture, Transport};
 use crate::api::rpcs;
 use crate::error::{ErrorCode, code_name};
 use crate::metrics::Metrics;
@@ -70,8 +68,6 @@ pub struct Observe<S> {
     layer: ObserveLayer,
 }
 
-type ResponseFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
-
 impl<S> Service<Request<Body>> for Observe<S>
 where
     S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
@@ -79,7 +75,7 @@ where
 {
     type Response = Response<Body>;
     type Error = Infallible;
-    type Future = ResponseFuture;
+    type Future = EdgeFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)

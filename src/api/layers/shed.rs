@@ -16,8 +16,6 @@
 //! still answer under overload.
 
 use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -28,7 +26,7 @@ use http_body_util::BodyExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::{Layer, Service};
 
-use super::Transport;
+use super::{EdgeFuture, Transport};
 use crate::error::Error;
 use crate::metrics::Metrics;
 
@@ -107,8 +105,6 @@ impl<S: Clone> Clone for Shed<S> {
     }
 }
 
-type ResponseFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
-
 impl<S> Service<Request<Body>> for Shed<S>
 where
     S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
@@ -116,7 +112,7 @@ where
 {
     type Response = Response<Body>;
     type Error = Infallible;
-    type Future = ResponseFuture;
+    type Future = EdgeFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         if self.slot.is_none() {
@@ -125,7 +121,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<Body>) -> ResponseFuture {
+    fn call(&mut self, request: Request<Body>) -> EdgeFuture {
         match self.slot.take() {
             Some(slot) => {
                 let response = self.inner.call(request);
