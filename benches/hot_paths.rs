@@ -82,6 +82,7 @@ fn search() -> TenantSearch {
         limit: 10,
         min_score: Some(0.5),
         filter: filter(),
+        exclude_ids: Vec::new(),
         with_payload: true,
         with_vector: false,
     }

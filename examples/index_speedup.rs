@@ -187,6 +187,7 @@ async fn time_searches(
             limit: TOP_K,
             min_score: None,
             filter: Filter::default(),
+            exclude_ids: Vec::new(),
             with_payload: false,
             with_vector: false,
         };

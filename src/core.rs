@@ -26,8 +26,10 @@ use crate::pipeline::admission::TenantRates;
 use crate::pipeline::cache::ResultCache;
 
 mod admit;
+mod search;
 
 pub use admit::Admissible;
+use search::PlannedSearch;
 
 /// What `DescribeNamespace` reports.
 #[derive(Debug, Clone, PartialEq)]
@@ -126,11 +128,12 @@ impl Core {
         self.admit(caller, &req)?;
         let namespace = req.namespace.clone();
         let consistency = req.consistency;
-        let search = self.tenant_search(req);
-        let key = || self.cache.search_key(&namespace, &search);
+        let planned = self.plan_search(req, String::new());
+        let key = || self.cache.search_key(&namespace, &planned.search);
         self.cache
             .get_or_load(key, consistency, || async {
-                let mut results = self.store.search(&namespace, vec![search.clone()]).await?;
+                let search = self.with_query_vector(&namespace, &planned).await?;
+                let mut results = self.store.search(&namespace, vec![search]).await?;
                 results
                     .pop()
                     .ok_or_else(|| Error::internal("store returned no search result"))
@@ -173,16 +176,16 @@ impl Core {
 
         let mut keys = Vec::with_capacity(reqs.len());
         let mut searches = Vec::with_capacity(reqs.len());
-        for req in reqs {
+        for (i, req) in reqs.into_iter().enumerate() {
             let namespace = req.namespace.clone();
             let consistency = req.consistency;
-            let search = self.tenant_search(req);
+            let planned = self.plan_search(req, format!("searches[{i}]"));
             // No key for a search that bypasses the cache.
             keys.push(
                 (!self.cache.bypassed(consistency))
-                    .then(|| self.cache.search_key(&namespace, &search)),
+                    .then(|| self.cache.search_key(&namespace, &planned.search)),
             );
-            searches.push((namespace, search));
+            searches.push((namespace, planned));
         }
         self.cache
             .get_many_or_load(keys, |misses| self.search_by_namespace(&searches, misses))
@@ -191,22 +194,32 @@ impl Core {
 
     /// Runs the searches at positions `wanted` with one store call per
     /// namespace, answers in the order of `wanted`. A failed call fails
-    /// each search it carried.
+    /// each search it carried; a "more like this" search whose examples
+    /// cannot be read fails alone.
     async fn search_by_namespace(
         &self,
-        searches: &[(String, TenantSearch)],
+        searches: &[(String, PlannedSearch)],
         wanted: Vec<usize>,
     ) -> Result<Vec<Result<Vec<ScoredMemory>>>> {
-        let mut by_namespace: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-        for (slot, &i) in wanted.iter().enumerate() {
-            by_namespace.entry(&searches[i].0).or_default().push(slot);
-        }
         let mut answers: Vec<Option<Result<Vec<ScoredMemory>>>> = vec![None; wanted.len()];
-        for (namespace, slots) in by_namespace {
-            let batch = slots
-                .iter()
-                .map(|&slot| searches[wanted[slot]].1.clone())
-                .collect();
+        // The examples of every "more like this" search are read at once.
+        let ready = futures::future::join_all(wanted.iter().map(|&i| {
+            let (namespace, planned) = &searches[i];
+            self.with_query_vector(namespace, planned)
+        }))
+        .await;
+        let mut by_namespace: BTreeMap<&str, Vec<(usize, TenantSearch)>> = BTreeMap::new();
+        for (slot, (&i, search)) in wanted.iter().zip(ready).enumerate() {
+            match search {
+                Ok(search) => by_namespace
+                    .entry(&searches[i].0)
+                    .or_default()
+                    .push((slot, search)),
+                Err(error) => answers[slot] = Some(Err(error)),
+            }
+        }
+        for (namespace, ready) in by_namespace {
+            let (slots, batch): (Vec<usize>, Vec<TenantSearch>) = ready.into_iter().unzip();
             match self.store.search(namespace, batch).await {
                 Ok(found) if found.len() == slots.len() => {
                     for (slot, hits) in slots.into_iter().zip(found) {
@@ -229,18 +242,6 @@ impl Core {
             .into_iter()
             .map(|answer| answer.ok_or_else(|| Error::internal("a search got no store call")))
             .collect()
-    }
-
-    fn tenant_search(&self, req: SearchRequest) -> TenantSearch {
-        TenantSearch {
-            limit: Validator::resolve_limit(&self.limits, req.limit),
-            tenant: req.tenant,
-            vector: req.vector,
-            min_score: req.min_score,
-            filter: req.filter,
-            with_payload: req.with_payload,
-            with_vector: req.with_vector,
-        }
     }
 
     pub async fn get(&self, caller: &Caller, req: GetRequest) -> Result<Served<GetResult>> {

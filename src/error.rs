@@ -30,6 +30,10 @@ pub enum Error {
     InvalidArgument(Vec<FieldViolation>),
     #[error("namespace {0:?} is not configured")]
     NamespaceNotFound(String),
+    /// A request names, as an example to search by, a memory the tenant
+    /// does not have (`field` is the request field that names it).
+    #[error("{field}: the tenant has no memory {id:?}")]
+    MemoryNotFound { field: String, id: String },
     #[error("{0}")]
     Unauthenticated(String),
     #[error("{0}")]
@@ -79,7 +83,7 @@ impl Error {
     pub fn code(&self) -> Code {
         match self {
             Error::InvalidArgument(_) => Code::InvalidArgument,
-            Error::NamespaceNotFound(_) => Code::NotFound,
+            Error::NamespaceNotFound(_) | Error::MemoryNotFound { .. } => Code::NotFound,
             Error::Unauthenticated(_) => Code::Unauthenticated,
             Error::PermissionDenied(_) => Code::PermissionDenied,
             Error::ResourceExhausted { .. } => Code::ResourceExhausted,
@@ -94,7 +98,7 @@ impl Error {
     pub fn http_status(&self) -> StatusCode {
         match self {
             Error::InvalidArgument(_) => StatusCode::BAD_REQUEST,
-            Error::NamespaceNotFound(_) => StatusCode::NOT_FOUND,
+            Error::NamespaceNotFound(_) | Error::MemoryNotFound { .. } => StatusCode::NOT_FOUND,
             Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Error::PermissionDenied(_) => StatusCode::FORBIDDEN,
             Error::ResourceExhausted { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -122,6 +126,7 @@ impl Error {
             | Error::BackendTimedOut { retry_after } => Some(*retry_after),
             Error::InvalidArgument(_)
             | Error::NamespaceNotFound(_)
+            | Error::MemoryNotFound { .. }
             | Error::Unauthenticated(_)
             | Error::PermissionDenied(_)
             | Error::DeadlineExceeded
@@ -315,6 +320,13 @@ mod tests {
         let cases = [
             (Error::invalid("tenant", "required"), 400),
             (Error::NamespaceNotFound("x".into()), 404),
+            (
+                Error::MemoryNotFound {
+                    field: "like_id".into(),
+                    id: "m".into(),
+                },
+                404,
+            ),
             (Error::Unauthenticated("no key".into()), 401),
             (Error::PermissionDenied("tenant".into()), 403),
             (Error::DeadlineExceeded, 504),

@@ -97,7 +97,7 @@ pub struct UpsertRequest {
 pub struct SearchRequest {
     pub namespace: String,
     pub tenant: String,
-    pub vector: Vec<f32>,
+    pub query: SearchQuery,
     /// 0 means the configured default.
     pub limit: u32,
     pub min_score: Option<f32>,
@@ -105,6 +105,50 @@ pub struct SearchRequest {
     pub with_payload: bool,
     pub with_vector: bool,
     pub consistency: ReadConsistency,
+}
+
+/// What a search looks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SearchQuery {
+    /// The memories nearest to this vector.
+    Vector(Vec<f32>),
+    /// The memories most like one of the tenant's own.
+    Like(Like),
+}
+
+/// "More like this", with Qdrant's recommend semantics (`average_vector`):
+/// the query vector is `like`'s, or `2 * like - mean(avoid)` when there are
+/// ids to avoid; none of these memories is ever a hit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Like {
+    pub id: String,
+    pub avoid_ids: Vec<String>,
+}
+
+impl Like {
+    /// Every example id: the liked one first, then those to avoid.
+    pub fn example_ids(&self) -> impl Iterator<Item = &String> {
+        std::iter::once(&self.id).chain(&self.avoid_ids)
+    }
+
+    /// The query vector from the examples' vectors, as Qdrant computes it.
+    pub fn query_vector(like: Vec<f32>, avoid: &[Vec<f32>]) -> Vec<f32> {
+        let Some((first, rest)) = avoid.split_first() else {
+            return like;
+        };
+        // Qdrant sums in order, then divides by the count.
+        let mut mean = first.clone();
+        for vector in rest {
+            for (sum, value) in mean.iter_mut().zip(vector) {
+                *sum += value;
+            }
+        }
+        let count = avoid.len() as f32;
+        like.iter()
+            .zip(mean)
+            .map(|(like, sum)| like + like - sum / count)
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone)]

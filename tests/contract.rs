@@ -30,6 +30,7 @@ on_every_backend!(
     scroll_pages_through_every_memory_once,
     update_payload_merges_or_replaces_and_reports_missing_ids,
     search_batch_answers_in_request_order,
+    search_like_a_memory_leaves_out_its_examples_and_stays_in_the_tenant,
     tenants_never_see_each_others_memories,
     a_graceful_restart_keeps_every_acknowledged_write,
     sigkill_after_acknowledged_writes_loses_none,
@@ -545,6 +546,146 @@ async fn search_batch_answers_in_request_order(backend: Backend) {
         .results;
     let ids: Vec<_> = results.iter().map(hit_ids).collect();
     assert_eq!(ids, [vec!["y"], vec!["z"], vec!["x"]]);
+}
+
+fn scores(response: &proto::SearchResponse) -> Vec<f32> {
+    response.hits.iter().map(|hit| hit.score).collect()
+}
+
+/// "More like this" is a search by the liked memory's stored vector (or
+/// `2 * like - mean(avoid)`, Qdrant's recommend formula), computed here from
+/// the vectors `Get` returns: the same hits with the same scores as that
+/// vector search, minus the examples, on every backend.
+async fn search_like_a_memory_leaves_out_its_examples_and_stays_in_the_tenant(backend: Backend) {
+    let (_dir, server) = start(&backend);
+    let mut client = server.memory().await;
+    client
+        .upsert(upsert(
+            "t",
+            vec![
+                memory("a", [1.0, 0.0, 0.0, 0.0], json!({})),
+                memory("b", [0.9, 0.1, 0.0, 0.0], json!({})),
+                memory("c", [0.5, 0.5, 0.0, 0.0], json!({})),
+                memory("d", [0.0, 1.0, 0.0, 0.0], json!({})),
+                memory("e", [0.0, 0.0, 1.0, 0.0], json!({})),
+            ],
+        ))
+        .await
+        .expect("upsert");
+    client
+        .upsert(upsert(
+            "u",
+            vec![memory("x", [1.0, 0.0, 0.0, 0.0], json!({}))],
+        ))
+        .await
+        .expect("upsert");
+    let mut request = get("t", &["a", "b"]);
+    request.with_vector = true;
+    let stored = client
+        .get(request)
+        .await
+        .expect("get")
+        .into_inner()
+        .memories;
+    let (a, b) = (&stored[0].vector, &stored[1].vector);
+
+    // Like "a": a's own vector search, without "a".
+    let liked = client
+        .search(like("t", "a", &[], 2))
+        .await
+        .expect("like a")
+        .into_inner();
+    let mut by_vector = client
+        .search(search("t", [1.0, 0.0, 0.0, 0.0], 3))
+        .await
+        .expect("search")
+        .into_inner();
+    assert_eq!(hit_ids(&liked), ["b", "c"]);
+    by_vector.hits.remove(0);
+    assert_eq!(hit_ids(&liked), hit_ids(&by_vector));
+    assert_eq!(scores(&liked), scores(&by_vector));
+
+    // Like "a", avoiding "b": the vector 2a - b, without "a" and "b".
+    let query: Vec<f32> = a.iter().zip(b).map(|(a, b)| a + a - b).collect();
+    let mut by_vector = client
+        .search(proto::SearchRequest {
+            vector: query,
+            ..search("t", [0.0; 4], 10)
+        })
+        .await
+        .expect("search 2a - b")
+        .into_inner();
+    by_vector.hits.retain(|hit| {
+        let id = &hit.memory.as_ref().expect("memory").id;
+        id != "a" && id != "b"
+    });
+    let avoided = client
+        .search(like("t", "a", &["b"], 10))
+        .await
+        .expect("like a, avoid b")
+        .into_inner();
+    assert_eq!(hit_ids(&avoided), ["c", "e", "d"]);
+    assert_eq!(hit_ids(&avoided), hit_ids(&by_vector));
+    assert_eq!(scores(&avoided), scores(&by_vector));
+
+    // Another tenant's memory is as absent as one that never existed.
+    for (request, field) in [
+        (like("t", "x", &[], 5), "like_id"),
+        (like("t", "never", &[], 5), "like_id"),
+        (like("t", "a", &["x"], 5), "avoid_ids[0]"),
+    ] {
+        let status = client.search(request).await.expect_err("not found");
+        assert_eq!(status.code(), Code::NotFound, "{status:?}");
+        assert!(status.message().starts_with(field), "{status:?}");
+    }
+    let alone = client
+        .search(like("u", "x", &[], 5))
+        .await
+        .expect("like x")
+        .into_inner();
+    assert!(alone.hits.is_empty(), "u has no memory but x: {alone:?}");
+
+    // In a batch, beside vector searches; a missing example names its search.
+    let batch = |third| proto::SearchBatchRequest {
+        searches: vec![
+            like("t", "a", &[], 1),
+            search("u", [1.0, 0.0, 0.0, 0.0], 1),
+            third,
+        ],
+    };
+    let results = client
+        .search_batch(batch(like("t", "c", &["a"], 1)))
+        .await
+        .expect("batch")
+        .into_inner()
+        .results;
+    let ids: Vec<_> = results.iter().map(hit_ids).collect();
+    assert_eq!(ids, [vec!["b"], vec!["x"], vec!["d"]]);
+    let status = client
+        .search_batch(batch(like("t", "x", &[], 1)))
+        .await
+        .expect_err("missing example");
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    assert!(
+        status.message().starts_with("searches[2].like_id"),
+        "{status:?}"
+    );
+
+    // A changed example changes the answer at once (the cache is keyed by
+    // the ids, and every write of the tenant moves past it).
+    client
+        .upsert(upsert(
+            "t",
+            vec![memory("a", [0.0, 0.0, 1.0, 0.0], json!({}))],
+        ))
+        .await
+        .expect("move a");
+    let moved = client
+        .search(like("t", "a", &[], 1))
+        .await
+        .expect("like a again")
+        .into_inner();
+    assert_eq!(hit_ids(&moved), ["e"]);
 }
 
 async fn tenants_never_see_each_others_memories(backend: Backend) {
@@ -1106,6 +1247,34 @@ fn malformed_requests() -> Vec<Malformed> {
                     search("t", ok_vector, 1),
                     search("t", [0.0; 4].map(|_| f32::NAN), 1),
                 ],
+            }),
+        ),
+        bad(
+            "vector and like_id",
+            "like_id",
+            Call::Search(proto::SearchRequest {
+                like_id: "a".into(),
+                ..search("t", ok_vector, 5)
+            }),
+        ),
+        bad(
+            "avoid_ids without like_id",
+            "avoid_ids",
+            Call::Search(proto::SearchRequest {
+                avoid_ids: vec!["a".into()],
+                ..search("t", ok_vector, 5)
+            }),
+        ),
+        bad(
+            "like and avoid one memory",
+            "avoid_ids[1]",
+            Call::Search(like("t", "a", &["b", "a"], 5)),
+        ),
+        bad(
+            "empty avoided id",
+            "searches[0].avoid_ids[0]",
+            Call::Batch(proto::SearchBatchRequest {
+                searches: vec![like("t", "a", &[""], 5)],
             }),
         ),
         bad(

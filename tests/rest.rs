@@ -84,6 +84,28 @@ async fn every_route_works_like_its_rpc() {
         .collect();
     assert_eq!(ids, ["b"]);
 
+    // "More like this", by the JSON names; a missing example is a 404.
+    let (status, body) = rest
+        .post(
+            &format!("{MEMORIES}/search"),
+            json!({"tenant": "t", "likeId": "a", "avoidIds": []}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["hits"][0]["memory"]["id"], "b", "{body}");
+    assert_eq!(body["hits"].as_array().map(Vec::len), Some(1), "{body}");
+    let (status, body) = rest
+        .post(
+            &format!("{MEMORIES}/search"),
+            json!({"tenant": "t", "like_id": "a", "avoid_ids": ["zz"]}),
+        )
+        .await;
+    assert_eq!((status, body["code"].clone()), (404, json!("NOT_FOUND")));
+    assert_eq!(
+        body["message"], "avoid_ids[0]: the tenant has no memory \"zz\"",
+        "{body}"
+    );
+
     let (status, body) = rest
         .post(
             &format!("{MEMORIES}/get"),

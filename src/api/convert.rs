@@ -104,11 +104,13 @@ fn search_from_proto(
         with_payload,
         with_vector,
         consistency,
+        like_id,
+        avoid_ids,
     } = req;
     model::SearchRequest {
         namespace,
         tenant,
-        vector,
+        query: search_query_from_proto(vector, like_id, avoid_ids, prefix, violations),
         limit,
         min_score,
         filter: filter_from_proto(filter, &join(prefix, "filter"), violations),
@@ -116,6 +118,33 @@ fn search_from_proto(
         with_vector,
         consistency: consistency_from_proto(consistency, &join(prefix, "consistency"), violations),
     }
+}
+
+/// A search by vector, or by `like_id` (then with no vector). A request with
+/// neither is a vector search, whose empty vector validation reports.
+fn search_query_from_proto(
+    vector: Vec<f32>,
+    like_id: String,
+    avoid_ids: Vec<String>,
+    prefix: &str,
+    violations: &mut Violations,
+) -> model::SearchQuery {
+    if like_id.is_empty() {
+        if !avoid_ids.is_empty() {
+            violations.add(join(prefix, "avoid_ids"), "is only allowed with like_id");
+        }
+        return model::SearchQuery::Vector(vector);
+    }
+    if !vector.is_empty() {
+        violations.add(
+            join(prefix, "like_id"),
+            "set either vector or like_id, not both",
+        );
+    }
+    model::SearchQuery::Like(model::Like {
+        id: like_id,
+        avoid_ids,
+    })
 }
 
 impl TryFrom<proto::GetRequest> for model::GetRequest {

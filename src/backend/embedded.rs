@@ -470,10 +470,11 @@ fn search_one(
     distance: Distance,
     search: TenantSearch,
 ) -> Result<Vec<ScoredMemory>> {
+    let filter = translate::search_filter(&search)?;
     let hits = engine
         .search(SearchRequest {
             query: QueryEnum::Nearest(NamedQuery::default_dense(search.vector)),
-            filter: Some(tenant_filter(&search.tenant, &search.filter)?),
+            filter: Some(filter),
             params: None,
             limit: search.limit,
             offset: 0,

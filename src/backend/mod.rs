@@ -40,6 +40,9 @@ pub struct TenantSearch {
     /// Inclusive: a hit scoring exactly this is returned ([`score`]).
     pub min_score: Option<f32>,
     pub filter: Filter,
+    /// Ids of the tenant's memories that are never hits (the examples of a
+    /// "more like this" search).
+    pub exclude_ids: Vec<String>,
     pub with_payload: bool,
     pub with_vector: bool,
 }

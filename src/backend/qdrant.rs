@@ -260,7 +260,7 @@ impl QdrantStore {
         QueryPoints {
             collection_name: self.collection(namespace),
             query: Some(Query::new_nearest(std::mem::take(&mut search.vector))),
-            filter: Some(tenant_filter(&search.tenant, &search.filter)),
+            filter: Some(translate::search_filter(search)),
             limit: Some(search.limit as u64),
             score_threshold: score::engine_threshold(distance, search.min_score),
             with_payload: Some(translate::payload_selector(search.with_payload)),

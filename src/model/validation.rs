@@ -7,8 +7,8 @@ use std::collections::HashSet;
 
 use super::{
     AnyOf, Condition, CountRequest, DeleteRequest, DeleteSelector, FieldTest, Filter, GetRequest,
-    MAX_ID_BYTES, MAX_TENANT_BYTES, Payload, ScrollRequest, SearchRequest, UpdatePayloadRequest,
-    UpsertRequest,
+    Like, MAX_ID_BYTES, MAX_TENANT_BYTES, Payload, ScrollRequest, SearchQuery, SearchRequest,
+    UpdatePayloadRequest, UpsertRequest,
 };
 use crate::config::Limits;
 use crate::error::{Error, FieldViolation, Result};
@@ -93,7 +93,10 @@ impl<'a> Validator<'a> {
     /// `prefix` is empty for a single search, `searches[i]` inside a batch.
     pub fn search(&mut self, prefix: &str, req: &SearchRequest) {
         self.tenant(&join(prefix, "tenant"), &req.tenant);
-        self.vector(&join(prefix, "vector"), &req.vector);
+        match &req.query {
+            SearchQuery::Vector(vector) => self.vector(&join(prefix, "vector"), vector),
+            SearchQuery::Like(like) => self.like(prefix, like),
+        }
         self.limit(&join(prefix, "limit"), req.limit);
         if let Some(min_score) = req.min_score
             && !min_score.is_finite()
@@ -175,6 +178,31 @@ impl<'a> Validator<'a> {
         self.batch_len(field, ids.len());
         for (i, id) in ids.iter().enumerate() {
             self.id(&format!("{field}[{i}]"), id);
+        }
+    }
+
+    fn like(&mut self, prefix: &str, like: &Like) {
+        self.id(&join(prefix, "like_id"), &like.id);
+        let field = join(prefix, "avoid_ids");
+        let max = self.limits.max_batch.get();
+        if like.avoid_ids.len() > max {
+            self.violations.add(
+                &field,
+                format!(
+                    "has {} items; at most {max} are allowed",
+                    like.avoid_ids.len()
+                ),
+            );
+        }
+        for (i, id) in like.avoid_ids.iter().enumerate() {
+            let field = format!("{field}[{i}]");
+            self.id(&field, id);
+            if *id == like.id {
+                self.violations.add(
+                    field,
+                    "is the like_id: a memory cannot be liked and avoided",
+                );
+            }
         }
     }
 
@@ -470,7 +498,7 @@ mod tests {
             &SearchRequest {
                 namespace: "ns".into(),
                 tenant: "t".into(),
-                vector: vec![0.0; 3],
+                query: SearchQuery::Vector(vec![0.0; 3]),
                 limit: 101,
                 min_score: Some(f32::INFINITY),
                 filter: Filter::default(),

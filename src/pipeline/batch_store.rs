@@ -225,6 +225,7 @@ fn worth_retrying_each(error: &Error) -> bool {
         Error::DeadlineExceeded | Error::BackendTimedOut { .. } => false,
         Error::InvalidArgument(_)
         | Error::NamespaceNotFound(_)
+        | Error::MemoryNotFound { .. }
         | Error::Unauthenticated(_)
         | Error::PermissionDenied(_)
         | Error::ResourceExhausted { .. }
@@ -575,6 +576,7 @@ mod tests {
             limit: 10,
             min_score: None,
             filter: Filter::default(),
+            exclude_ids: Vec::new(),
             with_payload: true,
             with_vector: false,
         }]

@@ -366,6 +366,7 @@ fn search_query(search: &TenantSearch) -> Vec<u8> {
         limit,
         min_score,
         filter,
+        exclude_ids,
         with_payload,
         with_vector,
     } = search;
@@ -384,6 +385,12 @@ fn search_query(search: &TenantSearch) -> Vec<u8> {
     query.extend((vector.len() as u64).to_le_bytes());
     for value in vector {
         query.extend(value.to_bits().to_le_bytes());
+    }
+    // A "more like this" search is keyed before its examples are read: by
+    // their ids, with an empty vector (which no vector search has).
+    for id in exclude_ids {
+        query.extend((id.len() as u64).to_le_bytes());
+        query.extend(id.as_bytes());
     }
     // Debug output of the filter is exact: every float prints so that it
     // parses back to the same bits, and strings are quoted and escaped.
@@ -456,6 +463,7 @@ mod tests {
             limit: 10,
             min_score: None,
             filter: Filter::default(),
+            exclude_ids: Vec::new(),
             with_payload: true,
             with_vector: false,
         }

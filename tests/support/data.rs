@@ -79,6 +79,19 @@ pub fn search(tenant: &str, vector: [f32; 4], limit: u32) -> proto::SearchReques
     }
 }
 
+/// A "more like this" search: by the tenant's memory `id`, avoiding `avoid`.
+pub fn like(tenant: &str, id: &str, avoid: &[&str], limit: u32) -> proto::SearchRequest {
+    proto::SearchRequest {
+        namespace: NS.into(),
+        tenant: tenant.into(),
+        like_id: id.into(),
+        avoid_ids: avoid.iter().map(|id| id.to_string()).collect(),
+        limit,
+        with_payload: true,
+        ..Default::default()
+    }
+}
+
 pub fn get(tenant: &str, ids: &[&str]) -> proto::GetRequest {
     proto::GetRequest {
         namespace: NS.into(),

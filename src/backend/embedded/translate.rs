@@ -11,8 +11,8 @@ use qdrant_edge::{
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::backend::TenantMemory;
 use crate::backend::layout::{self, ID_FIELD, TENANT_FIELD, UPDATED_AT_FIELD};
+use crate::backend::{TenantMemory, TenantSearch};
 use crate::error::{Error, Result};
 use crate::model::{AnyOf, Bounds, Condition, FieldTest, Filter, MatchValue, Memory, Payload};
 
@@ -28,6 +28,21 @@ pub fn tenant_filter(tenant: &str, filter: &Filter) -> Result<EdgeFilter> {
         must: Some(must),
         must_not: None,
     })
+}
+
+/// The filter of a search: its tenant and filter, AND "point id is none of
+/// the excluded ids" (the examples of a "more like this" search).
+pub fn search_filter(search: &TenantSearch) -> Result<EdgeFilter> {
+    let mut filter = tenant_filter(&search.tenant, &search.filter)?;
+    if !search.exclude_ids.is_empty() {
+        let excluded: HasIdCondition = search
+            .exclude_ids
+            .iter()
+            .map(|id| PointId::Uuid(layout::point_id(&search.tenant, id)))
+            .collect();
+        filter.must_not = Some(vec![EdgeCondition::HasId(excluded)]);
+    }
+    Ok(filter)
 }
 
 /// The tenant condition AND "point id is one of `ids`".

@@ -11,8 +11,8 @@ use qdrant_client::qdrant::{
 use uuid::Uuid;
 
 use super::answers;
-use crate::backend::TenantMemory;
 use crate::backend::layout::{self, ID_FIELD, TENANT_FIELD, UPDATED_AT_FIELD};
+use crate::backend::{TenantMemory, TenantSearch};
 use crate::config::{Distance, QdrantReadConsistency, WriteOrdering};
 use crate::model::{AnyOf, Bounds, Condition, FieldTest, Filter, MatchValue, Memory, Payload};
 
@@ -23,6 +23,20 @@ pub fn tenant_filter(tenant: &str, filter: &Filter) -> QFilter {
         must.push(QCondition::from(translate_filter(filter)));
     }
     QFilter::must(must)
+}
+
+/// The filter of a search: its tenant and filter, AND "point id is none of
+/// the excluded ids" (the examples of a "more like this" search).
+pub fn search_filter(search: &TenantSearch) -> QFilter {
+    let mut filter = tenant_filter(&search.tenant, &search.filter);
+    if !search.exclude_ids.is_empty() {
+        let excluded = search
+            .exclude_ids
+            .iter()
+            .map(|id| point_id(&layout::point_id(&search.tenant, id)));
+        filter.must_not.push(QCondition::has_id(excluded));
+    }
+    filter
 }
 
 /// The tenant condition AND "point id is one of `ids`".
