@@ -20,7 +20,7 @@ use vecmem::backend::{
     MemoryKey, NamespaceStats, PayloadUpdate, ScrollQuery, StorePage, TenantDelete, TenantMemory,
     TenantSearch, VectorStore,
 };
-use vecmem::config::{BatchConfig, CacheConfig, Config};
+use vecmem::config::{BatchConfig, CacheConfig, Config, Distance};
 use vecmem::error::Result;
 use vecmem::metrics::Metrics;
 use vecmem::model::{
@@ -68,7 +68,7 @@ fn validation(c: &mut Criterion) {
     };
     c.bench_function("validate an upsert of 64 x 1024", |b| {
         b.iter(|| {
-            let mut validator = Validator::new(&config.limits, DIM);
+            let mut validator = Validator::new(&config.limits, DIM, Distance::Cosine);
             validator.upsert(black_box(&request));
             validator.finish().expect("valid")
         })
@@ -83,6 +83,7 @@ fn search() -> TenantSearch {
         min_score: Some(0.5),
         filter: filter(),
         exclude_ids: Vec::new(),
+        boost: None,
         with_payload: true,
         with_vector: false,
     }

@@ -188,6 +188,7 @@ async fn time_searches(
             min_score: None,
             filter: Filter::default(),
             exclude_ids: Vec::new(),
+            boost: None,
             with_payload: false,
             with_vector: false,
         };

@@ -88,7 +88,7 @@ impl Core {
             .namespaces
             .get(namespace)
             .ok_or_else(|| Error::NamespaceNotFound(namespace.to_owned()))?;
-        Ok(Validator::new(&self.limits, ns.dim()))
+        Ok(Validator::new(&self.limits, ns.dim(), ns.distance))
     }
 
     pub async fn upsert(&self, caller: &Caller, req: UpsertRequest) -> Result<Vec<String>> {

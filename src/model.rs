@@ -4,7 +4,7 @@
 //! types, the core validates them ([`validation`]), and backends translate
 //! them into engine calls.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
@@ -98,6 +98,7 @@ pub struct SearchRequest {
     pub namespace: String,
     pub tenant: String,
     pub query: SearchQuery,
+    pub boost: Option<Boost>,
     /// 0 means the configured default.
     pub limit: u32,
     pub min_score: Option<f32>,
@@ -149,6 +150,40 @@ impl Like {
             .map(|(like, sum)| like + like - sum / count)
             .collect()
     }
+}
+
+/// What a search adds to each hit's similarity (through Qdrant's formula
+/// queries): `recency.weight * decay(age) + importance.weight * value`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Boost {
+    pub recency: Option<RecencyBoost>,
+    pub importance: Option<ImportanceBoost>,
+}
+
+/// `weight` for a memory written now, half of it at `half_life` of age;
+/// written at its `updated_at`, or at the date-time at payload `key`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecencyBoost {
+    pub weight: f32,
+    pub half_life: Duration,
+    pub decay: Decay,
+    /// A payload key holding an RFC 3339 date-time; `None` for `updated_at`.
+    pub key: Option<String>,
+}
+
+/// How a recency boost falls with age; each is half at the half-life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decay {
+    Exponential,
+    Linear,
+    Gaussian,
+}
+
+/// `weight` times the number at payload `key` (nothing where there is none).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImportanceBoost {
+    pub key: String,
+    pub weight: f32,
 }
 
 #[derive(Debug, Clone)]

@@ -7,6 +7,8 @@
 
 mod support;
 
+use std::time::{Duration, SystemTime};
+
 use serde_json::json;
 use tempfile::TempDir;
 use tonic::Code;
@@ -31,6 +33,7 @@ on_every_backend!(
     update_payload_merges_or_replaces_and_reports_missing_ids,
     search_batch_answers_in_request_order,
     search_like_a_memory_leaves_out_its_examples_and_stays_in_the_tenant,
+    search_boosts_add_recency_and_importance_to_similarity,
     tenants_never_see_each_others_memories,
     a_graceful_restart_keeps_every_acknowledged_write,
     sigkill_after_acknowledged_writes_loses_none,
@@ -688,6 +691,207 @@ async fn search_like_a_memory_leaves_out_its_examples_and_stays_in_the_tenant(ba
     assert_eq!(hit_ids(&moved), ["e"]);
 }
 
+fn boosted(vector: [f32; 4], boost: proto::Boost) -> proto::SearchRequest {
+    proto::SearchRequest {
+        boost: Some(boost),
+        ..search("t", vector, 10)
+    }
+}
+
+fn recency(key: &str, half_life: Duration, weight: f32) -> proto::Boost {
+    proto::Boost {
+        recency: Some(proto::RecencyBoost {
+            weight,
+            half_life: Some(half_life.into()),
+            decay: proto::Decay::Exponential.into(),
+            key: key.into(),
+        }),
+        importance: None,
+    }
+}
+
+fn importance(key: &str, weight: f32) -> proto::Boost {
+    proto::Boost {
+        recency: None,
+        importance: Some(proto::ImportanceBoost {
+            key: key.into(),
+            weight,
+        }),
+    }
+}
+
+fn score_of(response: &proto::SearchResponse, id: &str) -> f32 {
+    response
+        .hits
+        .iter()
+        .find(|hit| hit.memory.as_ref().is_some_and(|m| m.id == id))
+        .unwrap_or_else(|| panic!("{id} is a hit: {response:?}"))
+        .score
+}
+
+/// Boosts add `weight * decay(age)` and `weight * number` to the
+/// similarity, through Qdrant's formula queries, the same on every backend.
+/// Ages are hours apart (payload date-times) or measured against a short
+/// half-life (`updated_at`), so no ranking here depends on how fast the
+/// test runs.
+async fn search_boosts_add_recency_and_importance_to_similarity(backend: Backend) {
+    let (_dir, server) = start(&backend);
+    let mut client = server.memory().await;
+    let now = SystemTime::now();
+    let hours_ago =
+        |hours: u64| humantime::format_rfc3339(now - Duration::from_secs(hours * 3600)).to_string();
+    client
+        .upsert(upsert(
+            "t",
+            vec![
+                memory(
+                    "month-old",
+                    [1.0, 0.0, 0.0, 0.0],
+                    json!({"at": hours_ago(30 * 24), "importance": 0}),
+                ),
+                memory(
+                    "hour-old",
+                    [0.9, 0.1, 0.0, 0.0],
+                    json!({"at": hours_ago(1), "importance": 0.0}),
+                ),
+                // Neither a date-time nor a number: no boost, and no error.
+                memory(
+                    "undated",
+                    [0.95, 0.05, 0.0, 0.0],
+                    json!({"at": "last week", "importance": "high"}),
+                ),
+                memory(
+                    "unrelated",
+                    [0.0, 1.0, 0.0, 0.0],
+                    json!({"at": hours_ago(0), "importance": 2}),
+                ),
+            ],
+        ))
+        .await
+        .expect("upsert");
+    let query = [1.0, 0.0, 0.0, 0.0];
+    let plain = client
+        .search(search("t", query, 10))
+        .await
+        .expect("plain")
+        .into_inner();
+    assert_eq!(
+        hit_ids(&plain),
+        ["month-old", "undated", "hour-old", "unrelated"]
+    );
+
+    // Recency by a payload date-time, halving every 12 hours: the hour-old
+    // memory overtakes the month-old, slightly closer one.
+    let half_day = Duration::from_secs(12 * 3600);
+    let by_date = client
+        .search(boosted(query, recency("at", half_day, 0.5)))
+        .await
+        .expect("recency")
+        .into_inner();
+    assert_eq!(
+        hit_ids(&by_date),
+        ["hour-old", "month-old", "undated", "unrelated"]
+    );
+    let age = now.elapsed().expect("clock") + Duration::from_secs(3600);
+    let boost = 0.5 * 0.5f32.powf(age.as_secs_f32() / half_day.as_secs_f32());
+    let expected = score_of(&plain, "hour-old") + boost;
+    assert!(
+        (score_of(&by_date, "hour-old") - expected).abs() < 1e-3,
+        "{by_date:?}, expected {expected}"
+    );
+    assert_eq!(score_of(&by_date, "undated"), score_of(&plain, "undated"));
+
+    // Importance: the number at the key, times the weight.
+    let by_importance = client
+        .search(boosted(query, importance("importance", 1.0)))
+        .await
+        .expect("importance")
+        .into_inner();
+    assert_eq!(
+        hit_ids(&by_importance),
+        ["unrelated", "month-old", "undated", "hour-old"]
+    );
+    let expected = score_of(&plain, "unrelated") + 2.0;
+    assert!((score_of(&by_importance, "unrelated") - expected).abs() < 1e-5);
+
+    // min_score bounds the boosted score.
+    let bounded = client
+        .search(proto::SearchRequest {
+            min_score: Some(1.5),
+            ..boosted(query, importance("importance", 1.0))
+        })
+        .await
+        .expect("bounded")
+        .into_inner();
+    assert_eq!(hit_ids(&bounded), ["unrelated"]);
+
+    // Recency by updated_at: of two equally similar memories, the one
+    // written later ranks first (their ages differ by at least a round trip,
+    // a measurable part of a one-minute half-life).
+    for id in ["written-first", "written-second"] {
+        client
+            .upsert(upsert(
+                "t",
+                vec![memory(id, [0.0, 0.0, 1.0, 0.0], json!({}))],
+            ))
+            .await
+            .expect("upsert");
+    }
+    let recent = boosted(
+        [0.0, 0.0, 1.0, 0.0],
+        recency("", Duration::from_secs(60), 1.0),
+    );
+    let by_write = client
+        .search(proto::SearchRequest {
+            limit: 2,
+            ..recent.clone()
+        })
+        .await
+        .expect("recency by updated_at")
+        .into_inner();
+    assert_eq!(hit_ids(&by_write), ["written-second", "written-first"]);
+    assert!(score_of(&by_write, "written-second") > score_of(&by_write, "written-first"));
+
+    // Boosted and plain searches share a batch, each answered as alone.
+    let results = client
+        .search_batch(proto::SearchBatchRequest {
+            searches: vec![
+                boosted(query, importance("importance", 1.0)),
+                search("t", query, 10),
+                boosted(query, recency("at", half_day, 0.5)),
+            ],
+        })
+        .await
+        .expect("batch")
+        .into_inner()
+        .results;
+    // (The memories just written score 0 here, as does "unrelated" unboosted:
+    // they come last, in no set order among themselves.)
+    let ids: Vec<_> = results.iter().map(hit_ids).collect();
+    assert_eq!(ids[0][..4], hit_ids(&by_importance)[..]);
+    assert_eq!(ids[1][..3], hit_ids(&plain)[..3]);
+    assert_eq!(ids[2][..4], hit_ids(&by_date)[..]);
+
+    // A changed payload changes the next (cacheable) answer.
+    client
+        .upsert(upsert(
+            "t",
+            vec![memory(
+                "unrelated",
+                [0.0, 1.0, 0.0, 0.0],
+                json!({"importance": 0}),
+            )],
+        ))
+        .await
+        .expect("demote");
+    let demoted = client
+        .search(boosted(query, importance("importance", 1.0)))
+        .await
+        .expect("importance again")
+        .into_inner();
+    assert_eq!(hit_ids(&demoted)[0], "month-old");
+}
+
 async fn tenants_never_see_each_others_memories(backend: Backend) {
     let (_dir, server) = start(&backend);
     let mut client = server.memory().await;
@@ -1247,6 +1451,35 @@ fn malformed_requests() -> Vec<Malformed> {
                     search("t", ok_vector, 1),
                     search("t", [0.0; 4].map(|_| f32::NAN), 1),
                 ],
+            }),
+        ),
+        bad(
+            "boost without a half-life",
+            "boost.recency.half_life",
+            Call::Search(proto::SearchRequest {
+                boost: Some(proto::Boost {
+                    recency: Some(proto::RecencyBoost::default()),
+                    importance: None,
+                }),
+                ..search("t", ok_vector, 5)
+            }),
+        ),
+        bad(
+            "empty boost",
+            "boost",
+            Call::Search(proto::SearchRequest {
+                boost: Some(proto::Boost::default()),
+                ..search("t", ok_vector, 5)
+            }),
+        ),
+        bad(
+            "importance without a key",
+            "searches[0].boost.importance.key",
+            Call::Batch(proto::SearchBatchRequest {
+                searches: vec![proto::SearchRequest {
+                    boost: Some(importance("", 1.0)),
+                    ..search("t", ok_vector, 5)
+                }],
             }),
         ),
         bad(

@@ -106,11 +106,13 @@ fn search_from_proto(
         consistency,
         like_id,
         avoid_ids,
+        boost,
     } = req;
     model::SearchRequest {
         namespace,
         tenant,
         query: search_query_from_proto(vector, like_id, avoid_ids, prefix, violations),
+        boost: boost.map(|boost| boost_from_proto(boost, &join(prefix, "boost"), violations)),
         limit,
         min_score,
         filter: filter_from_proto(filter, &join(prefix, "filter"), violations),
@@ -145,6 +147,58 @@ fn search_query_from_proto(
         id: like_id,
         avoid_ids,
     })
+}
+
+/// A boost; weights of 0 (unset) mean 1. Its numbers are checked by
+/// validation, which knows the namespace's distance.
+fn boost_from_proto(boost: proto::Boost, path: &str, violations: &mut Violations) -> model::Boost {
+    let proto::Boost {
+        recency,
+        importance,
+    } = boost;
+    let weight = |weight: f32| if weight == 0.0 { 1.0 } else { weight };
+    let recency = recency.map(|recency| {
+        let path = join(path, "recency");
+        let proto::RecencyBoost {
+            weight: recency_weight,
+            half_life,
+            decay,
+            key,
+        } = recency;
+        let half_life = match half_life.map(Duration::try_from) {
+            Some(Ok(half_life)) if !half_life.is_zero() => half_life,
+            _ => {
+                violations.add(join(&path, "half_life"), "must be a positive duration");
+                Duration::ZERO
+            }
+        };
+        let decay = match proto::Decay::try_from(decay) {
+            Ok(proto::Decay::Exponential) => model::Decay::Exponential,
+            Ok(proto::Decay::Linear) => model::Decay::Linear,
+            Ok(proto::Decay::Gaussian) => model::Decay::Gaussian,
+            Err(_) => {
+                violations.add(
+                    join(&path, "decay"),
+                    format!("unknown decay {decay}; use EXPONENTIAL, LINEAR or GAUSSIAN"),
+                );
+                model::Decay::Exponential
+            }
+        };
+        model::RecencyBoost {
+            weight: weight(recency_weight),
+            half_life,
+            decay,
+            key: (!key.is_empty()).then_some(key),
+        }
+    });
+    let importance = importance.map(|importance| model::ImportanceBoost {
+        weight: weight(importance.weight),
+        key: importance.key,
+    });
+    model::Boost {
+        recency,
+        importance,
+    }
 }
 
 impl TryFrom<proto::GetRequest> for model::GetRequest {

@@ -5,7 +5,8 @@
 //! the schemas are derived from the same protobuf descriptors the gateway's
 //! JSON is generated from, following the proto3 JSON mapping: lowerCamelCase
 //! names (the proto names are accepted too), 64-bit integers as strings,
-//! enums by name, `Struct` as an object, `Timestamp` as an RFC 3339 string.
+//! enums by name, `Struct` as an object, `Timestamp` as an RFC 3339 string,
+//! `Duration` as seconds with an `s` (`"3600s"`).
 
 use prost::Message;
 use prost_types::field_descriptor_proto::{Label, Type};
@@ -160,6 +161,9 @@ fn field_schema(field: &FieldDescriptorProto) -> Value {
         Type::Message | Type::Group => match field.type_name() {
             ".google.protobuf.Struct" => json!({"type": "object", "additionalProperties": true}),
             ".google.protobuf.Timestamp" => json!({"type": "string", "format": "date-time"}),
+            ".google.protobuf.Duration" => {
+                json!({"type": "string", "pattern": "^-?[0-9]+(\\.[0-9]{1,9})?s$", "example": "3600s"})
+            }
             ".google.protobuf.Value" => json!({}),
             other => {
                 json!({"$ref": format!("#/components/schemas/{}", other.trim_start_matches('.'))})

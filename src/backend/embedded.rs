@@ -16,17 +16,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError};
 
 use async_trait::async_trait;
+use qdrant_edge::external::ordered_float::OrderedFloat;
 use qdrant_edge::{
     CountRequest, EdgeShard, Filter as EdgeFilter, NamedQuery, PayloadOps, PointId,
-    PointInsertOperations, PointOperations, PointStructPersisted, QueryEnum, ScrollRequest,
-    SearchRequest, SetPayloadOp, UpdateOperation, WithPayloadInterface, WithVector,
+    PointInsertOperations, PointOperations, PointStructPersisted, Prefetch, QueryEnum,
+    QueryRequest, ScoringQuery, ScrollRequest, SearchRequest, SetPayloadOp, UpdateOperation,
+    WithPayloadInterface, WithVector,
 };
 use tokio::sync::Mutex;
 
 use crate::backend::layout;
 use crate::backend::{
     MemoryKey, NamespaceStats, PayloadUpdate, ScrollQuery, StorePage, TenantDelete, TenantMemory,
-    TenantSearch, VectorStore, answer_keys, score,
+    TenantSearch, VectorStore, answer_keys, boost, score,
 };
 use crate::config::{Distance, EmbeddedConfig, NamespaceConfig};
 use crate::error::{Error, Result};
@@ -471,18 +473,46 @@ fn search_one(
     search: TenantSearch,
 ) -> Result<Vec<ScoredMemory>> {
     let filter = translate::search_filter(&search)?;
-    let hits = engine
-        .search(SearchRequest {
-            query: QueryEnum::Nearest(NamedQuery::default_dense(search.vector)),
+    let nearest = QueryEnum::Nearest(NamedQuery::default_dense(search.vector));
+    let with_payload = translate::payload_selector(search.with_payload)?;
+    let with_vector = WithVector::Bool(search.with_vector);
+    let score_threshold = score::engine_threshold(distance, search.min_score);
+    let hits = match &search.boost {
+        None => engine.search(SearchRequest {
+            query: nearest,
             filter: Some(filter),
             params: None,
             limit: search.limit,
             offset: 0,
-            with_payload: Some(translate::payload_selector(search.with_payload)?),
-            with_vector: Some(WithVector::Bool(search.with_vector)),
-            score_threshold: score::engine_threshold(distance, search.min_score),
-        })
-        .map_err(Error::internal)?;
+            with_payload: Some(with_payload),
+            with_vector: Some(with_vector),
+            score_threshold,
+        }),
+        // A boosted search ranks its most similar candidates by its formula.
+        Some(boost) => engine.query(QueryRequest {
+            prefetches: vec![Prefetch {
+                prefetches: Vec::new(),
+                query: Some(ScoringQuery::Vector(nearest)),
+                limit: boost::candidates(search.limit),
+                params: None,
+                filter: Some(filter),
+                score_threshold: None,
+            }],
+            query: Some(ScoringQuery::Formula(
+                translate::formula(boost)?
+                    .try_into()
+                    .map_err(Error::internal)?,
+            )),
+            filter: None,
+            score_threshold: score_threshold.map(OrderedFloat),
+            limit: search.limit,
+            offset: 0,
+            params: None,
+            with_vector,
+            with_payload,
+        }),
+    }
+    .map_err(Error::internal)?;
     let mut hits = hits
         .into_iter()
         .filter_map(|hit| {

@@ -16,8 +16,9 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use crate::error::Result;
-use crate::model::{DeleteSelector, Filter, Memory, Payload, ScoredMemory};
+use crate::model::{Boost, DeleteSelector, Filter, Memory, Payload, ScoredMemory};
 
+pub mod boost;
 pub mod embedded;
 pub mod layout;
 pub mod qdrant;
@@ -43,8 +44,17 @@ pub struct TenantSearch {
     /// Ids of the tenant's memories that are never hits (the examples of a
     /// "more like this" search).
     pub exclude_ids: Vec<String>,
+    /// Ranks the most similar memories by [`boost::formula`] instead.
+    pub boost: Option<TimedBoost>,
     pub with_payload: bool,
     pub with_vector: bool,
+}
+
+/// A search's boost, and the time its recency is measured from.
+#[derive(Debug, Clone)]
+pub struct TimedBoost {
+    pub boost: Boost,
+    pub now: SystemTime,
 }
 
 /// Addresses one memory.

@@ -25,9 +25,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use qdrant_client::qdrant::{
     self, CollectionStatus, CountPoints, GetCollectionInfoRequest, GetPoints, PointsSelector,
-    PointsUpdateOperation, Query, QueryBatchPoints, QueryPoints, ScrollPoints, UpdateBatchPoints,
-    UpsertPoints, collections_client::CollectionsClient, points_client::PointsClient,
-    points_selector::PointsSelectorOneOf, points_update_operation as update,
+    PointsUpdateOperation, PrefetchQuery, Query, QueryBatchPoints, QueryPoints, ScrollPoints,
+    UpdateBatchPoints, UpsertPoints, collections_client::CollectionsClient,
+    points_client::PointsClient, points_selector::PointsSelectorOneOf,
+    points_update_operation as update,
 };
 use tokio::sync::Mutex;
 use tonic::Status;
@@ -35,7 +36,7 @@ use tonic::metadata::AsciiMetadataValue;
 
 use crate::backend::{
     MemoryKey, NamespaceStats, PayloadUpdate, ScrollQuery, StorePage, TenantDelete, TenantMemory,
-    TenantSearch, VectorStore, answer_keys, layout, score,
+    TenantSearch, VectorStore, answer_keys, boost, layout, score,
 };
 use crate::config::{Distance, NamespaceConfig, QdrantConfig};
 use crate::error::{Error, Result};
@@ -256,11 +257,28 @@ impl QdrantStore {
 
     /// One search of a `QueryBatchPoints`. The vector is moved into it, not
     /// copied: reading the answer needs the rest of the search only.
+    /// A boosted search ranks its most similar candidates by its formula.
     fn query(&self, namespace: &str, distance: Distance, search: &mut TenantSearch) -> QueryPoints {
+        let nearest = Query::new_nearest(std::mem::take(&mut search.vector));
+        let filter = Some(translate::search_filter(search));
+        let (query, filter, prefetch) = match &search.boost {
+            None => (nearest, filter, Vec::new()),
+            Some(boost) => (
+                Query::new_formula(translate::formula(boost)),
+                None,
+                vec![PrefetchQuery {
+                    query: Some(nearest),
+                    filter,
+                    limit: Some(boost::candidates(search.limit) as u64),
+                    ..PrefetchQuery::default()
+                }],
+            ),
+        };
         QueryPoints {
             collection_name: self.collection(namespace),
-            query: Some(Query::new_nearest(std::mem::take(&mut search.vector))),
-            filter: Some(translate::search_filter(search)),
+            prefetch,
+            query: Some(query),
+            filter,
             limit: Some(search.limit as u64),
             score_threshold: score::engine_threshold(distance, search.min_score),
             with_payload: Some(translate::payload_selector(search.with_payload)),

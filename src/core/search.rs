@@ -4,7 +4,9 @@
 //! recommend API does, so both backends answer it identically and it goes
 //! through the cache and the batcher as an ordinary vector search.
 
-use crate::backend::{MemoryKey, TenantSearch};
+use std::time::SystemTime;
+
+use crate::backend::{MemoryKey, TenantSearch, TimedBoost};
 use crate::error::{Error, Result};
 use crate::model::{Like, SearchQuery, SearchRequest, Validator, join};
 
@@ -37,6 +39,10 @@ impl Core {
                 min_score: req.min_score,
                 filter: req.filter,
                 exclude_ids,
+                boost: req.boost.map(|boost| TimedBoost {
+                    boost,
+                    now: SystemTime::now(),
+                }),
                 with_payload: req.with_payload,
                 with_vector: req.with_vector,
             },

@@ -6,11 +6,11 @@
 use std::collections::HashSet;
 
 use super::{
-    AnyOf, Condition, CountRequest, DeleteRequest, DeleteSelector, FieldTest, Filter, GetRequest,
-    Like, MAX_ID_BYTES, MAX_TENANT_BYTES, Payload, ScrollRequest, SearchQuery, SearchRequest,
-    UpdatePayloadRequest, UpsertRequest,
+    AnyOf, Boost, Condition, CountRequest, DeleteRequest, DeleteSelector, FieldTest, Filter,
+    GetRequest, Like, MAX_ID_BYTES, MAX_TENANT_BYTES, Payload, ScrollRequest, SearchQuery,
+    SearchRequest, UpdatePayloadRequest, UpsertRequest,
 };
-use crate::config::Limits;
+use crate::config::{Distance, Limits};
 use crate::error::{Error, FieldViolation, Result};
 
 /// Payload keys in filters are at most this long.
@@ -51,18 +51,21 @@ pub fn join(prefix: &str, field: &str) -> String {
     }
 }
 
-/// Checks requests against the configured limits and a namespace's dimension.
+/// Checks requests against the configured limits and a namespace's dimension
+/// and distance.
 pub struct Validator<'a> {
     limits: &'a Limits,
     dim: usize,
+    distance: Distance,
     violations: Violations,
 }
 
 impl<'a> Validator<'a> {
-    pub fn new(limits: &'a Limits, dim: usize) -> Self {
+    pub fn new(limits: &'a Limits, dim: usize, distance: Distance) -> Self {
         Self {
             limits,
             dim,
+            distance,
             violations: Violations::new(),
         }
     }
@@ -96,6 +99,9 @@ impl<'a> Validator<'a> {
         match &req.query {
             SearchQuery::Vector(vector) => self.vector(&join(prefix, "vector"), vector),
             SearchQuery::Like(like) => self.like(prefix, like),
+        }
+        if let Some(boost) = &req.boost {
+            self.boost(&join(prefix, "boost"), boost);
         }
         self.limit(&join(prefix, "limit"), req.limit);
         if let Some(min_score) = req.min_score
@@ -202,6 +208,37 @@ impl<'a> Validator<'a> {
                     field,
                     "is the like_id: a memory cannot be liked and avoided",
                 );
+            }
+        }
+    }
+
+    fn boost(&mut self, path: &str, boost: &Boost) {
+        if !matches!(self.distance, Distance::Cosine | Distance::Dot) {
+            self.violations.add(
+                path,
+                "needs a cosine or dot namespace: under euclid and manhattan a score is a \
+                 distance, which a boost cannot add to",
+            );
+        }
+        if boost.recency.is_none() && boost.importance.is_none() {
+            self.violations.add(path, "set recency, importance or both");
+        }
+        if let Some(recency) = &boost.recency {
+            let path = join(path, "recency");
+            if !(recency.weight.is_finite() && recency.weight >= 0.0) {
+                self.violations
+                    .add(join(&path, "weight"), "must be a finite number, at least 0");
+            }
+            if let Some(key) = &recency.key {
+                self.key(&join(&path, "key"), key);
+            }
+        }
+        if let Some(importance) = &boost.importance {
+            let path = join(path, "importance");
+            self.key(&join(&path, "key"), &importance.key);
+            if !importance.weight.is_finite() {
+                self.violations
+                    .add(join(&path, "weight"), "must be a finite number");
             }
         }
     }
@@ -407,7 +444,7 @@ mod tests {
 
     fn check_upsert(req: &UpsertRequest) -> Vec<String> {
         let limits = limits();
-        let mut v = Validator::new(&limits, 3);
+        let mut v = Validator::new(&limits, 3, Distance::Cosine);
         v.upsert(req);
         violations(v.finish())
     }
@@ -421,7 +458,7 @@ mod tests {
 
     fn check_filter(filter: Filter) -> Vec<String> {
         let limits = limits();
-        let mut v = Validator::new(&limits, 3);
+        let mut v = Validator::new(&limits, 3, Distance::Cosine);
         v.count(&CountRequest {
             namespace: "ns".into(),
             tenant: "t".into(),
@@ -492,13 +529,14 @@ mod tests {
     #[test]
     fn search_limit_and_min_score_are_checked_with_the_batch_prefix() {
         let limits = limits();
-        let mut v = Validator::new(&limits, 3);
+        let mut v = Validator::new(&limits, 3, Distance::Cosine);
         v.search(
             "searches[1]",
             &SearchRequest {
                 namespace: "ns".into(),
                 tenant: "t".into(),
                 query: SearchQuery::Vector(vec![0.0; 3]),
+                boost: None,
                 limit: 101,
                 min_score: Some(f32::INFINITY),
                 filter: Filter::default(),
@@ -513,6 +551,65 @@ mod tests {
         );
         assert_eq!(Validator::resolve_limit(&limits, 0), 10);
         assert_eq!(Validator::resolve_limit(&limits, 7), 7);
+    }
+
+    #[test]
+    fn boosts_need_a_similarity_and_sound_numbers() {
+        let limits = limits();
+        let search = |boost: Boost| SearchRequest {
+            namespace: "ns".into(),
+            tenant: "t".into(),
+            query: SearchQuery::Vector(vec![0.0; 3]),
+            boost: Some(boost),
+            limit: 0,
+            min_score: None,
+            filter: Filter::default(),
+            with_payload: false,
+            with_vector: false,
+            consistency: ReadConsistency::Cached,
+        };
+        let sound = Boost {
+            recency: Some(crate::model::RecencyBoost {
+                weight: 1.0,
+                half_life: std::time::Duration::from_secs(60),
+                decay: crate::model::Decay::Linear,
+                key: Some("meta.at".into()),
+            }),
+            importance: Some(crate::model::ImportanceBoost {
+                key: "importance".into(),
+                weight: -0.5,
+            }),
+        };
+        let check = |distance, boost| {
+            let mut v = Validator::new(&limits, 3, distance);
+            v.search("", &search(boost));
+            violations(v.finish())
+        };
+        assert!(check(Distance::Cosine, sound.clone()).is_empty());
+        assert!(check(Distance::Dot, sound.clone()).is_empty());
+        assert_eq!(check(Distance::Euclid, sound.clone()), ["boost"]);
+        assert_eq!(check(Distance::Manhattan, sound.clone()), ["boost"]);
+        let mut unsound = sound;
+        if let Some(recency) = &mut unsound.recency {
+            recency.weight = -1.0;
+            recency.key = Some("no spaces".into());
+        }
+        if let Some(importance) = &mut unsound.importance {
+            importance.weight = f32::NAN;
+        }
+        assert_eq!(
+            check(Distance::Cosine, unsound),
+            [
+                "boost.recency.weight",
+                "boost.recency.key",
+                "boost.importance.weight"
+            ]
+        );
+        let empty = Boost {
+            recency: None,
+            importance: None,
+        };
+        assert_eq!(check(Distance::Cosine, empty), ["boost"]);
     }
 
     #[test]
@@ -582,7 +679,7 @@ mod tests {
     #[test]
     fn delete_by_empty_filter_is_refused() {
         let limits = limits();
-        let mut v = Validator::new(&limits, 3);
+        let mut v = Validator::new(&limits, 3, Distance::Cosine);
         v.delete(&DeleteRequest {
             namespace: "ns".into(),
             tenant: "t".into(),

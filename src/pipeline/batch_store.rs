@@ -577,6 +577,7 @@ mod tests {
             min_score: None,
             filter: Filter::default(),
             exclude_ids: Vec::new(),
+            boost: None,
             with_payload: true,
             with_vector: false,
         }]

@@ -367,6 +367,7 @@ fn search_query(search: &TenantSearch) -> Vec<u8> {
         min_score,
         filter,
         exclude_ids,
+        boost,
         with_payload,
         with_vector,
     } = search;
@@ -395,6 +396,11 @@ fn search_query(search: &TenantSearch) -> Vec<u8> {
     // Debug output of the filter is exact: every float prints so that it
     // parses back to the same bits, and strings are quoted and escaped.
     query.extend(format!("{filter:?}").into_bytes());
+    // So is a boost's. Not its `now`: a cached answer's recency is as of
+    // when it was computed, at most the TTL ago.
+    if let Some(boost) = boost {
+        query.extend(format!("{:?}", boost.boost).into_bytes());
+    }
     query
 }
 
@@ -464,6 +470,7 @@ mod tests {
             min_score: None,
             filter: Filter::default(),
             exclude_ids: Vec::new(),
+            boost: None,
             with_payload: true,
             with_vector: false,
         }

@@ -3,18 +3,22 @@
 
 use qdrant_edge::external::ordered_float::OrderedFloat;
 use qdrant_edge::{
-    AnyVariants, Condition as EdgeCondition, DateTimeWrapper, FieldCondition, Filter as EdgeFilter,
-    HasIdCondition, IsEmptyCondition, IsNullCondition, JsonPath, Match, MatchAny, PayloadSelector,
-    PayloadSelectorInclude, PointId, PointStruct, PointStructPersisted, Range, ValueVariants,
-    VectorInternal, VectorStructInternal, WithPayloadInterface,
+    AnyVariants, Condition as EdgeCondition, DateTimeWrapper, DecayKind, Expression,
+    FieldCondition, Filter as EdgeFilter, Formula, HasIdCondition, IsEmptyCondition,
+    IsNullCondition, JsonPath, Match, MatchAny, PayloadSelector, PayloadSelectorInclude, PointId,
+    PointStruct, PointStructPersisted, Range, ValueVariants, VectorInternal, VectorStructInternal,
+    WithPayloadInterface,
 };
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::backend::boost::{self, Expr};
 use crate::backend::layout::{self, ID_FIELD, TENANT_FIELD, UPDATED_AT_FIELD};
-use crate::backend::{TenantMemory, TenantSearch};
+use crate::backend::{TenantMemory, TenantSearch, TimedBoost};
 use crate::error::{Error, Result};
-use crate::model::{AnyOf, Bounds, Condition, FieldTest, Filter, MatchValue, Memory, Payload};
+use crate::model::{
+    AnyOf, Bounds, Condition, Decay, FieldTest, Filter, MatchValue, Memory, Payload,
+};
 
 /// `filter` confined to `tenant`: the tenant condition AND the caller's filter.
 pub fn tenant_filter(tenant: &str, filter: &Filter) -> Result<EdgeFilter> {
@@ -43,6 +47,52 @@ pub fn search_filter(search: &TenantSearch) -> Result<EdgeFilter> {
         filter.must_not = Some(vec![EdgeCondition::HasId(excluded)]);
     }
     Ok(filter)
+}
+
+/// The formula a boosted search ranks its candidates by ([`boost`]).
+pub fn formula(boost: &TimedBoost) -> Result<Formula> {
+    Ok(Formula {
+        formula: expression(boost::formula(&boost.boost, boost.now))?,
+        defaults: Default::default(),
+    })
+}
+
+fn expression(expr: Expr) -> Result<Expression> {
+    let boxed = |expr: Box<Expr>| expression(*expr).map(Box::new);
+    let all = |exprs: Vec<Expr>| exprs.into_iter().map(expression).collect::<Result<_>>();
+    Ok(match expr {
+        Expr::Constant(value) => Expression::Constant(value),
+        Expr::Variable(name) => Expression::Variable(name),
+        Expr::Datetime(datetime) => Expression::Datetime(datetime),
+        Expr::DatetimeKey(path) => Expression::DatetimeKey(json_path(&path)?),
+        Expr::Condition(condition) => {
+            Expression::Condition(Box::new(translate_condition(&condition)?))
+        }
+        Expr::Sum(terms) => Expression::Sum(all(terms)?),
+        Expr::Mult(factors) => Expression::Mult(all(factors)?),
+        Expr::Div(left, right) => Expression::Div {
+            left: boxed(left)?,
+            right: boxed(right)?,
+            by_zero_default: None,
+        },
+        Expr::Decay {
+            kind,
+            x,
+            target,
+            scale,
+            midpoint,
+        } => Expression::Decay {
+            kind: match kind {
+                Decay::Exponential => DecayKind::Exp,
+                Decay::Linear => DecayKind::Lin,
+                Decay::Gaussian => DecayKind::Gauss,
+            },
+            x: boxed(x)?,
+            target: Some(boxed(target)?),
+            midpoint: Some(midpoint),
+            scale: Some(scale),
+        },
+    })
 }
 
 /// The tenant condition AND "point id is one of `ids`".

@@ -5,16 +5,19 @@
 
 use qdrant_client::qdrant::{
     self, Condition as QCondition, DatetimeRange, Filter as QFilter, PointId, PointStruct, Range,
-    Vectors, VectorsOutput, WithPayloadSelector, point_id::PointIdOptions, vector_output,
-    vectors_output::VectorsOptions,
+    Vectors, VectorsOutput, WithPayloadSelector, expression::Variant, point_id::PointIdOptions,
+    vector_output, vectors_output::VectorsOptions,
 };
 use uuid::Uuid;
 
 use super::answers;
+use crate::backend::boost::{self, Expr};
 use crate::backend::layout::{self, ID_FIELD, TENANT_FIELD, UPDATED_AT_FIELD};
-use crate::backend::{TenantMemory, TenantSearch};
+use crate::backend::{TenantMemory, TenantSearch, TimedBoost};
 use crate::config::{Distance, QdrantReadConsistency, WriteOrdering};
-use crate::model::{AnyOf, Bounds, Condition, FieldTest, Filter, MatchValue, Memory, Payload};
+use crate::model::{
+    AnyOf, Bounds, Condition, Decay, FieldTest, Filter, MatchValue, Memory, Payload,
+};
 
 /// `filter` confined to `tenant`: the tenant condition AND the caller's filter.
 pub fn tenant_filter(tenant: &str, filter: &Filter) -> QFilter {
@@ -37,6 +40,58 @@ pub fn search_filter(search: &TenantSearch) -> QFilter {
         filter.must_not.push(QCondition::has_id(excluded));
     }
     filter
+}
+
+/// The formula a boosted search ranks its candidates by ([`boost`]).
+pub fn formula(boost: &TimedBoost) -> qdrant::Formula {
+    qdrant::Formula {
+        expression: Some(expression(boost::formula(&boost.boost, boost.now))),
+        defaults: Default::default(),
+    }
+}
+
+fn expression(expr: Expr) -> qdrant::Expression {
+    let boxed = |expr: Box<Expr>| Some(Box::new(expression(*expr)));
+    let variant = match expr {
+        Expr::Constant(value) => Variant::Constant(value),
+        Expr::Variable(name) => Variant::Variable(name),
+        Expr::Datetime(datetime) => Variant::Datetime(datetime),
+        Expr::DatetimeKey(path) => Variant::DatetimeKey(path),
+        Expr::Condition(condition) => Variant::Condition(translate_condition(&condition)),
+        Expr::Sum(terms) => Variant::Sum(qdrant::SumExpression {
+            sum: terms.into_iter().map(expression).collect(),
+        }),
+        Expr::Mult(factors) => Variant::Mult(qdrant::MultExpression {
+            mult: factors.into_iter().map(expression).collect(),
+        }),
+        Expr::Div(left, right) => Variant::Div(Box::new(qdrant::DivExpression {
+            left: boxed(left),
+            right: boxed(right),
+            by_zero_default: None,
+        })),
+        Expr::Decay {
+            kind,
+            x,
+            target,
+            scale,
+            midpoint,
+        } => {
+            let params = Box::new(qdrant::DecayParamsExpression {
+                x: boxed(x),
+                target: boxed(target),
+                scale: Some(scale),
+                midpoint: Some(midpoint),
+            });
+            match kind {
+                Decay::Exponential => Variant::ExpDecay(params),
+                Decay::Linear => Variant::LinDecay(params),
+                Decay::Gaussian => Variant::GaussDecay(params),
+            }
+        }
+    };
+    qdrant::Expression {
+        variant: Some(variant),
+    }
 }
 
 /// The tenant condition AND "point id is one of `ids`".

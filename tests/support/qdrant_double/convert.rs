@@ -167,6 +167,76 @@ pub fn nearest(query: Option<qdrant::Query>) -> Result<Vec<f32>, Status> {
     }
 }
 
+/// A formula query, in the expressions `QdrantStore` sends.
+pub fn formula(query: Option<qdrant::Query>) -> Result<qdrant_edge::Formula, Status> {
+    match query.and_then(|q| q.variant) {
+        Some(qdrant::query::Variant::Formula(formula)) => {
+            if !formula.defaults.is_empty() {
+                return Err(Status::invalid_argument(
+                    "the double does not support formula defaults",
+                ));
+            }
+            Ok(qdrant_edge::Formula {
+                formula: expression(formula.expression)?,
+                defaults: Default::default(),
+            })
+        }
+        _ => Err(Status::invalid_argument(
+            "the double only supports formula queries over a prefetch",
+        )),
+    }
+}
+
+fn expression(given: Option<qdrant::Expression>) -> Result<qdrant_edge::Expression, Status> {
+    use qdrant::expression::Variant;
+    use qdrant_edge::{DecayKind, Expression};
+    let boxed = |e: Option<Box<qdrant::Expression>>| expression(e.map(|e| *e)).map(Box::new);
+    let all = |list: Vec<qdrant::Expression>| {
+        list.into_iter()
+            .map(|e| expression(Some(e)))
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let decay = |kind, params: Box<qdrant::DecayParamsExpression>| {
+        Ok::<_, Status>(Expression::Decay {
+            kind,
+            x: boxed(params.x)?,
+            target: params.target.map(|t| boxed(Some(t))).transpose()?,
+            midpoint: params.midpoint,
+            scale: params.scale,
+        })
+    };
+    Ok(match given.and_then(|e| e.variant) {
+        Some(Variant::Constant(value)) => Expression::Constant(value),
+        Some(Variant::Variable(name)) => Expression::Variable(name),
+        Some(Variant::Datetime(datetime)) => Expression::Datetime(datetime),
+        Some(Variant::DatetimeKey(path)) => Expression::DatetimeKey(
+            path.parse()
+                .map_err(|_| Status::invalid_argument(format!("bad datetime key {path}")))?,
+        ),
+        Some(Variant::Condition(condition)) => {
+            let json = condition_json(condition)?;
+            let condition = serde_json::from_value(json)
+                .map_err(|e| Status::invalid_argument(format!("formula condition: {e}")))?;
+            Expression::Condition(Box::new(condition))
+        }
+        Some(Variant::Sum(sum)) => Expression::Sum(all(sum.sum)?),
+        Some(Variant::Mult(mult)) => Expression::Mult(all(mult.mult)?),
+        Some(Variant::Div(div)) => Expression::Div {
+            left: boxed(div.left)?,
+            right: boxed(div.right)?,
+            by_zero_default: div.by_zero_default,
+        },
+        Some(Variant::ExpDecay(params)) => decay(DecayKind::Exp, params)?,
+        Some(Variant::LinDecay(params)) => decay(DecayKind::Lin, params)?,
+        Some(Variant::GaussDecay(params)) => decay(DecayKind::Gauss, params)?,
+        other => {
+            return Err(Status::invalid_argument(format!(
+                "the double does not support expression {other:?}"
+            )));
+        }
+    })
+}
+
 pub fn dense(vectors: Option<qdrant::Vectors>) -> Result<Vec<f32>, Status> {
     match vectors.and_then(|v| v.vectors_options) {
         Some(qdrant::vectors::VectorsOptions::Vector(vector)) => match vector.vector {

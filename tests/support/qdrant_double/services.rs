@@ -13,11 +13,12 @@ use qdrant_client::qdrant::{
     points_update_operation::Operation,
     qdrant_server::{Qdrant, QdrantServer},
 };
+use qdrant_edge::external::ordered_float::OrderedFloat;
 use qdrant_edge::{
     CountRequest, CreateIndex, Distance, EdgeConfigBuilder, EdgeVectorParamsBuilder,
     FieldIndexOperations, KeywordIndexParams, NamedQuery, PayloadFieldSchema, PayloadOps,
-    PayloadSchemaParams, PointInsertOperations, PointOperations, PointStruct, QueryEnum,
-    ScrollRequest, SearchRequest, SetPayloadOp, UpdateOperation,
+    PayloadSchemaParams, PointInsertOperations, PointOperations, PointStruct, Prefetch, QueryEnum,
+    QueryRequest, ScoringQuery, ScrollRequest, SearchRequest, SetPayloadOp, UpdateOperation,
 };
 use tonic::codegen::http;
 use tonic::{Request, Response, Status};
@@ -113,21 +114,53 @@ fn selector_operation(selector: Option<qdrant::PointsSelector>) -> Result<PointO
 
 fn search(
     collection: &Collection,
-    query: qdrant::QueryPoints,
+    mut query: qdrant::QueryPoints,
 ) -> Result<Vec<qdrant::ScoredPoint>, Status> {
-    let hits = collection
-        .shard
-        .search(SearchRequest {
+    let limit = query.limit.unwrap_or(10) as usize;
+    let offset = query.offset.unwrap_or(0) as usize;
+    let with_payload = convert::with_payload(query.with_payload)?;
+    let with_vector = convert::with_vector(query.with_vectors);
+    let hits = match query.prefetch.pop() {
+        None => collection.shard.search(SearchRequest {
             query: QueryEnum::Nearest(NamedQuery::default_dense(convert::nearest(query.query)?)),
             filter: convert::filter(query.filter)?,
             params: None,
-            limit: query.limit.unwrap_or(10) as usize,
-            offset: query.offset.unwrap_or(0) as usize,
-            with_payload: Some(convert::with_payload(query.with_payload)?),
-            with_vector: Some(convert::with_vector(query.with_vectors)),
+            limit,
+            offset,
+            with_payload: Some(with_payload),
+            with_vector: Some(with_vector),
             score_threshold: query.score_threshold,
-        })
-        .map_err(engine)?;
+        }),
+        // A formula over one nearest prefetch: how QdrantStore boosts.
+        Some(prefetch) if query.prefetch.is_empty() && prefetch.prefetch.is_empty() => {
+            let nearest = NamedQuery::default_dense(convert::nearest(prefetch.query)?);
+            let formula = convert::formula(query.query)?.try_into().map_err(engine)?;
+            collection.shard.query(QueryRequest {
+                prefetches: vec![Prefetch {
+                    prefetches: Vec::new(),
+                    query: Some(ScoringQuery::Vector(QueryEnum::Nearest(nearest))),
+                    limit: prefetch.limit.unwrap_or(10) as usize,
+                    params: None,
+                    filter: convert::filter(prefetch.filter)?,
+                    score_threshold: prefetch.score_threshold.map(OrderedFloat),
+                }],
+                query: Some(ScoringQuery::Formula(formula)),
+                filter: convert::filter(query.filter)?,
+                score_threshold: query.score_threshold.map(OrderedFloat),
+                limit,
+                offset,
+                params: None,
+                with_vector,
+                with_payload,
+            })
+        }
+        Some(_) => {
+            return Err(Status::invalid_argument(
+                "the double supports one level of one prefetch",
+            ));
+        }
+    }
+    .map_err(engine)?;
     Ok(hits
         .into_iter()
         .map(|hit| qdrant::ScoredPoint {
