@@ -94,6 +94,13 @@ impl MemoryService for Floor {
         unimplemented()
     }
 
+    async fn search_groups(
+        &self,
+        _: Request<SearchGroupsRequest>,
+    ) -> Result<Response<SearchGroupsResponse>, Status> {
+        unimplemented()
+    }
+
     async fn delete(&self, _: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
         unimplemented()
     }

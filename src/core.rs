@@ -26,6 +26,7 @@ use crate::pipeline::admission::TenantRates;
 use crate::pipeline::cache::ResultCache;
 
 mod admit;
+mod groups;
 mod search;
 
 pub use admit::Admissible;

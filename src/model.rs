@@ -152,6 +152,46 @@ impl Like {
     }
 }
 
+/// A search whose hits are grouped by the value at payload `group_by`.
+#[derive(Debug, Clone)]
+pub struct SearchGroupsRequest {
+    /// Its `limit` is the number of groups.
+    pub search: SearchRequest,
+    pub group_by: String,
+    /// 0 means 1.
+    pub group_size: u32,
+}
+
+/// The value a group's hits share at the `group_by` key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum GroupKey {
+    Keyword(String),
+    Integer(i64),
+}
+
+impl GroupKey {
+    /// The group of a payload: the string or whole number at dotted `key`.
+    pub fn of(payload: &Payload, key: &str) -> Option<Self> {
+        let mut parts = key.split('.');
+        let mut value = payload.get(parts.next()?)?;
+        for part in parts {
+            value = value.get(part)?;
+        }
+        match value {
+            Value::String(keyword) => Some(Self::Keyword(keyword.clone())),
+            Value::Number(number) => number.as_i64().map(Self::Integer),
+            _ => None,
+        }
+    }
+}
+
+/// One group of a grouped search: its key and best hits, best first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemoryGroup {
+    pub key: GroupKey,
+    pub hits: Vec<ScoredMemory>,
+}
+
 /// What a search adds to each hit's similarity (through Qdrant's formula
 /// queries): `recency.weight * decay(age) + importance.weight * value`.
 #[derive(Debug, Clone, PartialEq)]

@@ -34,6 +34,7 @@ on_every_backend!(
     search_batch_answers_in_request_order,
     search_like_a_memory_leaves_out_its_examples_and_stays_in_the_tenant,
     search_boosts_add_recency_and_importance_to_similarity,
+    search_groups_returns_the_best_groups_each_with_its_best_hits,
     tenants_never_see_each_others_memories,
     a_graceful_restart_keeps_every_acknowledged_write,
     sigkill_after_acknowledged_writes_loses_none,
@@ -892,6 +893,171 @@ async fn search_boosts_add_recency_and_importance_to_similarity(backend: Backend
     assert_eq!(hit_ids(&demoted)[0], "month-old");
 }
 
+fn grouped(search: proto::SearchRequest, by: &str, size: u32) -> proto::SearchGroupsRequest {
+    proto::SearchGroupsRequest {
+        search: Some(search),
+        group_by: by.into(),
+        group_size: size,
+    }
+}
+
+/// Each group as its key (JSON) and its hits' ids.
+fn groups_of(response: &proto::SearchGroupsResponse) -> Vec<(serde_json::Value, Vec<String>)> {
+    response
+        .groups
+        .iter()
+        .map(|group| {
+            let key = support::data::from_value(group.key.as_ref().expect("key"));
+            let ids = group
+                .hits
+                .iter()
+                .map(|hit| hit.memory.as_ref().expect("memory").id.clone())
+                .collect();
+            (key, ids)
+        })
+        .collect()
+}
+
+fn at_angle(theta: f32) -> [f32; 4] {
+    [theta.cos(), theta.sin(), 0.0, 0.0]
+}
+
+/// Groups are ranked by their best hit and hold their best hits; hits
+/// whose key is not a string or whole number belong to no group. The
+/// second part needs several store searches (the best groups are found
+/// first, then filled), the way Qdrant's own grouping works.
+async fn search_groups_returns_the_best_groups_each_with_its_best_hits(backend: Backend) {
+    let (_dir, server) = start(&backend);
+    let mut client = server.memory().await;
+    let chunk = |id: &str, theta: f32, doc: serde_json::Value| {
+        memory(id, at_angle(theta), json!({"doc": doc, "text": id}))
+    };
+    client
+        .upsert(upsert(
+            "t",
+            vec![
+                chunk("a1", 0.0, json!("A")),
+                chunk("b1", 0.14, json!("B")),
+                chunk("a2", 0.2, json!("A")),
+                chunk("f1", 0.28, json!(1.5)),
+                memory("n1", at_angle(0.31), json!({"text": "no doc"})),
+                chunk("c1", 0.45, json!(7)),
+                chunk("b2", 0.64, json!("B")),
+                chunk("a3", 0.78, json!("A")),
+            ],
+        ))
+        .await
+        .expect("upsert");
+    client
+        .upsert(upsert("u", vec![chunk("other", 0.0, json!("A"))]))
+        .await
+        .expect("upsert another tenant");
+    let query = at_angle(0.0);
+
+    let one_each = client
+        .search_groups(grouped(search("t", query, 2), "doc", 1))
+        .await
+        .expect("groups")
+        .into_inner();
+    assert_eq!(
+        groups_of(&one_each),
+        [
+            (json!("A"), vec!["a1".into()]),
+            (json!("B"), vec!["b1".into()])
+        ]
+    );
+    let hit = &one_each.groups[0].hits[0];
+    assert_eq!(hit.score, 1.0);
+    assert!(hit.memory.as_ref().is_some_and(|m| m.payload.is_some()));
+
+    let two_each = client
+        .search_groups(grouped(search("t", query, 10), "doc", 2))
+        .await
+        .expect("groups")
+        .into_inner();
+    let ids = |list: &[&str]| list.iter().map(|id| id.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        groups_of(&two_each),
+        [
+            (json!("A"), ids(&["a1", "a2"])),
+            (json!("B"), ids(&["b1", "b2"])),
+            (json!(7.0), ids(&["c1"])),
+        ]
+    );
+
+    // Every option of Search applies: min_score, projection.
+    let bounded = client
+        .search_groups(grouped(
+            proto::SearchRequest {
+                min_score: Some(0.85),
+                with_payload: false,
+                ..search("t", query, 10)
+            },
+            "doc",
+            3,
+        ))
+        .await
+        .expect("groups")
+        .into_inner();
+    assert_eq!(
+        groups_of(&bounded),
+        [
+            (json!("A"), ids(&["a1", "a2"])),
+            (json!("B"), ids(&["b1"])),
+            (json!(7.0), ids(&["c1"])),
+        ]
+    );
+    assert!(
+        bounded.groups[0].hits[0]
+            .memory
+            .as_ref()
+            .is_some_and(|m| m.payload.is_none()),
+        "no payload unless asked"
+    );
+
+    // Forty documents of three chunks, every first chunk better than any
+    // second: the two best documents are found first, then filled.
+    let mut chunks = Vec::new();
+    for d in 0..40 {
+        for k in 0..3 {
+            let theta = 0.01 * d as f32 + 0.5 * k as f32;
+            let id = format!("d{d}c{k}");
+            chunks.push(memory(
+                &id,
+                at_angle(theta),
+                json!({"doc": format!("d{d}")}),
+            ));
+        }
+    }
+    client.upsert(upsert("v", chunks)).await.expect("upsert");
+    let filled = client
+        .search_groups(grouped(search("v", query, 2), "doc", 3))
+        .await
+        .expect("groups")
+        .into_inner();
+    assert_eq!(
+        groups_of(&filled),
+        [
+            (json!("d0"), ids(&["d0c0", "d0c1", "d0c2"])),
+            (json!("d1"), ids(&["d1c0", "d1c1", "d1c2"])),
+        ]
+    );
+    let all = client
+        .search_groups(grouped(search("v", query, 40), "doc", 2))
+        .await
+        .expect("groups")
+        .into_inner();
+    let expected: Vec<_> = (0..40)
+        .map(|d| {
+            (
+                json!(format!("d{d}")),
+                ids(&[&format!("d{d}c0"), &format!("d{d}c1")]),
+            )
+        })
+        .collect();
+    assert_eq!(groups_of(&all), expected);
+}
+
 async fn tenants_never_see_each_others_memories(backend: Backend) {
     let (_dir, server) = start(&backend);
     let mut client = server.memory().await;
@@ -1172,6 +1338,7 @@ enum Call {
     Upsert(proto::UpsertRequest),
     Search(proto::SearchRequest),
     Batch(proto::SearchBatchRequest),
+    Groups(proto::SearchGroupsRequest),
     Get(proto::GetRequest),
     Delete(proto::DeleteRequest),
     Scroll(proto::ScrollRequest),
@@ -1483,6 +1650,21 @@ fn malformed_requests() -> Vec<Malformed> {
             }),
         ),
         bad(
+            "groups without a key",
+            "group_by",
+            Call::Groups(grouped(search("t", ok_vector, 5), "", 1)),
+        ),
+        bad(
+            "groups of a bad search",
+            "search.vector",
+            Call::Groups(grouped(search("t", [f32::NAN; 4], 5), "doc", 1)),
+        ),
+        bad(
+            "groups too large",
+            "group_size",
+            Call::Groups(grouped(search("t", ok_vector, 5), "doc", 1000)),
+        ),
+        bad(
             "vector and like_id",
             "like_id",
             Call::Search(proto::SearchRequest {
@@ -1548,6 +1730,7 @@ async fn malformed_requests_get_precise_errors_and_write_nothing(backend: Backen
             Call::Upsert(r) => client.upsert(r).await.map(drop),
             Call::Search(r) => client.search(r).await.map(drop),
             Call::Batch(r) => client.search_batch(r).await.map(drop),
+            Call::Groups(r) => client.search_groups(r).await.map(drop),
             Call::Get(r) => client.get(r).await.map(drop),
             Call::Delete(r) => client.delete(r).await.map(drop),
             Call::Scroll(r) => client.scroll(r).await.map(drop),

@@ -4,7 +4,7 @@
 //! with the message's proto3 JSON form. So an RPC behaves identically on both
 //! transports by construction.
 
-use crate::api::convert::{search_batch_from_proto, search_response};
+use crate::api::convert::{search_batch_from_proto, search_groups_response, search_response};
 use crate::auth::Caller;
 use crate::core::Core;
 use crate::error::Result;
@@ -40,6 +40,15 @@ pub async fn search_batch(
     Ok(served.map(|results| proto::SearchBatchResponse {
         results: results.into_iter().map(search_response).collect(),
     }))
+}
+
+pub async fn search_groups(
+    core: &Core,
+    caller: &Caller,
+    request: proto::SearchGroupsRequest,
+) -> Result<Served<proto::SearchGroupsResponse>> {
+    let served = core.search_groups(caller, request.try_into()?).await?;
+    Ok(served.map(search_groups_response))
 }
 
 pub async fn get(

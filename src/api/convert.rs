@@ -122,6 +122,25 @@ fn search_from_proto(
     }
 }
 
+impl TryFrom<proto::SearchGroupsRequest> for model::SearchGroupsRequest {
+    type Error = Error;
+
+    fn try_from(req: proto::SearchGroupsRequest) -> Result<Self, Error> {
+        let proto::SearchGroupsRequest {
+            search,
+            group_by,
+            group_size,
+        } = req;
+        let mut violations = Violations::new();
+        let search = search_from_proto(search.unwrap_or_default(), "search", &mut violations);
+        violations.into_result(model::SearchGroupsRequest {
+            search,
+            group_by,
+            group_size,
+        })
+    }
+}
+
 /// A search by vector, or by `like_id` (then with no vector). A request with
 /// neither is a vector search, whose empty vector validation reports.
 fn search_query_from_proto(
@@ -563,6 +582,21 @@ impl From<model::ScoredMemory> for proto::ScoredMemory {
 pub fn search_response(hits: Vec<model::ScoredMemory>) -> proto::SearchResponse {
     proto::SearchResponse {
         hits: hits.into_iter().map(Into::into).collect(),
+    }
+}
+
+pub fn search_groups_response(groups: Vec<model::MemoryGroup>) -> proto::SearchGroupsResponse {
+    proto::SearchGroupsResponse {
+        groups: groups
+            .into_iter()
+            .map(|group| proto::MemoryGroup {
+                key: Some(json_to_proto(match group.key {
+                    model::GroupKey::Keyword(keyword) => Value::String(keyword),
+                    model::GroupKey::Integer(integer) => Value::from(integer),
+                })),
+                hits: group.hits.into_iter().map(Into::into).collect(),
+            })
+            .collect(),
     }
 }
 

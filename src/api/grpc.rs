@@ -83,6 +83,16 @@ impl MemoryService for GrpcApi {
         ))
     }
 
+    async fn search_groups(
+        &self,
+        request: Request<proto::SearchGroupsRequest>,
+    ) -> Result<Response<proto::SearchGroupsResponse>, Status> {
+        let (caller, message) = authenticated(request)?;
+        Ok(respond(
+            calls::search_groups(&self.core, &caller, message).await?,
+        ))
+    }
+
     async fn get(
         &self,
         request: Request<proto::GetRequest>,

@@ -59,6 +59,7 @@ fn handler(rpc: Rpc, method: MethodFilter) -> MethodRouter<Arc<Core>> {
         Rpc::Upsert => on(method, upsert),
         Rpc::Search => on(method, search),
         Rpc::SearchBatch => on(method, search_batch),
+        Rpc::SearchGroups => on(method, search_groups),
         Rpc::Get => on(method, get_memories),
         Rpc::Delete => on(method, delete),
         Rpc::Scroll => on(method, scroll),
@@ -161,6 +162,25 @@ route!(
     calls::update_payload,
     Served::current
 );
+
+async fn search_groups(
+    State(core): State<Arc<Core>>,
+    Extension(caller): Extension<Caller>,
+    Path(namespace): Path<String>,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Response {
+    handle(
+        core,
+        caller,
+        body,
+        |core, caller, mut request: proto::SearchGroupsRequest| async move {
+            let search = request.search.get_or_insert_default();
+            in_namespace(&mut search.namespace, namespace)?;
+            calls::search_groups(&core, &caller, request).await
+        },
+    )
+    .await
+}
 
 async fn search_batch(
     State(core): State<Arc<Core>>,

@@ -12,6 +12,7 @@ pub enum Rpc {
     Upsert,
     Search,
     SearchBatch,
+    SearchGroups,
     Get,
     Delete,
     Scroll,
@@ -99,6 +100,13 @@ pub const RPCS: &[RpcSpec] = &[
         "/v1/search_batch",
         "SearchBatchRequest",
         "SearchBatchResponse",
+    ),
+    memory_rpc(
+        Rpc::SearchGroups,
+        "SearchGroups",
+        "/v1/namespaces/{namespace}/memories/search_groups",
+        "SearchGroupsRequest",
+        "SearchGroupsResponse",
     ),
     memory_rpc(
         Rpc::Get,

@@ -5,8 +5,8 @@
 //! access and validation rules.
 
 use crate::model::{
-    Access, CountRequest, DeleteRequest, GetRequest, ScrollRequest, SearchRequest,
-    UpdatePayloadRequest, UpsertRequest, Validator,
+    Access, CountRequest, DeleteRequest, GetRequest, ScrollRequest, SearchGroupsRequest,
+    SearchRequest, UpdatePayloadRequest, UpsertRequest, Validator,
 };
 
 /// A request the core admits through [`super::Core::admit`].
@@ -31,6 +31,19 @@ impl Admissible for SearchRequest {
     }
     fn validate(&self, prefix: &str, validator: &mut Validator<'_>) {
         validator.search(prefix, self);
+    }
+}
+
+impl Admissible for SearchGroupsRequest {
+    const ACCESS: Access = Access::Read;
+    fn namespace(&self) -> &str {
+        &self.search.namespace
+    }
+    fn tenant(&self) -> &str {
+        &self.search.tenant
+    }
+    fn validate(&self, _prefix: &str, validator: &mut Validator<'_>) {
+        validator.search_groups(self);
     }
 }
 

@@ -7,8 +7,8 @@ use std::collections::HashSet;
 
 use super::{
     AnyOf, Boost, Condition, CountRequest, DeleteRequest, DeleteSelector, FieldTest, Filter,
-    GetRequest, Like, MAX_ID_BYTES, MAX_TENANT_BYTES, Payload, ScrollRequest, SearchQuery,
-    SearchRequest, UpdatePayloadRequest, UpsertRequest,
+    GetRequest, Like, MAX_ID_BYTES, MAX_TENANT_BYTES, Payload, ScrollRequest, SearchGroupsRequest,
+    SearchQuery, SearchRequest, UpdatePayloadRequest, UpsertRequest,
 };
 use crate::config::{Distance, Limits};
 use crate::error::{Error, FieldViolation, Result};
@@ -111,6 +111,12 @@ impl<'a> Validator<'a> {
                 .add(join(prefix, "min_score"), "must be a finite number");
         }
         self.filter(&join(prefix, "filter"), &req.filter);
+    }
+
+    pub fn search_groups(&mut self, req: &SearchGroupsRequest) {
+        self.search("search", &req.search);
+        self.key("group_by", &req.group_by);
+        self.limit("group_size", req.group_size);
     }
 
     pub fn get(&mut self, req: &GetRequest) {

@@ -1,5 +1,5 @@
-//! The result cache for Search, SearchBatch and Get: correctness over hit
-//! rate.
+//! The result cache for Search, SearchBatch, SearchGroups and Get:
+//! correctness over hit rate.
 //!
 //! A key is exact: namespace, tenant, every field that shapes the answer
 //! (query vector bits, filter, limit, min_score, projection; or the ids and
@@ -35,7 +35,9 @@ use crate::backend::TenantSearch;
 use crate::config::CacheConfig;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-use crate::model::{GetResult, Memory, Payload, ReadConsistency, ScoredMemory, Served};
+use crate::model::{
+    GetResult, Memory, MemoryGroup, Payload, ReadConsistency, ScoredMemory, Served,
+};
 
 /// Slots of the generation array; a power of two.
 const GENERATION_SLOTS: usize = 4096;
@@ -69,6 +71,7 @@ impl RawKey {
 pub enum Entry {
     Hits(Vec<ScoredMemory>),
     Found(GetResult),
+    Groups(Vec<MemoryGroup>),
 }
 
 /// A kind of answer the cache serves. Its keys are only made by
@@ -88,7 +91,7 @@ impl Answer for Vec<ScoredMemory> {
     fn from_entry(entry: Entry) -> Option<Self> {
         match entry {
             Entry::Hits(hits) => Some(hits),
-            Entry::Found(_) => None,
+            Entry::Found(_) | Entry::Groups(_) => None,
         }
     }
 }
@@ -100,7 +103,19 @@ impl Answer for GetResult {
     fn from_entry(entry: Entry) -> Option<Self> {
         match entry {
             Entry::Found(found) => Some(found),
-            Entry::Hits(_) => None,
+            Entry::Hits(_) | Entry::Groups(_) => None,
+        }
+    }
+}
+
+impl Answer for Vec<MemoryGroup> {
+    fn into_entry(self) -> Entry {
+        Entry::Groups(self)
+    }
+    fn from_entry(entry: Entry) -> Option<Self> {
+        match entry {
+            Entry::Groups(groups) => Some(groups),
+            Entry::Hits(_) | Entry::Found(_) => None,
         }
     }
 }
@@ -174,6 +189,22 @@ impl ResultCache {
         search: &TenantSearch,
     ) -> CacheKey<Vec<ScoredMemory>> {
         self.key(namespace, &search.tenant, search_query(search))
+    }
+
+    /// The key of a grouped search, under the tenant's current generation.
+    pub fn groups_key(
+        &self,
+        namespace: &str,
+        search: &TenantSearch,
+        group_by: &str,
+        group_size: usize,
+    ) -> CacheKey<Vec<MemoryGroup>> {
+        let mut query = vec![b'G'];
+        query.extend((group_size as u64).to_le_bytes());
+        query.extend((group_by.len() as u64).to_le_bytes());
+        query.extend(group_by.as_bytes());
+        query.extend(search_query(search));
+        self.key(namespace, &search.tenant, query)
     }
 
     /// The key of a get, under the tenant's current generation.
@@ -422,6 +453,14 @@ fn entry_bytes(value: &Entry) -> usize {
         Entry::Found(found) => {
             found.memories.iter().map(memory_bytes).sum::<usize>()
                 + found.missing_ids.iter().map(String::len).sum::<usize>()
+        }
+        Entry::Groups(groups) => {
+            groups
+                .iter()
+                .flat_map(|group| &group.hits)
+                .map(|hit| memory_bytes(&hit.memory) + 4)
+                .sum::<usize>()
+                + groups.len() * 32
         }
     }
 }

@@ -40,7 +40,7 @@ pub fn from_struct(s: &pbjson_types::Struct) -> Value {
     )
 }
 
-fn from_value(v: &pbjson_types::Value) -> Value {
+pub fn from_value(v: &pbjson_types::Value) -> Value {
     match &v.kind {
         None | Some(Kind::NullValue(_)) => Value::Null,
         Some(Kind::BoolValue(b)) => Value::Bool(*b),
