@@ -84,6 +84,33 @@ async fn every_route_works_like_its_rpc() {
         .collect();
     assert_eq!(ids, ["b"]);
 
+    // SearchGroups: the namespace of its nested search comes from the path.
+    let (status, body) = rest
+        .post(
+            &format!("{MEMORIES}/search_groups"),
+            json!({"search": {"tenant": "t", "vector": [1.0, 0.0, 0.0, 0.0]},
+                   "groupBy": "kind", "groupSize": 1}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["groups"],
+        json!([
+            {"key": "note", "hits": [body["groups"][0]["hits"][0].clone()]},
+            {"key": "todo", "hits": [body["groups"][1]["hits"][0].clone()]},
+        ]),
+        "{body}"
+    );
+    assert_eq!(body["groups"][0]["hits"][0]["memory"]["id"], "a");
+    let (status, body) = rest
+        .post(
+            &format!("{MEMORIES}/search_groups"),
+            json!({"search": {"namespace": "other", "tenant": "t", "vector": [1.0, 0.0, 0.0, 0.0]},
+                   "groupBy": "kind"}),
+        )
+        .await;
+    assert_eq!(status, 400, "the body contradicts the path: {body}");
+
     // "More like this", by the JSON names; a missing example is a 404.
     let (status, body) = rest
         .post(

@@ -128,8 +128,14 @@ fn answer<T: Serialize>(outcome: Result<Served<T>>) -> Response {
 
 /// A namespaced route: `$call` answers either a plain response (wrapped by
 /// `Served::current`) or an already `Served` one (passed on by `identity`).
+/// The body's namespace is its `namespace` field, or where `$namespace`
+/// finds it.
 macro_rules! route {
     ($name:ident, $request:ty, $call:path, $served:path) => {
+        route!($name, $request, $call, $served, |request| &mut request
+            .namespace);
+    };
+    ($name:ident, $request:ty, $call:path, $served:path, |$r:ident| $namespace:expr) => {
         async fn $name(
             State(core): State<Arc<Core>>,
             Extension(caller): Extension<Caller>,
@@ -140,9 +146,9 @@ macro_rules! route {
                 core,
                 caller,
                 body,
-                |core, caller, mut request: $request| async move {
-                    in_namespace(&mut request.namespace, namespace)?;
-                    $call(&core, &caller, request).await.map($served)
+                |core, caller, mut $r: $request| async move {
+                    in_namespace($namespace, namespace)?;
+                    $call(&core, &caller, $r).await.map($served)
                 },
             )
             .await
@@ -152,6 +158,13 @@ macro_rules! route {
 
 route!(upsert, proto::UpsertRequest, calls::upsert, Served::current);
 route!(search, proto::SearchRequest, calls::search, identity);
+route!(
+    search_groups,
+    proto::SearchGroupsRequest,
+    calls::search_groups,
+    identity,
+    |request| &mut request.search.get_or_insert_default().namespace
+);
 route!(get_memories, proto::GetRequest, calls::get, identity);
 route!(delete, proto::DeleteRequest, calls::delete, Served::current);
 route!(scroll, proto::ScrollRequest, calls::scroll, Served::current);
@@ -162,25 +175,6 @@ route!(
     calls::update_payload,
     Served::current
 );
-
-async fn search_groups(
-    State(core): State<Arc<Core>>,
-    Extension(caller): Extension<Caller>,
-    Path(namespace): Path<String>,
-    body: std::result::Result<Bytes, BytesRejection>,
-) -> Response {
-    handle(
-        core,
-        caller,
-        body,
-        |core, caller, mut request: proto::SearchGroupsRequest| async move {
-            let search = request.search.get_or_insert_default();
-            in_namespace(&mut search.namespace, namespace)?;
-            calls::search_groups(&core, &caller, request).await
-        },
-    )
-    .await
-}
 
 async fn search_batch(
     State(core): State<Arc<Core>>,
