@@ -134,10 +134,7 @@ impl Core {
         self.cache
             .get_or_load(key, consistency, || async {
                 let search = self.with_query_vector(&namespace, &planned).await?;
-                let mut results = self.store.search(&namespace, vec![search]).await?;
-                results
-                    .pop()
-                    .ok_or_else(|| Error::internal("store returned no search result"))
+                self.search_one(&namespace, search).await
             })
             .await
     }

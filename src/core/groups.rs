@@ -14,7 +14,7 @@ use std::collections::HashMap;
 
 use crate::auth::Caller;
 use crate::backend::TenantSearch;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::model::{
     AnyOf, Condition, FieldTest, Filter, GroupKey, MemoryGroup, Payload, ScoredMemory,
     SearchGroupsRequest, Served,
@@ -68,12 +68,7 @@ impl Core {
                 break;
             };
             let wanted = round.limit;
-            let hits = self
-                .store
-                .search(namespace, vec![round])
-                .await?
-                .pop()
-                .ok_or_else(|| Error::internal("store returned no search result"))?;
+            let hits = self.search_one(namespace, round).await?;
             let exhausted = hits.len() < wanted;
             groups.add(hits);
             if exhausted {

@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use crate::backend::{MemoryKey, TenantSearch, TimedBoost};
 use crate::error::{Error, Result};
-use crate::model::{Like, SearchQuery, SearchRequest, Validator, join};
+use crate::model::{Like, ScoredMemory, SearchQuery, SearchRequest, Validator, join};
 
 use super::Core;
 
@@ -49,6 +49,19 @@ impl Core {
             like,
             prefix,
         }
+    }
+
+    /// Runs one search through the store's batch-shaped call.
+    pub(super) async fn search_one(
+        &self,
+        namespace: &str,
+        search: TenantSearch,
+    ) -> Result<Vec<ScoredMemory>> {
+        self.store
+            .search(namespace, vec![search])
+            .await?
+            .pop()
+            .ok_or_else(|| Error::internal("store returned no search result"))
     }
 
     /// The search with its query vector: as given, or computed from the
