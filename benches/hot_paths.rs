@@ -78,7 +78,8 @@ fn validation(c: &mut Criterion) {
 fn search() -> TenantSearch {
     TenantSearch {
         tenant: "tenant-42".into(),
-        vector: vector(7),
+        vector: Some(vector(7)),
+        text: None,
         limit: 10,
         min_score: Some(0.5),
         filter: filter(),
@@ -147,6 +148,7 @@ impl VectorStore for Nothing {
             points_count: 0,
             indexed_vectors_count: 0,
             indexing: false,
+            text_search: false,
         })
     }
     async fn is_ready(&self) -> bool {
@@ -183,6 +185,7 @@ fn batch_assembly(c: &mut Criterion) {
             vec![TenantMemory {
                 tenant: format!("t{}", i % 8),
                 memory: memory(i),
+                text: None,
             }]
         })
         .collect();

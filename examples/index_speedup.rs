@@ -56,6 +56,7 @@ async fn main() -> anyhow::Result<()> {
             shard_number: NonZeroU32::MIN,
             replication_factor: NonZeroU32::MIN,
             write_consistency_factor: NonZeroU32::MIN,
+            text_field: None,
         },
     )]);
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
@@ -87,6 +88,7 @@ async fn main() -> anyhow::Result<()> {
                     payload: Payload::new(),
                     updated_at: Some(SystemTime::now()),
                 },
+                text: None,
             })
             .collect();
         store.upsert(NAMESPACE, batch).await?;
@@ -183,7 +185,8 @@ async fn time_searches(
     for vector in queries {
         let search = TenantSearch {
             tenant: TENANT.to_owned(),
-            vector: vector.clone(),
+            vector: Some(vector.clone()),
+            text: None,
             limit: TOP_K,
             min_score: None,
             filter: Filter::default(),

@@ -3,13 +3,14 @@
 //! call it, so validation and tenancy rules cannot drift between gRPC and
 //! HTTP; handlers only convert.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use uuid::Uuid;
 
 use crate::auth::Caller;
+use crate::backend::text::{TextChange, TextIndex};
 use crate::backend::{
     MemoryKey, NamespaceStats, PayloadUpdate, ScrollQuery, TenantDelete, TenantMemory,
     TenantSearch, VectorStore,
@@ -38,11 +39,14 @@ pub struct NamespaceInfo {
     pub name: String,
     pub dim: u32,
     pub distance: Distance,
+    pub text_field: Option<String>,
     pub stats: NamespaceStats,
 }
 
 pub struct Core {
     namespaces: BTreeMap<String, NamespaceConfig>,
+    /// The BM25 model of each namespace with a `text_field`.
+    texts: HashMap<String, TextIndex>,
     limits: Limits,
     rates: TenantRates,
     store: Arc<dyn VectorStore>,
@@ -50,14 +54,21 @@ pub struct Core {
 }
 
 impl Core {
-    pub fn new(config: &Config, pipeline: Pipeline) -> Self {
-        Self {
+    pub fn new(config: &Config, pipeline: Pipeline) -> anyhow::Result<Self> {
+        let mut texts = HashMap::new();
+        for (name, ns) in &config.namespaces {
+            if let Some(field) = &ns.text_field {
+                texts.insert(name.clone(), TextIndex::new(field)?);
+            }
+        }
+        Ok(Self {
             namespaces: config.namespaces.clone(),
+            texts,
             limits: config.limits.clone(),
             rates: TenantRates::new(&config.admission, pipeline.metrics.clone()),
             store: pipeline.store,
             cache: pipeline.cache,
-        }
+        })
     }
 
     pub fn store(&self) -> &Arc<dyn VectorStore> {
@@ -89,7 +100,13 @@ impl Core {
             .namespaces
             .get(namespace)
             .ok_or_else(|| Error::NamespaceNotFound(namespace.to_owned()))?;
-        Ok(Validator::new(&self.limits, ns.dim(), ns.distance))
+        Ok(Validator::new(&self.limits, ns.dim(), ns.distance)
+            .with_text_field(ns.text_field.as_deref()))
+    }
+
+    /// The BM25 model of a namespace with a text field.
+    fn text_index(&self, namespace: &str) -> Option<&TextIndex> {
+        self.texts.get(namespace)
     }
 
     pub async fn upsert(&self, caller: &Caller, req: UpsertRequest) -> Result<Vec<String>> {
@@ -101,6 +118,7 @@ impl Core {
             tenant,
             memories,
         } = req;
+        let text = self.text_index(&namespace);
         let items: Vec<TenantMemory> = memories
             .into_iter()
             .map(|mut memory| {
@@ -110,6 +128,7 @@ impl Core {
                 memory.updated_at = Some(now);
                 TenantMemory {
                     tenant: tenant.clone(),
+                    text: text.and_then(|text| text.document(&memory.payload)),
                     memory,
                 }
             })
@@ -129,7 +148,7 @@ impl Core {
         self.admit(caller, &req)?;
         let namespace = req.namespace.clone();
         let consistency = req.consistency;
-        let planned = self.plan_search(req, String::new());
+        let planned = self.plan_search(req, String::new())?;
         let key = || self.cache.search_key(&namespace, &planned.search);
         self.cache
             .get_or_load(key, consistency, || async {
@@ -177,7 +196,7 @@ impl Core {
         for (i, req) in reqs.into_iter().enumerate() {
             let namespace = req.namespace.clone();
             let consistency = req.consistency;
-            let planned = self.plan_search(req, format!("searches[{i}]"));
+            let planned = self.plan_search(req, format!("searches[{i}]"))?;
             // No key for a search that bypasses the cache.
             keys.push(
                 (!self.cache.bypassed(consistency))
@@ -358,12 +377,16 @@ impl Core {
             missing_ids: found.missing_ids,
         };
         if !result.updated_ids.is_empty() {
+            let text = self
+                .text_index(&namespace)
+                .map_or(TextChange::Keep, |text| text.change(&payload, replace));
             let update = PayloadUpdate {
                 tenant: tenant.clone(),
                 ids: result.updated_ids.clone(),
                 payload,
                 replace,
                 updated_at: SystemTime::now(),
+                text,
             };
             let updated = self.store.update_payload(&namespace, update).await;
             self.cache.written(&namespace, &tenant);
@@ -393,6 +416,7 @@ impl Core {
             name: name.to_owned(),
             dim: ns.dim.get(),
             distance: ns.distance,
+            text_field: ns.text_field.clone(),
             stats,
         })
     }

@@ -34,6 +34,13 @@ pub enum Error {
     /// does not have (`field` is the request field that names it).
     #[error("{field}: the tenant has no memory {id:?}")]
     MemoryNotFound { field: String, id: String },
+    /// A search by text in a namespace whose collection has no text index:
+    /// it was created before the namespace declared a `text_field`.
+    #[error(
+        "namespace {0:?} has no text index: its collection was created before `text_field` \
+         was set; search it by vector, or declare a new namespace with `text_field`"
+    )]
+    TextSearchUnavailable(String),
     #[error("{0}")]
     Unauthenticated(String),
     #[error("{0}")]
@@ -84,6 +91,7 @@ impl Error {
         match self {
             Error::InvalidArgument(_) => Code::InvalidArgument,
             Error::NamespaceNotFound(_) | Error::MemoryNotFound { .. } => Code::NotFound,
+            Error::TextSearchUnavailable(_) => Code::FailedPrecondition,
             Error::Unauthenticated(_) => Code::Unauthenticated,
             Error::PermissionDenied(_) => Code::PermissionDenied,
             Error::ResourceExhausted { .. } => Code::ResourceExhausted,
@@ -97,7 +105,7 @@ impl Error {
 
     pub fn http_status(&self) -> StatusCode {
         match self {
-            Error::InvalidArgument(_) => StatusCode::BAD_REQUEST,
+            Error::InvalidArgument(_) | Error::TextSearchUnavailable(_) => StatusCode::BAD_REQUEST,
             Error::NamespaceNotFound(_) | Error::MemoryNotFound { .. } => StatusCode::NOT_FOUND,
             Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Error::PermissionDenied(_) => StatusCode::FORBIDDEN,
@@ -127,6 +135,7 @@ impl Error {
             Error::InvalidArgument(_)
             | Error::NamespaceNotFound(_)
             | Error::MemoryNotFound { .. }
+            | Error::TextSearchUnavailable(_)
             | Error::Unauthenticated(_)
             | Error::PermissionDenied(_)
             | Error::DeadlineExceeded

@@ -97,7 +97,12 @@ pub struct UpsertRequest {
 pub struct SearchRequest {
     pub namespace: String,
     pub tenant: String,
-    pub query: SearchQuery,
+    /// The dense part; `None` for a search by text alone.
+    pub query: Option<SearchQuery>,
+    /// Search by text (BM25 over the namespace's `text_field`).
+    pub text: Option<String>,
+    /// How the dense and text rankings are merged when both are given.
+    pub fusion: Fusion,
     pub boost: Option<Boost>,
     /// 0 means the configured default.
     pub limit: u32,
@@ -115,6 +120,19 @@ pub enum SearchQuery {
     Vector(Vec<f32>),
     /// The memories most like one of the tenant's own.
     Like(Like),
+}
+
+/// How a search by both a vector and text merges the two rankings, in one
+/// engine query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Fusion {
+    /// Reciprocal rank fusion (Qdrant's, k = 2): `sum of 1 / (rank + 2)`
+    /// over the two lists, ranks from 0.
+    #[default]
+    Rrf,
+    /// Distribution-based score fusion: each list's scores normalised by
+    /// their mean and three standard deviations, then summed.
+    Dbsf,
 }
 
 /// "More like this", with Qdrant's recommend semantics (`average_vector`):

@@ -71,7 +71,7 @@ impl Server {
         let metrics = Arc::new(Metrics::new());
         let backend = open_store(&config).await?;
         let pipeline = pipeline::build(&config, backend, metrics.clone())?;
-        let core = Arc::new(Core::new(&config, pipeline));
+        let core = Arc::new(Core::new(&config, pipeline)?);
 
         let (reporter, health_service) = tonic_health::server::health_reporter();
         let health = Health::new(core.clone(), reporter, metrics.clone());

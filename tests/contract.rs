@@ -35,6 +35,8 @@ on_every_backend!(
     search_like_a_memory_leaves_out_its_examples_and_stays_in_the_tenant,
     search_boosts_add_recency_and_importance_to_similarity,
     search_groups_returns_the_best_groups_each_with_its_best_hits,
+    search_by_text_alone_or_fused_with_a_vector,
+    a_namespace_created_before_its_text_field_serves_without_text_search,
     tenants_never_see_each_others_memories,
     a_graceful_restart_keeps_every_acknowledged_write,
     sigkill_after_acknowledged_writes_loses_none,
@@ -1058,6 +1060,297 @@ async fn search_groups_returns_the_best_groups_each_with_its_best_hits(backend: 
     assert_eq!(groups_of(&all), expected);
 }
 
+fn by_text(tenant: &str, text: &str, limit: u32) -> proto::SearchRequest {
+    proto::SearchRequest {
+        namespace: NS.into(),
+        tenant: tenant.into(),
+        text: text.into(),
+        limit,
+        with_payload: true,
+        ..Default::default()
+    }
+}
+
+fn hybrid(vector: [f32; 4], text: &str, fusion: proto::Fusion) -> proto::SearchRequest {
+    proto::SearchRequest {
+        vector: vector.to_vec(),
+        fusion: fusion as i32,
+        ..by_text("t", text, 10)
+    }
+}
+
+/// Search by text ranks by BM25 (Qdrant's tokeniser and IDF, term
+/// frequency first here: every document is far below BM25's average
+/// length), and a hybrid search fuses the dense and text rankings by RRF's
+/// `1 / (rank + 2)`; the scores below follow from the ranks alone, so every
+/// backend must give these ids in this order with these scores.
+async fn search_by_text_alone_or_fused_with_a_vector(backend: Backend) {
+    let (_dir, server) = start(&backend);
+    let mut client = server.memory().await;
+    client
+        .upsert(upsert(
+            "t",
+            vec![
+                memory(
+                    "tea-lover",
+                    [1.0, 0.0, 0.0, 0.0],
+                    json!({"text": "Tea, more tea, always TEA", "kind": "drink"}),
+                ),
+                memory(
+                    "tea-once",
+                    [0.1, 0.0, 1.0, 0.0],
+                    json!({"text": "a cup of tea with biscuits", "kind": "snack"}),
+                ),
+                memory(
+                    "coffee",
+                    [0.9, 0.1, 0.0, 0.0],
+                    json!({"text": "black coffee every morning", "kind": "drink"}),
+                ),
+                memory(
+                    "coffee-twice",
+                    [0.0, 1.0, 0.0, 0.05],
+                    json!({"text": "coffee and more coffee", "importance": 5}),
+                ),
+                memory("silent", [0.95, 0.05, 0.0, 0.0], json!({"kind": "drink"})),
+            ],
+        ))
+        .await
+        .expect("upsert");
+    // Another tenant's text never matches.
+    client
+        .upsert(upsert(
+            "u",
+            vec![memory(
+                "tea-elsewhere",
+                [1.0, 0.0, 0.0, 0.0],
+                json!({"text": "tea tea tea tea"}),
+            )],
+        ))
+        .await
+        .expect("upsert u");
+
+    // Text alone: the memories sharing a term, more occurrences first;
+    // "teas" stems to "tea".
+    let tea = client
+        .search(by_text("t", "teas", 10))
+        .await
+        .expect("text")
+        .into_inner();
+    assert_eq!(hit_ids(&tea), ["tea-lover", "tea-once"]);
+    let bm25 = scores(&tea);
+    assert!(bm25[0] > bm25[1] && bm25[1] > 0.0, "{bm25:?}");
+    // min_score bounds the BM25 score, inclusively.
+    let bounded = client
+        .search(proto::SearchRequest {
+            min_score: Some(bm25[1]),
+            ..by_text("t", "teas", 10)
+        })
+        .await
+        .expect("bounded")
+        .into_inner();
+    assert_eq!(hit_ids(&bounded), ["tea-lover", "tea-once"]);
+    let filtered = client
+        .search(proto::SearchRequest {
+            filter: Some(must(vec![keyword("kind", "snack")])),
+            ..by_text("t", "tea", 10)
+        })
+        .await
+        .expect("filtered")
+        .into_inner();
+    assert_eq!(hit_ids(&filtered), ["tea-once"]);
+    let stopwords = client
+        .search(by_text("t", "the of and", 10))
+        .await
+        .expect("stopwords only")
+        .into_inner();
+    assert!(stopwords.hits.is_empty(), "{stopwords:?}");
+
+    // Both: dense ranks tea-lover, silent, coffee, tea-once, coffee-twice;
+    // text ranks tea-lover, tea-once. RRF lifts tea-once to second.
+    let query = [1.0, 0.0, 0.0, 0.0];
+    let fused = client
+        .search(hybrid(query, "tea", proto::Fusion::Rrf))
+        .await
+        .expect("hybrid")
+        .into_inner();
+    assert_eq!(
+        hit_ids(&fused),
+        ["tea-lover", "tea-once", "silent", "coffee", "coffee-twice"]
+    );
+    let expected = [
+        1.0 / 2.0 + 1.0 / 2.0,
+        1.0 / 5.0 + 1.0 / 3.0,
+        1.0 / 3.0,
+        1.0 / 4.0,
+        1.0 / 6.0,
+    ];
+    for (score, expected) in scores(&fused).iter().zip(expected) {
+        assert!((score - expected).abs() < 1e-6, "{fused:?}");
+    }
+    let dbsf = client
+        .search(hybrid(query, "tea", proto::Fusion::Dbsf))
+        .await
+        .expect("dbsf")
+        .into_inner();
+    assert_eq!(hit_ids(&dbsf)[0], "tea-lover");
+    assert_eq!(dbsf.hits.len(), 5);
+    // A boost applies to the fused score.
+    let boosted = client
+        .search(proto::SearchRequest {
+            boost: Some(importance("importance", 1.0)),
+            ..hybrid(query, "tea", proto::Fusion::Rrf)
+        })
+        .await
+        .expect("boosted hybrid")
+        .into_inner();
+    assert_eq!(hit_ids(&boosted)[0], "coffee-twice");
+    assert!((score_of(&boosted, "coffee-twice") - (5.0 + 1.0 / 6.0)).abs() < 1e-5);
+    // "More like this" fuses with text too.
+    let like_text = client
+        .search(proto::SearchRequest {
+            text: "tea".into(),
+            ..like("t", "coffee", &[], 10)
+        })
+        .await
+        .expect("like and text")
+        .into_inner();
+    // Dense from coffee's vector: silent, tea-lover, coffee-twice, tea-once.
+    assert_eq!(
+        hit_ids(&like_text),
+        ["tea-lover", "tea-once", "silent", "coffee-twice"]
+    );
+
+    // Every kind in one batch, each answered as alone.
+    let results = client
+        .search_batch(proto::SearchBatchRequest {
+            searches: vec![
+                by_text("t", "teas", 10),
+                hybrid(query, "tea", proto::Fusion::Rrf),
+                search("t", query, 10),
+            ],
+        })
+        .await
+        .expect("batch")
+        .into_inner()
+        .results;
+    assert_eq!(hit_ids(&results[0]), hit_ids(&tea));
+    assert_eq!(hit_ids(&results[1]), hit_ids(&fused));
+    assert_eq!(
+        hit_ids(&results[2]),
+        ["tea-lover", "silent", "coffee", "tea-once", "coffee-twice"]
+    );
+
+    // A payload change re-indexes the text: set, removed, replaced.
+    let mut updates = server.memory().await;
+    updates
+        .update_payload(proto::UpdatePayloadRequest {
+            namespace: NS.into(),
+            tenant: "t".into(),
+            ids: vec!["tea-lover".into()],
+            payload: Some(to_struct(json!({"text": "coffee now, nothing else"}))),
+            replace: false,
+        })
+        .await
+        .expect("merge text");
+    updates
+        .update_payload(proto::UpdatePayloadRequest {
+            namespace: NS.into(),
+            tenant: "t".into(),
+            ids: vec!["tea-once".into()],
+            payload: Some(to_struct(json!({"text": null}))),
+            replace: false,
+        })
+        .await
+        .expect("remove text");
+    updates
+        .update_payload(proto::UpdatePayloadRequest {
+            namespace: NS.into(),
+            tenant: "t".into(),
+            ids: vec!["coffee".into()],
+            payload: Some(to_struct(json!({"kind": "drink"}))),
+            replace: true,
+        })
+        .await
+        .expect("replace without text");
+    updates
+        .update_payload(proto::UpdatePayloadRequest {
+            namespace: NS.into(),
+            tenant: "t".into(),
+            ids: vec!["coffee-twice".into()],
+            payload: Some(to_struct(json!({"importance": 1}))),
+            replace: false,
+        })
+        .await
+        .expect("merge without text");
+    let tea_after = client
+        .search(by_text("t", "tea", 10))
+        .await
+        .expect("tea after")
+        .into_inner();
+    assert!(tea_after.hits.is_empty(), "{tea_after:?}");
+    let coffee_after = client
+        .search(by_text("t", "coffee", 10))
+        .await
+        .expect("coffee after")
+        .into_inner();
+    assert_eq!(hit_ids(&coffee_after), ["coffee-twice", "tea-lover"]);
+}
+
+/// A namespace whose collection was created before it declared a text
+/// field keeps serving vectors, says so, and refuses text precisely.
+async fn a_namespace_created_before_its_text_field_serves_without_text_search(backend: Backend) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let late = [("VECMEM__NAMESPACES__LATE__DIM", "4")];
+    let server = backend.start_server_with(dir.path(), &late);
+    let mut client = server.memory().await;
+    let mut before = upsert(
+        "t",
+        vec![memory("a", [1.0, 0.0, 0.0, 0.0], json!({"text": "tea"}))],
+    );
+    before.namespace = "late".into();
+    client.upsert(before).await.expect("upsert before");
+    assert!(server.terminate().success());
+
+    let with_text = [
+        ("VECMEM__NAMESPACES__LATE__DIM", "4"),
+        ("VECMEM__NAMESPACES__LATE__TEXT_FIELD", "text"),
+    ];
+    let server = backend.start_server_with(dir.path(), &with_text);
+    let info = server
+        .namespaces()
+        .await
+        .describe_namespace(proto::DescribeNamespaceRequest {
+            namespace: "late".into(),
+        })
+        .await
+        .expect("describe")
+        .into_inner();
+    assert_eq!(
+        (info.text_field.as_str(), info.text_search),
+        ("text", false)
+    );
+    let mut client = server.memory().await;
+    let mut after = upsert(
+        "t",
+        vec![memory("b", [0.0, 1.0, 0.0, 0.0], json!({"text": "tea"}))],
+    );
+    after.namespace = "late".into();
+    client.upsert(after).await.expect("upsert after");
+    let mut by_vector = search("t", [1.0, 0.0, 0.0, 0.0], 10);
+    by_vector.namespace = "late".into();
+    let found = client
+        .search(by_vector)
+        .await
+        .expect("vector search")
+        .into_inner();
+    assert_eq!(hit_ids(&found), ["a", "b"]);
+    let mut text = by_text("t", "tea", 10);
+    text.namespace = "late".into();
+    let refused = client.search(text).await.expect_err("no text index");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(refused.message().contains("no text index"), "{refused:?}");
+}
+
 async fn tenants_never_see_each_others_memories(backend: Backend) {
     let (_dir, server) = start(&backend);
     let mut client = server.memory().await;
@@ -1202,7 +1495,11 @@ async fn write_acknowledged_history(server: &TestServer, n: usize) -> Vec<String
         client
             .upsert(upsert(
                 "durable",
-                vec![memory(&id, [1.0, i as f32, 0.5, 0.0], json!({"i": i}))],
+                vec![memory(
+                    &id,
+                    [1.0, i as f32, 0.5, 0.0],
+                    json!({"i": i, "text": format!("durable memory {id}")}),
+                )],
             ))
             .await
             .expect("acknowledged upsert");
@@ -1225,7 +1522,7 @@ async fn write_acknowledged_history(server: &TestServer, n: usize) -> Vec<String
         namespace: NS.into(),
         tenant: "durable".into(),
         ids: vec!["m1".into()],
-        payload: Some(to_struct(json!({"edited": true}))),
+        payload: Some(to_struct(json!({"edited": true, "text": "edited words"}))),
         replace: false,
     };
     client
@@ -1261,6 +1558,31 @@ async fn assert_history_survived(server: &TestServer, kept: &[String], n: usize)
         .into_inner()
         .count;
     assert_eq!(counted as usize, kept.len());
+    // The text vectors survived with their memories, the edited one as
+    // edited.
+    let by_text = |text: &str| proto::SearchRequest {
+        namespace: NS.into(),
+        tenant: "durable".into(),
+        text: text.into(),
+        limit: n as u32,
+        ..Default::default()
+    };
+    let durable = client
+        .search(by_text("durable"))
+        .await
+        .expect("text search")
+        .into_inner();
+    let mut expected: Vec<_> = kept.iter().filter(|id| *id != "m1").cloned().collect();
+    let mut found = hit_ids(&durable);
+    expected.sort();
+    found.sort();
+    assert_eq!(found, expected);
+    let edited = client
+        .search(by_text("edited"))
+        .await
+        .expect("text search")
+        .into_inner();
+    assert_eq!(hit_ids(&edited), ["m1"]);
 }
 
 async fn a_graceful_restart_keeps_every_acknowledged_write(backend: Backend) {
@@ -1285,7 +1607,8 @@ async fn sigkill_after_acknowledged_writes_loses_none(backend: Backend) {
 }
 
 async fn namespaces_are_listed_and_described(backend: Backend) {
-    let (_dir, server) = start(&backend);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = backend.start_server_with(dir.path(), &PLAIN);
     let mut memories = server.memory().await;
     memories
         .upsert(upsert(
@@ -1304,7 +1627,7 @@ async fn namespaces_are_listed_and_described(backend: Backend) {
         .expect("list")
         .into_inner();
     let names: Vec<_> = listed.namespaces.iter().map(|n| n.name.as_str()).collect();
-    assert_eq!(names, ["documents", "memories", NS]);
+    assert_eq!(names, ["documents", "memories", "plain", NS]);
 
     let info = client
         .describe_namespace(proto::DescribeNamespaceRequest {
@@ -1316,6 +1639,15 @@ async fn namespaces_are_listed_and_described(backend: Backend) {
     assert_eq!(info.dim, 4);
     assert_eq!(info.distance(), proto::Distance::Cosine);
     assert_eq!(info.points_count, 2);
+    assert_eq!((info.text_field.as_str(), info.text_search), ("text", true));
+    let plain = client
+        .describe_namespace(proto::DescribeNamespaceRequest {
+            namespace: "plain".into(),
+        })
+        .await
+        .expect("describe plain")
+        .into_inner();
+    assert_eq!((plain.text_field.as_str(), plain.text_search), ("", false));
 
     let missing = client
         .describe_namespace(proto::DescribeNamespaceRequest {
@@ -1472,6 +1804,56 @@ fn malformed_requests() -> Vec<Malformed> {
             "limit above cap",
             "limit",
             Call::Search(search("t", ok_vector, 101)),
+        ),
+        bad(
+            "text in a namespace without a text field",
+            "text",
+            Call::Search(proto::SearchRequest {
+                namespace: "plain".into(),
+                ..by_text("t", "tea", 5)
+            }),
+        ),
+        bad(
+            "oversized text",
+            "text",
+            Call::Search(by_text("t", &"tea ".repeat(5000), 5)),
+        ),
+        bad(
+            "DBSF without a vector",
+            "fusion",
+            Call::Search(proto::SearchRequest {
+                fusion: proto::Fusion::Dbsf as i32,
+                ..by_text("t", "tea", 5)
+            }),
+        ),
+        bad(
+            "unknown fusion",
+            "searches[0].fusion",
+            Call::Batch(proto::SearchBatchRequest {
+                searches: vec![proto::SearchRequest {
+                    fusion: 7,
+                    ..hybrid(ok_vector, "tea", proto::Fusion::Rrf)
+                }],
+            }),
+        ),
+        bad(
+            "text field that is not a string",
+            "memories[0].payload.text",
+            Call::Upsert(upsert(
+                "t",
+                vec![memory("a", ok_vector, json!({"text": ["tea"]}))],
+            )),
+        ),
+        bad(
+            "text field update that is not a string",
+            "payload.text",
+            Call::Update(proto::UpdatePayloadRequest {
+                namespace: NS.into(),
+                tenant: "t".into(),
+                ids: vec!["a".into()],
+                payload: Some(to_struct(json!({"text": 3}))),
+                replace: false,
+            }),
         ),
         bad(
             "infinite min_score",
@@ -1720,8 +2102,12 @@ fn nested_groups(depth: usize) -> proto::Filter {
     filter
 }
 
+/// A namespace without a text field, beside the test one.
+const PLAIN: [(&str, &str); 1] = [("VECMEM__NAMESPACES__PLAIN__DIM", "4")];
+
 async fn malformed_requests_get_precise_errors_and_write_nothing(backend: Backend) {
-    let (_dir, server) = start(&backend);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = backend.start_server_with(dir.path(), &PLAIN);
     let mut client = server.memory().await;
     let cases = malformed_requests();
     assert!(cases.len() >= 20);

@@ -107,11 +107,23 @@ fn search_from_proto(
         like_id,
         avoid_ids,
         boost,
+        text,
+        fusion,
     } = req;
+    let text = (!text.is_empty()).then_some(text);
     model::SearchRequest {
         namespace,
         tenant,
-        query: search_query_from_proto(vector, like_id, avoid_ids, prefix, violations),
+        query: search_query_from_proto(
+            vector,
+            like_id,
+            avoid_ids,
+            text.is_some(),
+            prefix,
+            violations,
+        ),
+        text,
+        fusion: fusion_from_proto(fusion, &join(prefix, "fusion"), violations),
         boost: boost.map(|boost| boost_from_proto(boost, &join(prefix, "boost"), violations)),
         limit,
         min_score,
@@ -141,20 +153,25 @@ impl TryFrom<proto::SearchGroupsRequest> for model::SearchGroupsRequest {
     }
 }
 
-/// A search by vector, or by `like_id` (then with no vector). A request with
-/// neither is a vector search, whose empty vector validation reports.
+/// The dense part of a search: by vector, or by `like_id` (then with no
+/// vector), or none for a search by text alone. A request with none of the
+/// three is a vector search, whose empty vector validation reports.
 fn search_query_from_proto(
     vector: Vec<f32>,
     like_id: String,
     avoid_ids: Vec<String>,
+    has_text: bool,
     prefix: &str,
     violations: &mut Violations,
-) -> model::SearchQuery {
+) -> Option<model::SearchQuery> {
     if like_id.is_empty() {
         if !avoid_ids.is_empty() {
             violations.add(join(prefix, "avoid_ids"), "is only allowed with like_id");
         }
-        return model::SearchQuery::Vector(vector);
+        if vector.is_empty() && has_text {
+            return None;
+        }
+        return Some(model::SearchQuery::Vector(vector));
     }
     if !vector.is_empty() {
         violations.add(
@@ -162,10 +179,21 @@ fn search_query_from_proto(
             "set either vector or like_id, not both",
         );
     }
-    model::SearchQuery::Like(model::Like {
+    Some(model::SearchQuery::Like(model::Like {
         id: like_id,
         avoid_ids,
-    })
+    }))
+}
+
+fn fusion_from_proto(fusion: i32, field: &str, violations: &mut Violations) -> model::Fusion {
+    match proto::Fusion::try_from(fusion) {
+        Ok(proto::Fusion::Rrf) => model::Fusion::Rrf,
+        Ok(proto::Fusion::Dbsf) => model::Fusion::Dbsf,
+        Err(_) => {
+            violations.add(field, format!("unknown fusion {fusion}; use RRF or DBSF"));
+            model::Fusion::Rrf
+        }
+    }
 }
 
 /// A boost; weights of 0 (unset) mean 1. Its numbers are checked by
@@ -606,12 +634,14 @@ impl From<NamespaceInfo> for proto::NamespaceInfo {
             name,
             dim,
             distance,
+            text_field,
             stats,
         } = info;
         let NamespaceStats {
             points_count,
             indexed_vectors_count,
             indexing,
+            text_search,
         } = stats;
         let distance = match distance {
             Distance::Cosine => proto::Distance::Cosine,
@@ -631,6 +661,8 @@ impl From<NamespaceInfo> for proto::NamespaceInfo {
             points_count,
             indexed_vectors_count,
             index_status: status.into(),
+            text_field: text_field.unwrap_or_default(),
+            text_search,
         }
     }
 }

@@ -26,6 +26,7 @@ use qdrant_edge::{
 use tokio::sync::Mutex;
 
 use crate::backend::layout;
+use crate::backend::text::TextChange;
 use crate::backend::{
     MemoryKey, NamespaceStats, PayloadUpdate, ScrollQuery, StorePage, TenantDelete, TenantMemory,
     TenantSearch, VectorStore, answer_keys, boost, score,
@@ -56,6 +57,8 @@ pub struct EmbeddedStore {
 struct Shard {
     name: String,
     distance: Distance,
+    /// Whether the shard holds text vectors (it was created with them).
+    has_text: bool,
     engine: EdgeShard,
     /// Held by every write, and by a checkpoint: writes run one at a time.
     journal: Arc<Mutex<Journal>>,
@@ -77,11 +80,12 @@ impl EmbeddedStore {
         let mut shards = HashMap::new();
         for (name, ns) in namespaces {
             let dir = config.path.join(name);
-            let engine = open_shard(name, &dir, ns)?;
+            let (engine, has_text) = open_shard(name, &dir, ns)?;
             let journal = recover(name, &dir, &engine)?;
             let shard = Shard {
                 name: name.clone(),
                 distance: ns.distance,
+                has_text,
                 engine,
                 journal: Arc::new(Mutex::new(journal)),
                 maintenance: std::sync::Mutex::new(()),
@@ -193,7 +197,11 @@ fn recover(name: &str, dir: &Path, engine: &EdgeShard) -> anyhow::Result<Journal
 #[async_trait]
 impl VectorStore for EmbeddedStore {
     async fn upsert(&self, namespace: &str, memories: Vec<TenantMemory>) -> Result<()> {
-        let points: Vec<_> = memories.iter().map(translate::to_point).collect();
+        let has_text = self.shard(namespace)?.has_text;
+        let points: Vec<_> = memories
+            .iter()
+            .map(|memory| translate::to_point(memory, has_text))
+            .collect();
         self.write(namespace, move |engine| {
             let entry = Entry::Put(points);
             apply(engine, operation(entry.clone()))?;
@@ -207,11 +215,14 @@ impl VectorStore for EmbeddedStore {
         namespace: &str,
         searches: Vec<TenantSearch>,
     ) -> Result<Vec<Vec<ScoredMemory>>> {
-        let distance = self.shard(namespace)?.distance;
+        let shard = self.shard(namespace)?;
+        if !shard.has_text && searches.iter().any(|search| search.text.is_some()) {
+            return Err(Error::TextSearchUnavailable(namespace.to_owned()));
+        }
         self.read(namespace, move |engine| {
             searches
                 .into_iter()
-                .map(|search| search_one(engine, distance, search))
+                .map(|search| search_one(engine, shard.distance, search))
                 .collect()
         })
         .await
@@ -232,7 +243,7 @@ impl VectorStore for EmbeddedStore {
                 .retrieve(
                     &ids,
                     Some(translate::payload_selector(true)?),
-                    Some(WithVector::Bool(with_vector)),
+                    Some(translate::vectors_selector(with_vector)),
                 )
                 .map_err(Error::internal)?;
             // The engine answers each point once, however often it was named.
@@ -293,7 +304,7 @@ impl VectorStore for EmbeddedStore {
                     limit: Some(query.limit),
                     filter: Some(filter),
                     with_payload: Some(translate::payload_selector(true)?),
-                    with_vector: WithVector::Bool(query.with_vector),
+                    with_vector: translate::vectors_selector(query.with_vector),
                     order_by: None,
                 })
                 .map_err(Error::internal)?;
@@ -348,11 +359,24 @@ impl VectorStore for EmbeddedStore {
             })
             .collect::<Result<Vec<_>>>()?;
         let ids: Vec<_> = ids.into_iter().map(PointId::Uuid).collect();
+        let text = match update.text {
+            _ if !self.shard(namespace)?.has_text => TextChange::Keep,
+            change => change,
+        };
         self.write(namespace, move |engine| {
             for set_payload in operations {
                 apply(engine, set_payload)?;
             }
-            Ok(Entry::Put(after_images(engine, &ids)?))
+            // Writes run one at a time, so the ids that exist now are those
+            // the payload change reached.
+            let mut points = after_images(engine, &ids)?;
+            if text != TextChange::Keep {
+                for point in &mut points {
+                    translate::set_text(point, &text);
+                }
+                apply(engine, operation(Entry::Put(points.clone())))?;
+            }
+            Ok(Entry::Put(points))
         })
         .await
     }
@@ -361,12 +385,14 @@ impl VectorStore for EmbeddedStore {
         let shard = self.shard(namespace)?;
         let indexing =
             shard.indexed_through.load(Ordering::SeqCst) < shard.writes.load(Ordering::SeqCst);
+        let has_text = shard.has_text;
         self.read(namespace, move |engine| {
             let info = engine.info();
             Ok(NamespaceStats {
                 points_count: info.points_count as u64,
                 indexed_vectors_count: info.indexed_vectors_count as u64,
                 indexing,
+                text_search: has_text,
             })
         })
         .await
@@ -470,16 +496,17 @@ fn after_images(engine: &EdgeShard, ids: &[PointId]) -> Result<Vec<PointStructPe
 fn search_one(
     engine: &EdgeShard,
     distance: Distance,
-    search: TenantSearch,
+    mut search: TenantSearch,
 ) -> Result<Vec<ScoredMemory>> {
+    let order = score::Order::of(distance, &search);
     let filter = translate::search_filter(&search)?;
-    let nearest = QueryEnum::Nearest(NamedQuery::default_dense(search.vector));
     let with_payload = translate::payload_selector(search.with_payload)?;
-    let with_vector = WithVector::Bool(search.with_vector);
-    let score_threshold = score::engine_threshold(distance, search.min_score);
-    let hits = match &search.boost {
-        None => engine.search(SearchRequest {
-            query: nearest,
+    let with_vector = translate::vectors_selector(search.with_vector);
+    let score_threshold = score::engine_threshold(order, search.min_score);
+    let hits = match (&search.text, &search.boost, search.vector.take()) {
+        // The common search, by vector alone, skips the query planner.
+        (None, None, Some(vector)) => engine.search(SearchRequest {
+            query: QueryEnum::Nearest(NamedQuery::default_dense(vector)),
             filter: Some(filter),
             params: None,
             limit: search.limit,
@@ -488,29 +515,37 @@ fn search_one(
             with_vector: Some(with_vector),
             score_threshold,
         }),
-        // A boosted search ranks its most similar candidates by its formula.
-        Some(boost) => engine.query(QueryRequest {
-            prefetches: vec![Prefetch {
-                prefetches: Vec::new(),
-                query: Some(ScoringQuery::Vector(nearest)),
-                limit: boost::candidates(search.limit),
+        (_, _, vector) => {
+            search.vector = vector;
+            let ranking = ranking(&mut search, filter)?;
+            // A boosted search ranks its best candidates by its formula.
+            let (prefetches, query, filter) = match &search.boost {
+                None => (ranking.prefetches, ranking.query, ranking.filter),
+                Some(boost) => (
+                    vec![Prefetch {
+                        limit: boost::candidates(search.limit),
+                        ..ranking
+                    }],
+                    Some(ScoringQuery::Formula(
+                        translate::formula(boost)?
+                            .try_into()
+                            .map_err(Error::internal)?,
+                    )),
+                    None,
+                ),
+            };
+            engine.query(QueryRequest {
+                prefetches,
+                query,
+                filter,
+                score_threshold: score_threshold.map(OrderedFloat),
+                limit: search.limit,
+                offset: 0,
                 params: None,
-                filter: Some(filter),
-                score_threshold: None,
-            }],
-            query: Some(ScoringQuery::Formula(
-                translate::formula(boost)?
-                    .try_into()
-                    .map_err(Error::internal)?,
-            )),
-            filter: None,
-            score_threshold: score_threshold.map(OrderedFloat),
-            limit: search.limit,
-            offset: 0,
-            params: None,
-            with_vector,
-            with_payload,
-        }),
+                with_vector,
+                with_payload,
+            })
+        }
     }
     .map_err(Error::internal)?;
     let mut hits = hits
@@ -523,6 +558,43 @@ fn search_one(
             })
         })
         .collect();
-    score::cut(distance, search.min_score, &mut hits);
+    score::cut(order, search.min_score, &mut hits);
     Ok(hits)
+}
+
+/// How a search ranks before any boost, as one query stage: nearest to its
+/// vector, or to its text, or both fused from a prefetch of each (the best
+/// candidates of each ranking), exactly as the Qdrant backend asks Qdrant.
+/// Moves the vectors out of `search`.
+fn ranking(search: &mut TenantSearch, filter: EdgeFilter) -> Result<Prefetch> {
+    let stage = |query: QueryEnum, limit: usize| Prefetch {
+        prefetches: Vec::new(),
+        query: Some(ScoringQuery::Vector(query)),
+        limit,
+        params: None,
+        filter: Some(filter.clone()),
+        score_threshold: None,
+    };
+    let dense = search
+        .vector
+        .take()
+        .map(|vector| QueryEnum::Nearest(NamedQuery::default_dense(vector)));
+    let text = search.text.take();
+    let candidates = boost::candidates(search.limit);
+    match (dense, text) {
+        (Some(dense), None) => Ok(stage(dense, search.limit)),
+        (None, Some(text)) => Ok(stage(translate::text_query(&text.vector), search.limit)),
+        (Some(dense), Some(text)) => Ok(Prefetch {
+            prefetches: vec![
+                stage(dense, candidates),
+                stage(translate::text_query(&text.vector), candidates),
+            ],
+            query: Some(ScoringQuery::Fusion(translate::fusion(text.fusion))),
+            limit: search.limit,
+            params: None,
+            filter: None,
+            score_threshold: None,
+        }),
+        (None, None) => Err(Error::internal("a search with neither a vector nor text")),
+    }
 }

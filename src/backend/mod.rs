@@ -23,6 +23,9 @@ pub mod embedded;
 pub mod layout;
 pub mod qdrant;
 pub mod score;
+pub mod text;
+
+use text::{SparseVector, TextChange, TextQuery};
 
 /// A memory to write, with the tenant that owns it.
 #[derive(Debug, Clone)]
@@ -30,13 +33,19 @@ pub struct TenantMemory {
     pub tenant: String,
     /// `id` is non-empty and `updated_at` is set by the core.
     pub memory: Memory,
+    /// The BM25 vector of the memory's text, in a namespace with a text
+    /// field and a memory with text there ([`text`]).
+    pub text: Option<SparseVector>,
 }
 
 /// One search of one tenant. `limit` is resolved (never 0).
 #[derive(Debug, Clone)]
 pub struct TenantSearch {
     pub tenant: String,
-    pub vector: Vec<f32>,
+    /// The dense query; `None` for a search by text alone.
+    pub vector: Option<Vec<f32>>,
+    /// The text query; with a vector too, both rankings are fused.
+    pub text: Option<TextQuery>,
     pub limit: usize,
     /// Inclusive: a hit scoring exactly this is returned ([`score`]).
     pub min_score: Option<f32>,
@@ -97,6 +106,8 @@ pub struct PayloadUpdate {
     /// Replace the whole payload instead of merging keys into it.
     pub replace: bool,
     pub updated_at: SystemTime,
+    /// What the change does to the memories' text vector.
+    pub text: TextChange,
 }
 
 /// Size and index state of a namespace.
@@ -106,6 +117,9 @@ pub struct NamespaceStats {
     pub indexed_vectors_count: u64,
     /// True while vectors wait for the index to be built.
     pub indexing: bool,
+    /// Whether the namespace's collection holds text vectors (it has a
+    /// `text_field` and was created with one).
+    pub text_search: bool,
 }
 
 #[async_trait]

@@ -26,7 +26,7 @@ use async_trait::async_trait;
 use qdrant_client::qdrant::{
     self, CollectionStatus, CountPoints, GetCollectionInfoRequest, GetPoints, PointsSelector,
     PointsUpdateOperation, PrefetchQuery, Query, QueryBatchPoints, QueryPoints, ScrollPoints,
-    UpdateBatchPoints, UpsertPoints, collections_client::CollectionsClient,
+    UpdateBatchPoints, UpsertPoints, VectorInput, collections_client::CollectionsClient,
     points_client::PointsClient, points_selector::PointsSelectorOneOf,
     points_update_operation as update,
 };
@@ -34,13 +34,14 @@ use tokio::sync::Mutex;
 use tonic::Status;
 use tonic::metadata::AsciiMetadataValue;
 
+use crate::backend::text::{TEXT_VECTOR, TextChange};
 use crate::backend::{
     MemoryKey, NamespaceStats, PayloadUpdate, ScrollQuery, StorePage, TenantDelete, TenantMemory,
     TenantSearch, VectorStore, answer_keys, boost, layout, score,
 };
 use crate::config::{Distance, NamespaceConfig, QdrantConfig};
 use crate::error::{Error, Result};
-use crate::model::{DeleteSelector, Filter, Memory, ScoredMemory};
+use crate::model::{DeleteSelector, Filter, Fusion, Memory, ScoredMemory};
 
 mod answers;
 mod bootstrap;
@@ -65,6 +66,10 @@ pub struct QdrantStore {
     read_consistency: qdrant::ReadConsistency,
     namespaces: BTreeMap<String, NamespaceConfig>,
     collection_prefix: String,
+    /// For each namespace with a text field: whether its collection has the
+    /// text vector (known once bootstrapped; one created before the field
+    /// was declared has not).
+    text_vectors: BTreeMap<String, AtomicBool>,
     /// Set once every collection exists with its tenant index.
     bootstrapped: AtomicBool,
     bootstrap_lock: Mutex<()>,
@@ -100,6 +105,11 @@ impl QdrantStore {
             read_consistency: read_consistency(config.read_consistency),
             namespaces: namespaces.clone(),
             collection_prefix: config.collection_prefix.clone(),
+            text_vectors: namespaces
+                .iter()
+                .filter(|(_, ns)| ns.text_field.is_some())
+                .map(|(name, _)| (name.clone(), AtomicBool::new(false)))
+                .collect(),
             bootstrapped: AtomicBool::new(false),
             bootstrap_lock: Mutex::new(()),
             reachable: AtomicBool::new(false),
@@ -202,7 +212,11 @@ impl QdrantStore {
             return Ok(());
         }
         for (name, ns) in &self.namespaces {
-            bootstrap::ensure_collection(self, name, &self.collection(name), ns).await?;
+            let has_text =
+                bootstrap::ensure_collection(self, name, &self.collection(name), ns).await?;
+            if let Some(flag) = self.text_vectors.get(name) {
+                flag.store(has_text, Ordering::SeqCst);
+            }
         }
         self.bootstrapped.store(true, Ordering::SeqCst);
         tracing::info!(
@@ -255,37 +269,103 @@ impl QdrantStore {
             .ok_or_else(|| Error::NamespaceNotFound(namespace.to_owned()))
     }
 
+    /// Whether a namespace's collection holds text vectors.
+    fn has_text(&self, namespace: &str) -> bool {
+        self.text_vectors
+            .get(namespace)
+            .is_some_and(|flag| flag.load(Ordering::SeqCst))
+    }
+
     /// One search of a `QueryBatchPoints`. The vector is moved into it, not
     /// copied: reading the answer needs the rest of the search only.
-    /// A boosted search ranks its most similar candidates by its formula.
-    fn query(&self, namespace: &str, distance: Distance, search: &mut TenantSearch) -> QueryPoints {
-        let nearest = Query::new_nearest(std::mem::take(&mut search.vector));
-        let filter = Some(translate::search_filter(search));
-        let (query, filter, prefetch) = match &search.boost {
-            None => (nearest, filter, Vec::new()),
+    /// A boosted search ranks its best candidates by its formula.
+    fn query(
+        &self,
+        namespace: &str,
+        order: score::Order,
+        search: &mut TenantSearch,
+    ) -> Result<QueryPoints> {
+        if search.text.is_some() && !self.has_text(namespace) {
+            return Err(Error::TextSearchUnavailable(namespace.to_owned()));
+        }
+        let ranking = ranking(search)?;
+        let (prefetch, query, using, filter) = match &search.boost {
+            None => (
+                ranking.prefetch,
+                ranking.query,
+                ranking.using,
+                ranking.filter,
+            ),
             Some(boost) => (
-                Query::new_formula(translate::formula(boost)),
-                None,
                 vec![PrefetchQuery {
-                    query: Some(nearest),
-                    filter,
                     limit: Some(boost::candidates(search.limit) as u64),
-                    ..PrefetchQuery::default()
+                    ..ranking
                 }],
+                Some(Query::new_formula(translate::formula(boost))),
+                None,
+                None,
             ),
         };
-        QueryPoints {
+        Ok(QueryPoints {
             collection_name: self.collection(namespace),
             prefetch,
-            query: Some(query),
+            query,
+            using,
             filter,
             limit: Some(search.limit as u64),
-            score_threshold: score::engine_threshold(distance, search.min_score),
+            score_threshold: score::engine_threshold(order, search.min_score),
             with_payload: Some(translate::payload_selector(search.with_payload)),
-            with_vectors: Some(search.with_vector.into()),
+            with_vectors: Some(translate::vectors_selector(search.with_vector)),
             // Consistency and timeout are set once, on the batch.
             ..QueryPoints::default()
-        }
+        })
+    }
+}
+
+/// How a search ranks before any boost, as one query stage: nearest to its
+/// vector, or to its text, or both fused from a prefetch of each (the best
+/// candidates of each ranking). Moves the vectors out of `search`.
+fn ranking(search: &mut TenantSearch) -> Result<PrefetchQuery> {
+    let filter = translate::search_filter(search);
+    let dense = search.vector.take().map(|vector| PrefetchQuery {
+        query: Some(Query::new_nearest(vector)),
+        filter: Some(filter.clone()),
+        ..PrefetchQuery::default()
+    });
+    let text = search.text.take().map(|text| {
+        let stage = PrefetchQuery {
+            query: Some(Query::new_nearest(VectorInput::new_sparse(
+                text.vector.indices,
+                text.vector.values,
+            ))),
+            using: Some(TEXT_VECTOR.to_owned()),
+            filter: Some(filter.clone()),
+            ..PrefetchQuery::default()
+        };
+        (stage, text.fusion)
+    });
+    let candidates = Some(boost::candidates(search.limit) as u64);
+    match (dense, text) {
+        (Some(dense), None) => Ok(dense),
+        (None, Some((text, _))) => Ok(text),
+        (Some(dense), Some((text, fusion))) => Ok(PrefetchQuery {
+            prefetch: vec![
+                PrefetchQuery {
+                    limit: candidates,
+                    ..dense
+                },
+                PrefetchQuery {
+                    limit: candidates,
+                    ..text
+                },
+            ],
+            query: Some(Query::new_fusion(match fusion {
+                Fusion::Rrf => qdrant::Fusion::Rrf,
+                Fusion::Dbsf => qdrant::Fusion::Dbsf,
+            })),
+            ..PrefetchQuery::default()
+        }),
+        (None, None) => Err(Error::internal("a search with neither a vector nor text")),
     }
 }
 
@@ -308,7 +388,10 @@ impl VectorStore for QdrantStore {
         let request = UpsertPoints {
             collection_name: self.collection(namespace),
             wait: Some(true),
-            points: memories.iter().map(translate::to_point).collect(),
+            points: memories
+                .iter()
+                .map(|memory| translate::to_point(memory, self.has_text(namespace)))
+                .collect(),
             ordering: self.ordering,
             ..UpsertPoints::default()
         };
@@ -326,12 +409,17 @@ impl VectorStore for QdrantStore {
     ) -> Result<Vec<Vec<ScoredMemory>>> {
         self.ensure_ready().await?;
         let distance = self.distance(namespace)?;
+        let orders: Vec<_> = searches
+            .iter()
+            .map(|search| score::Order::of(distance, search))
+            .collect();
         let request = QueryBatchPoints {
             collection_name: self.collection(namespace),
             query_points: searches
                 .iter_mut()
-                .map(|s| self.query(namespace, distance, s))
-                .collect(),
+                .zip(&orders)
+                .map(|(search, &order)| self.query(namespace, order, search))
+                .collect::<Result<_>>()?,
             read_consistency: Some(self.read_consistency),
             timeout: None,
         };
@@ -348,8 +436,8 @@ impl VectorStore for QdrantStore {
         }
         Ok(results
             .into_iter()
-            .zip(&searches)
-            .map(|(batch, search)| {
+            .zip(searches.iter().zip(orders))
+            .map(|(batch, (search, order))| {
                 let mut hits = batch
                     .result
                     .into_iter()
@@ -362,7 +450,7 @@ impl VectorStore for QdrantStore {
                         })
                     })
                     .collect();
-                score::cut(distance, search.min_score, &mut hits);
+                score::cut(order, search.min_score, &mut hits);
                 hits
             })
             .collect())
@@ -383,7 +471,7 @@ impl VectorStore for QdrantStore {
             collection_name: self.collection(namespace),
             ids: ids.iter().map(translate::point_id).collect(),
             with_payload: Some(true.into()),
-            with_vectors: Some(with_vector.into()),
+            with_vectors: Some(translate::vectors_selector(with_vector)),
             read_consistency: Some(self.read_consistency),
             ..GetPoints::default()
         };
@@ -441,7 +529,7 @@ impl VectorStore for QdrantStore {
             offset: query.offset.as_ref().map(translate::point_id),
             limit: Some(u32::try_from(query.limit).unwrap_or(u32::MAX)),
             with_payload: Some(true.into()),
-            with_vectors: Some(query.with_vector.into()),
+            with_vectors: Some(translate::vectors_selector(query.with_vector)),
             read_consistency: Some(self.read_consistency),
             ..ScrollPoints::default()
         };
@@ -487,17 +575,39 @@ impl VectorStore for QdrantStore {
             .map(|id| layout::point_id(&update.tenant, id))
             .collect();
         let filter = tenant_ids_filter(&update.tenant, &ids);
-        let operations = layout::payload_writes(update.payload, update.replace, update.updated_at)
+        // The text vector first: the ids exist (the core just read them),
+        // and if one was deleted since, Qdrant refuses the set-vectors
+        // operation before any payload has changed.
+        let text = match update.text {
+            TextChange::Set(text) if self.has_text(namespace) => {
+                Some(update::Operation::UpdateVectors(update::UpdateVectors {
+                    points: translate::text_vectors(&ids, &text),
+                    shard_key_selector: None,
+                    update_filter: Some(filter.clone()),
+                }))
+            }
+            TextChange::Clear if self.has_text(namespace) => {
+                Some(update::Operation::DeleteVectors(update::DeleteVectors {
+                    points_selector: selector(filter.clone()),
+                    vectors: Some(qdrant::VectorsSelector {
+                        names: vec![TEXT_VECTOR.to_owned()],
+                    }),
+                    shard_key_selector: None,
+                }))
+            }
+            _ => None,
+        };
+        let payload = layout::payload_writes(update.payload, update.replace, update.updated_at)
             .into_iter()
             .map(|write| {
-                operation(update::Operation::SetPayload(update::SetPayload {
+                update::Operation::SetPayload(update::SetPayload {
                     payload: translate::to_qdrant_payload(write.fields),
                     points_selector: selector(filter.clone()),
                     shard_key_selector: None,
                     key: write.key.map(str::to_owned),
-                }))
-            })
-            .collect();
+                })
+            });
+        let operations = text.into_iter().chain(payload).map(operation).collect();
         self.update_batch(namespace, operations).await
     }
 
@@ -518,6 +628,7 @@ impl VectorStore for QdrantStore {
             points_count: info.points_count.unwrap_or(0),
             indexed_vectors_count: info.indexed_vectors_count.unwrap_or(0),
             indexing: info.status != CollectionStatus::Green as i32,
+            text_search: self.has_text(namespace),
         })
     }
 

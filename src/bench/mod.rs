@@ -107,6 +107,14 @@ pub struct BenchArgs {
     /// Search `limit`.
     #[arg(long, default_value_t = 10)]
     pub limit: u32,
+    /// Hybrid searches: each search carries a 2-word text beside its
+    /// vector (fused by RRF), and each written memory an 8-word text under
+    /// --text-field, which the namespace must declare as its `text_field`.
+    #[arg(long)]
+    pub text: bool,
+    /// The payload key of the generated texts.
+    #[arg(long, default_value = "text")]
+    pub text_field: String,
     /// Deadline of each call.
     #[arg(long, default_value_t = 20_000)]
     pub timeout_ms: u64,
@@ -157,7 +165,8 @@ pub async fn measure(args: &BenchArgs) -> anyhow::Result<Report> {
             let dim = args
                 .dim
                 .context("--direct-qdrant needs --dim (there is no vecmem to ask)")?;
-            let target = Target::direct(url, &args.namespace, dim).await?;
+            let text_field = args.text.then_some(args.text_field.as_str());
+            let target = Target::direct(url, &args.namespace, dim, text_field).await?;
             (vec![target], dim)
         }
         None => {
@@ -178,6 +187,7 @@ pub async fn measure(args: &BenchArgs) -> anyhow::Result<Report> {
         zipf: args.zipf,
         batch: args.batch,
         limit: args.limit,
+        text_field: args.text.then(|| args.text_field.clone()),
     };
     let mix = match args.op {
         Op::Search => Mix::only(Kind::Search),
@@ -378,10 +388,12 @@ async fn seed(target: &Target, shape: &Shape, seed: u64) -> anyhow::Result<()> {
     for index in 0..shape.seed_memories {
         let (tenant, id) = shape.seeded(index);
         let vector = workload::random_vector(&mut rng, shape.dim);
-        by_tenant
-            .entry(tenant)
-            .or_default()
-            .push(workload::memory(id, vector, index as u64));
+        by_tenant.entry(tenant).or_default().push(workload::memory(
+            shape,
+            id,
+            vector,
+            index as u64,
+        ));
     }
     let mut requests = Vec::new();
     for (tenant, memories) in by_tenant {

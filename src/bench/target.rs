@@ -38,11 +38,16 @@ impl Target {
         )
     }
 
-    /// Qdrant at `url`, with namespace `namespace` of `dim` dimensions as
-    /// vecmem would lay it out (created if missing).
-    pub async fn direct(url: &str, namespace: &str, dim: usize) -> anyhow::Result<Self> {
+    /// Qdrant at `url`, with namespace `namespace` of `dim` dimensions (and
+    /// `text_field`) as vecmem would lay it out (created if missing).
+    pub async fn direct(
+        url: &str,
+        namespace: &str,
+        dim: usize,
+        text_field: Option<&str>,
+    ) -> anyhow::Result<Self> {
         let key = namespace.to_uppercase().replace('-', "_");
-        let env = [
+        let mut env = vec![
             ("VECMEM__BACKEND__KIND".to_owned(), "qdrant".to_owned()),
             ("VECMEM__BACKEND__QDRANT__URL".to_owned(), url.to_owned()),
             (format!("VECMEM__NAMESPACES__{key}__DIM"), dim.to_string()),
@@ -60,6 +65,12 @@ impl Target {
                 "0".to_owned(),
             ),
         ];
+        if let Some(field) = text_field {
+            env.push((
+                format!("VECMEM__NAMESPACES__{key}__TEXT_FIELD"),
+                field.to_owned(),
+            ));
+        }
         let mut config = Config::load_with_env(None, env).context("direct-qdrant settings")?;
         // Only the namespace under test is touched on the user's Qdrant.
         config.namespaces.retain(|name, _| name == namespace);
@@ -67,7 +78,7 @@ impl Target {
             .await
             .with_context(|| format!("--direct-qdrant {url}"))?;
         let pipeline = crate::pipeline::build(&config, Arc::new(store), Arc::new(Metrics::new()))?;
-        Ok(Target::Direct(Arc::new(Core::new(&config, pipeline))))
+        Ok(Target::Direct(Arc::new(Core::new(&config, pipeline)?)))
     }
 
     pub async fn send(&mut self, call: Call, timeout: Duration) -> Result<(), tonic::Status> {
@@ -99,7 +110,7 @@ async fn send_grpc(
         request
     }
     match call {
-        Call::Search(r) => client.search(request(r, timeout)).await.map(drop),
+        Call::Search(r) => client.search(request(*r, timeout)).await.map(drop),
         Call::Upsert(r) => client.upsert(request(r, timeout)).await.map(drop),
         Call::Get(r) => client.get(request(r, timeout)).await.map(drop),
         Call::Delete(r) => client.delete(request(r, timeout)).await.map(drop),
@@ -109,7 +120,7 @@ async fn send_grpc(
 async fn send_direct(core: &Core, call: Call) -> crate::error::Result<()> {
     let anyone = Caller::Anyone;
     match call {
-        Call::Search(r) => calls::search(core, &anyone, r).await.map(drop),
+        Call::Search(r) => calls::search(core, &anyone, *r).await.map(drop),
         Call::Upsert(r) => calls::upsert(core, &anyone, r).await.map(drop),
         Call::Get(r) => calls::get(core, &anyone, r).await.map(drop),
         Call::Delete(r) => calls::delete(core, &anyone, r).await.map(drop),

@@ -7,6 +7,10 @@
 //! uniformly), which is how repeated queries show up in real traffic and what
 //! a result cache is measured against. Gets and deletes address the
 //! memories written by the seeding phase; upserts write fresh ids.
+//!
+//! With `--text`, every written memory carries a generated text (8 words
+//! of a 4096-word vocabulary) under the text field, and every search a
+//! 2-word text beside its vector: a hybrid search, fused by RRF.
 
 use anyhow::{Context, bail};
 use rand::rngs::SmallRng;
@@ -97,6 +101,8 @@ pub struct Shape {
     pub zipf: f64,
     pub batch: usize,
     pub limit: u32,
+    /// The payload key of generated texts; `None` without `--text`.
+    pub text_field: Option<String>,
 }
 
 impl Shape {
@@ -124,7 +130,8 @@ pub struct Workload {
 
 /// A request ready to send.
 pub enum Call {
-    Search(proto::SearchRequest),
+    /// Boxed: a search request is several times the size of the others.
+    Search(Box<proto::SearchRequest>),
     Upsert(proto::UpsertRequest),
     Get(proto::GetRequest),
     Delete(proto::DeleteRequest),
@@ -160,7 +167,7 @@ impl Workload {
 
     pub fn next_call(&mut self) -> Call {
         match self.mix.pick(&mut self.rng) {
-            Kind::Search => Call::Search(self.search()),
+            Kind::Search => Call::Search(Box::new(self.search())),
             Kind::Upsert => Call::Upsert(self.upsert()),
             Kind::Get => Call::Get(self.get()),
             Kind::Delete => Call::Delete(self.delete()),
@@ -179,10 +186,15 @@ impl Workload {
             None => self.rng.random_range(0..self.queries.len()),
         };
         let query = query.min(self.queries.len() - 1);
+        let text = match &self.shape.text_field {
+            Some(_) => generated_text(QUERY_TEXTS ^ query as u64, 2),
+            None => String::new(),
+        };
         proto::SearchRequest {
             namespace: self.shape.namespace.clone(),
             tenant: self.shape.tenant(query),
             vector: self.queries[query].clone(),
+            text,
             limit: self.shape.limit,
             with_payload: true,
             ..Default::default()
@@ -195,6 +207,7 @@ impl Workload {
             .map(|_| {
                 self.written += 1;
                 memory(
+                    &self.shape,
                     format!("w{}-{}", self.worker, self.written),
                     random_vector(&mut self.rng, self.shape.dim),
                     self.written,
@@ -241,14 +254,68 @@ pub fn random_vector(rng: &mut SmallRng, dim: usize) -> Vec<f32> {
     (0..dim).map(|_| rng.random_range(-1.0f32..1.0)).collect()
 }
 
-pub fn memory(id: String, vector: Vec<f32>, sequence: u64) -> proto::Memory {
+/// A written memory: `sequence` numbers it in the payload and picks its
+/// text, when the shape has a text field.
+pub fn memory(shape: &Shape, id: String, vector: Vec<f32>, sequence: u64) -> proto::Memory {
     let mut payload = crate::model::Payload::new();
     payload.insert("source".into(), json!("vecmem-bench"));
     payload.insert("sequence".into(), json!(sequence));
+    if let Some(field) = &shape.text_field {
+        payload.insert(field.clone(), json!(generated_text(sequence, 8)));
+    }
     proto::Memory {
         id,
         vector,
         payload: Some(crate::api::convert::payload_to_proto(payload)),
         ..Default::default()
+    }
+}
+
+/// Keeps query texts apart from memory texts of the same number.
+const QUERY_TEXTS: u64 = 1 << 63;
+
+const SYLLABLES: [&str; 16] = [
+    "ka", "lo", "mi", "ne", "ru", "sa", "te", "vi", "do", "fu", "ge", "ho", "ja", "po", "qui", "zu",
+];
+
+/// `words` words for text number `n`: the same every run, uniform over a
+/// vocabulary of 16^3 made-up three-syllable words.
+pub fn generated_text(n: u64, words: usize) -> String {
+    (0..words as u64)
+        .map(|i| {
+            let k = splitmix64(n.wrapping_mul(31).wrapping_add(i)) as usize;
+            [k % 16, (k >> 4) % 16, (k >> 8) % 16]
+                .map(|s| SYLLABLES[s])
+                .concat()
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn splitmix64(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_texts_are_stable_and_varied() {
+        assert_eq!(generated_text(7, 8), generated_text(7, 8));
+        assert_ne!(generated_text(7, 8), generated_text(8, 8));
+        assert_eq!(generated_text(7, 8).split(' ').count(), 8);
+        let words: std::collections::HashSet<String> = (0..1000)
+            .flat_map(|n| {
+                generated_text(n, 8)
+                    .split(' ')
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert!(words.len() > 3000, "{}", words.len());
     }
 }

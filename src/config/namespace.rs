@@ -37,6 +37,10 @@ pub struct NamespaceConfig {
     /// Qdrant only: replicas that must apply a write before it is acknowledged.
     #[serde(default = "one")]
     pub write_consistency_factor: NonZeroU32,
+    /// The top-level payload key whose string is indexed for search by text
+    /// (BM25, as a sparse vector beside the dense one); none by default.
+    #[serde(default)]
+    pub text_field: Option<String>,
 }
 
 impl NamespaceConfig {
@@ -63,6 +67,14 @@ impl NamespaceConfig {
             return Err(ConfigError::new(
                 key("write_consistency_factor"),
                 "cannot exceed replication_factor",
+            ));
+        }
+        if let Some(field) = &self.text_field
+            && !is_valid_text_field(field)
+        {
+            return Err(ConfigError::new(
+                key("text_field"),
+                "must be a top-level payload key: 1-64 characters of letters, digits, '_' and '-'",
             ));
         }
         if self.hnsw_ef_construct < 4 {
@@ -95,6 +107,15 @@ fn is_valid_namespace_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+/// A text field is one top-level payload key, so an update can tell
+/// whether it changes the text without reading the stored payload.
+fn is_valid_text_field(field: &str) -> bool {
+    (1..=64).contains(&field.len())
+        && field
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]

@@ -36,7 +36,7 @@ impl Core {
         self.admit(caller, &req)?;
         let namespace = req.search.namespace.clone();
         let consistency = req.search.consistency;
-        let planned = self.plan_search(req.search.clone(), "search".into());
+        let planned = self.plan_search(req.search.clone(), "search".into())?;
         let of = GroupsOf {
             count: planned.search.limit,
             size: req.group_size.max(1) as usize,

@@ -2,10 +2,13 @@
 //! query vector; a "more like this" search (`like_id`) first reads its
 //! example memories and computes the vector from theirs, the way Qdrant's
 //! recommend API does, so both backends answer it identically and it goes
-//! through the cache and the batcher as an ordinary vector search.
+//! through the cache and the batcher as an ordinary vector search. A search
+//! by text carries the BM25 vector of its text, computed here with the
+//! namespace's model ([`crate::backend::text`]).
 
 use std::time::SystemTime;
 
+use crate::backend::text::TextQuery;
 use crate::backend::{MemoryKey, TenantSearch, TimedBoost};
 use crate::error::{Error, Result};
 use crate::model::{Like, ScoredMemory, SearchQuery, SearchRequest, Validator, join};
@@ -16,8 +19,8 @@ use super::Core;
 /// search, which is read only when the search is not answered by the cache.
 #[derive(Debug, Clone)]
 pub(super) struct PlannedSearch {
-    /// For a "more like this" search: an empty vector (which is how its
-    /// cache key tells it apart) and its examples as `exclude_ids`.
+    /// For a "more like this" search: no vector yet, and its examples as
+    /// `exclude_ids` (which is how its cache key tells it apart).
     pub search: TenantSearch,
     pub like: Option<Like>,
     /// Where the request's fields are: empty, or `searches[3]` in a batch.
@@ -25,17 +28,31 @@ pub(super) struct PlannedSearch {
 }
 
 impl Core {
-    pub(super) fn plan_search(&self, req: SearchRequest, prefix: String) -> PlannedSearch {
+    pub(super) fn plan_search(&self, req: SearchRequest, prefix: String) -> Result<PlannedSearch> {
         let (vector, like) = match req.query {
-            SearchQuery::Vector(vector) => (vector, None),
-            SearchQuery::Like(like) => (Vec::new(), Some(like)),
+            Some(SearchQuery::Vector(vector)) => (Some(vector), None),
+            Some(SearchQuery::Like(like)) => (None, Some(like)),
+            None => (None, None),
+        };
+        let text = match &req.text {
+            None => None,
+            Some(text) => {
+                let index = self.text_index(&req.namespace).ok_or_else(|| {
+                    Error::internal("a search by text passed validation without a text field")
+                })?;
+                Some(TextQuery {
+                    vector: index.query(text),
+                    fusion: req.fusion,
+                })
+            }
         };
         let exclude_ids = like.iter().flat_map(Like::example_ids).cloned().collect();
-        PlannedSearch {
+        Ok(PlannedSearch {
             search: TenantSearch {
                 limit: Validator::resolve_limit(&self.limits, req.limit),
                 tenant: req.tenant,
                 vector,
+                text,
                 min_score: req.min_score,
                 filter: req.filter,
                 exclude_ids,
@@ -48,7 +65,7 @@ impl Core {
             },
             like,
             prefix,
-        }
+        })
     }
 
     /// Runs one search through the store's batch-shaped call.
@@ -100,7 +117,7 @@ impl Core {
         }
         let avoided = vectors.split_off(1);
         let liked = vectors.pop().unwrap_or_default();
-        search.vector = Like::query_vector(liked, &avoided);
+        search.vector = Some(Like::query_vector(liked, &avoided));
         Ok(search)
     }
 }

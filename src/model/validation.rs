@@ -5,16 +5,20 @@
 
 use std::collections::HashSet;
 
+use serde_json::Value;
+
 use super::{
     AnyOf, Boost, Condition, CountRequest, DeleteRequest, DeleteSelector, FieldTest, Filter,
-    GetRequest, Like, MAX_ID_BYTES, MAX_TENANT_BYTES, Payload, ScrollRequest, SearchGroupsRequest,
-    SearchQuery, SearchRequest, UpdatePayloadRequest, UpsertRequest,
+    Fusion, GetRequest, Like, MAX_ID_BYTES, MAX_TENANT_BYTES, Payload, ScrollRequest,
+    SearchGroupsRequest, SearchQuery, SearchRequest, UpdatePayloadRequest, UpsertRequest,
 };
 use crate::config::{Distance, Limits};
 use crate::error::{Error, FieldViolation, Result};
 
 /// Payload keys in filters are at most this long.
 const MAX_KEY_BYTES: usize = 256;
+/// A search's text is at most this long.
+pub const MAX_TEXT_BYTES: usize = 16 * 1024;
 
 /// Collects field violations of one request.
 #[derive(Debug, Default)]
@@ -51,12 +55,13 @@ pub fn join(prefix: &str, field: &str) -> String {
     }
 }
 
-/// Checks requests against the configured limits and a namespace's dimension
-/// and distance.
+/// Checks requests against the configured limits and a namespace's
+/// dimension, distance and text field.
 pub struct Validator<'a> {
     limits: &'a Limits,
     dim: usize,
     distance: Distance,
+    text_field: Option<&'a str>,
     violations: Violations,
 }
 
@@ -66,8 +71,15 @@ impl<'a> Validator<'a> {
             limits,
             dim,
             distance,
+            text_field: None,
             violations: Violations::new(),
         }
+    }
+
+    /// For a namespace that indexes payload key `field` for search by text.
+    pub fn with_text_field(mut self, field: Option<&'a str>) -> Self {
+        self.text_field = field;
+        self
     }
 
     pub fn finish(self) -> Result<()> {
@@ -90,6 +102,21 @@ impl<'a> Validator<'a> {
             }
             self.vector(&join(&path, "vector"), &memory.vector);
             self.payload(&join(&path, "payload"), &memory.payload);
+            self.text_field_value(&join(&path, "payload"), &memory.payload);
+        }
+    }
+
+    /// The namespace's text field, where a payload has it, holds text.
+    fn text_field_value(&mut self, payload_path: &str, payload: &Payload) {
+        let Some(field) = self.text_field else {
+            return;
+        };
+        match payload.get(field) {
+            None | Some(Value::Null | Value::String(_)) => {}
+            Some(_) => self.violations.add(
+                join(payload_path, field),
+                "must be a string: the namespace indexes this key for search by text",
+            ),
         }
     }
 
@@ -97,11 +124,21 @@ impl<'a> Validator<'a> {
     pub fn search(&mut self, prefix: &str, req: &SearchRequest) {
         self.tenant(&join(prefix, "tenant"), &req.tenant);
         match &req.query {
-            SearchQuery::Vector(vector) => self.vector(&join(prefix, "vector"), vector),
-            SearchQuery::Like(like) => self.like(prefix, like),
+            Some(SearchQuery::Vector(vector)) => self.vector(&join(prefix, "vector"), vector),
+            Some(SearchQuery::Like(like)) => self.like(prefix, like),
+            None if req.text.is_none() => self
+                .violations
+                .add(join(prefix, "vector"), "set vector, like_id or text"),
+            None => {}
+        }
+        if let Some(text) = &req.text {
+            self.text(&join(prefix, "text"), text);
+        }
+        if req.fusion == Fusion::Dbsf {
+            self.dbsf(&join(prefix, "fusion"), req);
         }
         if let Some(boost) = &req.boost {
-            self.boost(&join(prefix, "boost"), boost);
+            self.boost(&join(prefix, "boost"), boost, req.text.is_some());
         }
         self.limit(&join(prefix, "limit"), req.limit);
         if let Some(min_score) = req.min_score
@@ -156,6 +193,7 @@ impl<'a> Validator<'a> {
         self.tenant("tenant", &req.tenant);
         self.ids("ids", &req.ids);
         self.payload("payload", &req.payload);
+        self.text_field_value("payload", &req.payload);
     }
 
     /// The effective limit of a search or scroll (0 means the default).
@@ -218,12 +256,48 @@ impl<'a> Validator<'a> {
         }
     }
 
-    fn boost(&mut self, path: &str, boost: &Boost) {
-        if !matches!(self.distance, Distance::Cosine | Distance::Dot) {
+    /// Whether the namespace's vector scores grow with similarity.
+    fn similarity_scores(&self) -> bool {
+        matches!(self.distance, Distance::Cosine | Distance::Dot)
+    }
+
+    fn text(&mut self, field: &str, text: &str) {
+        if self.text_field.is_none() {
+            self.violations.add(
+                field,
+                "the namespace has no text field; declare `text_field` in its config to \
+                 search it by text",
+            );
+        }
+        if text.len() > MAX_TEXT_BYTES {
+            self.violations
+                .add(field, format!("must be at most {MAX_TEXT_BYTES} bytes"));
+        }
+    }
+
+    fn dbsf(&mut self, field: &str, req: &SearchRequest) {
+        if req.text.is_none() || req.query.is_none() {
+            self.violations.add(
+                field,
+                "only applies to a search by both a vector (or like_id) and text",
+            );
+        } else if !self.similarity_scores() {
+            self.violations.add(
+                field,
+                "DBSF needs a cosine or dot namespace: it sums normalised scores, and under \
+                 euclid and manhattan a lower score is better; use RRF",
+            );
+        }
+    }
+
+    /// A search with text ranks by BM25 or fused scores, which grow with
+    /// relevance under every distance.
+    fn boost(&mut self, path: &str, boost: &Boost, has_text: bool) {
+        if !has_text && !self.similarity_scores() {
             self.violations.add(
                 path,
-                "needs a cosine or dot namespace: under euclid and manhattan a score is a \
-                 distance, which a boost cannot add to",
+                "needs a cosine or dot namespace (or a search with text): under euclid and \
+                 manhattan a score is a distance, which a boost cannot add to",
             );
         }
         if boost.recency.is_none() && boost.importance.is_none() {
@@ -541,7 +615,9 @@ mod tests {
             &SearchRequest {
                 namespace: "ns".into(),
                 tenant: "t".into(),
-                query: SearchQuery::Vector(vec![0.0; 3]),
+                query: Some(SearchQuery::Vector(vec![0.0; 3])),
+                text: None,
+                fusion: Fusion::Rrf,
                 boost: None,
                 limit: 101,
                 min_score: Some(f32::INFINITY),
@@ -565,7 +641,9 @@ mod tests {
         let search = |boost: Boost| SearchRequest {
             namespace: "ns".into(),
             tenant: "t".into(),
-            query: SearchQuery::Vector(vec![0.0; 3]),
+            query: Some(SearchQuery::Vector(vec![0.0; 3])),
+            text: None,
+            fusion: Fusion::Rrf,
             boost: Some(boost),
             limit: 0,
             min_score: None,
@@ -616,6 +694,56 @@ mod tests {
             importance: None,
         };
         assert_eq!(check(Distance::Cosine, empty), ["boost"]);
+    }
+
+    #[test]
+    fn text_needs_a_text_field_and_dbsf_needs_both_halves_and_a_similarity() {
+        let limits = limits();
+        let search = |query: Option<SearchQuery>, text: Option<&str>, fusion| SearchRequest {
+            namespace: "ns".into(),
+            tenant: "t".into(),
+            query,
+            text: text.map(str::to_owned),
+            fusion,
+            boost: None,
+            limit: 0,
+            min_score: None,
+            filter: Filter::default(),
+            with_payload: false,
+            with_vector: false,
+            consistency: ReadConsistency::Cached,
+        };
+        let check = |distance, text_field, req: SearchRequest| {
+            let mut v = Validator::new(&limits, 3, distance).with_text_field(text_field);
+            v.search("", &req);
+            violations(v.finish())
+        };
+        let vector = || Some(SearchQuery::Vector(vec![0.0; 3]));
+        let text = Some("text");
+        let hybrid = search(vector(), Some("cats"), Fusion::Dbsf);
+        assert!(check(Distance::Dot, text, hybrid.clone()).is_empty());
+        assert_eq!(check(Distance::Euclid, text, hybrid.clone()), ["fusion"]);
+        assert_eq!(check(Distance::Dot, None, hybrid), ["text"]);
+        let text_alone = search(None, Some("cats"), Fusion::Dbsf);
+        assert_eq!(check(Distance::Dot, text, text_alone), ["fusion"]);
+        let long = "x".repeat(MAX_TEXT_BYTES + 1);
+        let too_long = search(None, Some(&long), Fusion::Rrf);
+        assert_eq!(check(Distance::Dot, text, too_long), ["text"]);
+        let nothing = search(None, None, Fusion::Rrf);
+        assert_eq!(check(Distance::Dot, text, nothing), ["vector"]);
+
+        let mut memory = memory("a", vec![0.0; 3]);
+        memory
+            .payload
+            .insert("text".into(), json!(["not", "a", "string"]));
+        let upsert = UpsertRequest {
+            namespace: "ns".into(),
+            tenant: "t".into(),
+            memories: vec![memory],
+        };
+        let mut v = Validator::new(&limits, 3, Distance::Dot).with_text_field(text);
+        v.upsert(&upsert);
+        assert_eq!(violations(v.finish()), ["memories[0].payload.text"]);
     }
 
     #[test]

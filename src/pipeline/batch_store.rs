@@ -226,6 +226,7 @@ fn worth_retrying_each(error: &Error) -> bool {
         Error::InvalidArgument(_)
         | Error::NamespaceNotFound(_)
         | Error::MemoryNotFound { .. }
+        | Error::TextSearchUnavailable(_)
         | Error::Unauthenticated(_)
         | Error::PermissionDenied(_)
         | Error::ResourceExhausted { .. }
@@ -559,6 +560,7 @@ mod tests {
                 payload: Default::default(),
                 updated_at: None,
             },
+            text: None,
         }]
     }
 
@@ -572,7 +574,8 @@ mod tests {
     fn search(tenant: &str) -> Vec<TenantSearch> {
         vec![TenantSearch {
             tenant: tenant.into(),
-            vector: vec![1.0, 0.0],
+            vector: Some(vec![1.0, 0.0]),
+            text: None,
             limit: 10,
             min_score: None,
             filter: Filter::default(),

@@ -394,6 +394,7 @@ fn search_query(search: &TenantSearch) -> Vec<u8> {
     let TenantSearch {
         tenant: _,
         vector,
+        text,
         limit,
         min_score,
         filter,
@@ -402,7 +403,8 @@ fn search_query(search: &TenantSearch) -> Vec<u8> {
         with_payload,
         with_vector,
     } = search;
-    let mut query = Vec::with_capacity(vector.len() * 4 + 64);
+    let dense = vector.as_deref().unwrap_or_default();
+    let mut query = Vec::with_capacity(dense.len() * 4 + 64);
     query.push(b's');
     query.extend((*limit as u64).to_le_bytes());
     match min_score {
@@ -414,15 +416,30 @@ fn search_query(search: &TenantSearch) -> Vec<u8> {
     }
     query.push(u8::from(*with_payload));
     query.push(u8::from(*with_vector));
-    query.extend((vector.len() as u64).to_le_bytes());
-    for value in vector {
+    // A "more like this" search is keyed before its examples are read: by
+    // their ids, with no vector.
+    query.push(u8::from(vector.is_some()));
+    query.extend((dense.len() as u64).to_le_bytes());
+    for value in dense {
         query.extend(value.to_bits().to_le_bytes());
     }
-    // A "more like this" search is keyed before its examples are read: by
-    // their ids, with an empty vector (which no vector search has).
+    query.extend((exclude_ids.len() as u64).to_le_bytes());
     for id in exclude_ids {
         query.extend((id.len() as u64).to_le_bytes());
         query.extend(id.as_bytes());
+    }
+    // A text is keyed by its BM25 vector: texts with the same terms rank
+    // the same.
+    match text {
+        Some(text) => {
+            query.push(1 + text.fusion as u8);
+            query.extend((text.vector.indices.len() as u64).to_le_bytes());
+            for (index, value) in text.vector.indices.iter().zip(&text.vector.values) {
+                query.extend(index.to_le_bytes());
+                query.extend(value.to_bits().to_le_bytes());
+            }
+        }
+        None => query.push(0),
     }
     // Debug output of the filter is exact: every float prints so that it
     // parses back to the same bits, and strings are quoted and escaped.
@@ -504,7 +521,8 @@ mod tests {
     fn search(tenant: &str, first: f32) -> TenantSearch {
         TenantSearch {
             tenant: tenant.into(),
-            vector: vec![first, 0.5],
+            vector: Some(vec![first, 0.5]),
+            text: None,
             limit: 10,
             min_score: None,
             filter: Filter::default(),
@@ -559,19 +577,56 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn keys_differ_by_tenant_vector_and_projection() {
+    async fn keys_differ_by_tenant_vector_text_and_projection() {
         let cache = cache(false);
         let base = search("t", 1.0);
         let key = cache.search_key("ns", &base);
         let mut other_tenant = base.clone();
         other_tenant.tenant = "u".into();
         let mut other_vector = base.clone();
-        other_vector.vector[1] = 0.25;
+        other_vector.vector = Some(vec![1.0, 0.25]);
         let mut other_projection = base.clone();
         other_projection.with_vector = true;
-        for other in [other_tenant, other_vector, other_projection] {
-            assert_ne!(cache.search_key("ns", &other), key, "{other:?}");
+        let text = |indices: Vec<u32>, fusion| {
+            Some(crate::backend::text::TextQuery {
+                vector: crate::backend::text::SparseVector {
+                    values: vec![1.0; indices.len()],
+                    indices,
+                },
+                fusion,
+            })
+        };
+        let mut hybrid = base.clone();
+        hybrid.text = text(vec![3, 7], crate::model::Fusion::Rrf);
+        let mut other_terms = base.clone();
+        other_terms.text = text(vec![3, 8], crate::model::Fusion::Rrf);
+        let mut other_fusion = base.clone();
+        other_fusion.text = text(vec![3, 7], crate::model::Fusion::Dbsf);
+        let mut text_alone = hybrid.clone();
+        text_alone.vector = None;
+        let mut like = base.clone();
+        like.vector = None;
+        like.exclude_ids = vec!["m1".into()];
+        let others = [
+            other_tenant,
+            other_vector,
+            other_projection,
+            hybrid.clone(),
+            other_terms,
+            other_fusion,
+            text_alone,
+            like,
+        ];
+        for (i, other) in others.iter().enumerate() {
+            assert_ne!(cache.search_key("ns", other), key, "{other:?}");
+            for later in &others[i + 1..] {
+                assert_ne!(cache.search_key("ns", other), cache.search_key("ns", later));
+            }
         }
+        assert_eq!(
+            cache.search_key("ns", &hybrid.clone()),
+            cache.search_key("ns", &hybrid)
+        );
         assert_ne!(cache.search_key("ns2", &base), key);
         assert_eq!(cache.search_key("ns", &base.clone()), key);
     }

@@ -62,6 +62,11 @@ impl TestServer {
                 format!("VECMEM__NAMESPACES__{}__DIM", NS.to_uppercase()),
                 DIM.to_string(),
             )
+            // Every write to the test namespace indexes its text too.
+            .env(
+                format!("VECMEM__NAMESPACES__{}__TEXT_FIELD", NS.to_uppercase()),
+                "text",
+            )
             // Keep the default 1024-dim namespaces small on disk and fast to open.
             .env("TOKIO_WORKER_THREADS", "2")
             .stdin(Stdio::null())

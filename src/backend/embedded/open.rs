@@ -1,33 +1,44 @@
 //! Opening a namespace's engine shard: loading the one on disk and checking
 //! that it has the configured dimension and distance, or creating it with
-//! the configured index, quantization and the tenant index.
+//! the configured index, quantization, the tenant index and, for a
+//! namespace with a `text_field`, the text vector (BM25 with IDF). A shard
+//! created before its namespace declared a text field has no text vector
+//! and serves without search by text.
 
 use std::path::Path;
 
 use qdrant_edge::{
-    CreateIndex, Distance as EdgeDistance, EdgeConfigBuilder, EdgeOptimizersConfig, EdgeShard,
-    EdgeVectorParamsBuilder, FieldIndexOperations, HnswIndexConfig, KeywordIndexParams,
+    CreateIndex, DEFAULT_VECTOR_NAME, Distance as EdgeDistance, EdgeConfigBuilder,
+    EdgeOptimizersConfig, EdgeShard, EdgeSparseVectorParams, EdgeSparseVectorParamsBuilder,
+    EdgeVectorParamsBuilder, FieldIndexOperations, HnswIndexConfig, KeywordIndexParams, Modifier,
     PayloadFieldSchema, PayloadSchemaParams, QuantizationConfig, UpdateOperation,
 };
 
 use crate::backend::layout::TENANT_FIELD;
+use crate::backend::text::TEXT_VECTOR;
 use crate::config::{Distance, NamespaceConfig, Quantization};
 
-pub fn open_shard(name: &str, dir: &Path, ns: &NamespaceConfig) -> anyhow::Result<EdgeShard> {
+/// The namespace's shard, and whether it holds text vectors.
+pub fn open_shard(
+    name: &str,
+    dir: &Path,
+    ns: &NamespaceConfig,
+) -> anyhow::Result<(EdgeShard, bool)> {
     let expected_distance = edge_distance(ns.distance);
     if dir.join("edge_config.json").exists() {
         let engine = EdgeShard::load(dir, None).map_err(|err| {
             anyhow::anyhow!("namespace {name}: cannot load {}: {err}", dir.display())
         })?;
-        let (found_dim, found_distance) = {
+        let (found_dim, found_distance, has_text) = {
             let config = engine.config();
-            let params = config.vectors.get("").ok_or_else(|| {
+            let has_text = has_text_vector(name, dir, ns, config.sparse_vectors.get(TEXT_VECTOR))?;
+            let params = config.vectors.get(DEFAULT_VECTOR_NAME).ok_or_else(|| {
                 anyhow::anyhow!(
                     "namespace {name}: data in {} has no default vector",
                     dir.display()
                 )
             })?;
-            (params.size, params.distance)
+            (params.size, params.distance, has_text)
         };
         if found_dim != ns.dim() || found_distance != expected_distance {
             anyhow::bail!(
@@ -39,7 +50,7 @@ pub fn open_shard(name: &str, dir: &Path, ns: &NamespaceConfig) -> anyhow::Resul
                 ns.distance
             );
         }
-        return Ok(engine);
+        return Ok((engine, has_text));
     }
     std::fs::create_dir_all(dir)?;
     let mut vector = EdgeVectorParamsBuilder::new(ns.dim(), expected_distance).on_disk(ns.on_disk);
@@ -58,11 +69,17 @@ pub fn open_shard(name: &str, dir: &Path, ns: &NamespaceConfig) -> anyhow::Resul
         indexing_threshold: Some(ns.indexing_threshold_kb),
         ..EdgeOptimizersConfig::default()
     };
-    let config = EdgeConfigBuilder::new()
-        .vector("", vector.build())
+    let mut config = EdgeConfigBuilder::new()
+        .vector(DEFAULT_VECTOR_NAME, vector.build())
         .hnsw_config(hnsw)
-        .optimizers(optimizers)
-        .build();
+        .optimizers(optimizers);
+    if ns.text_field.is_some() {
+        let text = EdgeSparseVectorParamsBuilder::new()
+            .modifier(Modifier::Idf)
+            .build();
+        config = config.sparse_vector(TEXT_VECTOR, text);
+    }
+    let config = config.build();
     let engine = EdgeShard::new(dir, config).map_err(|err| {
         anyhow::anyhow!("namespace {name}: cannot create {}: {err}", dir.display())
     })?;
@@ -83,7 +100,38 @@ pub fn open_shard(name: &str, dir: &Path, ns: &NamespaceConfig) -> anyhow::Resul
     ))?;
     engine.flush();
     tracing::info!(namespace = name, path = %dir.display(), dim = ns.dim, "namespace created");
-    Ok(engine)
+    Ok((engine, ns.text_field.is_some()))
+}
+
+/// Whether a loaded shard holds text vectors: for a namespace with a text
+/// field, if it has them with IDF. Without them it serves, and says so.
+fn has_text_vector(
+    name: &str,
+    dir: &Path,
+    ns: &NamespaceConfig,
+    text: Option<&EdgeSparseVectorParams>,
+) -> anyhow::Result<bool> {
+    let Some(field) = &ns.text_field else {
+        return Ok(false);
+    };
+    match text {
+        None => {
+            tracing::warn!(
+                namespace = name,
+                path = %dir.display(),
+                text_field = %field,
+                "the data was created without a text vector: search by text is unavailable in \
+                 this namespace (point it at a new path to get it)"
+            );
+            Ok(false)
+        }
+        Some(params) if params.modifier == Some(Modifier::Idf) => Ok(true),
+        Some(_) => anyhow::bail!(
+            "namespace {name}: the data in {} has a sparse vector {TEXT_VECTOR:?} without the \
+             IDF modifier, so BM25 would rank wrongly; point the namespace at another path",
+            dir.display()
+        ),
+    }
 }
 
 fn edge_distance(distance: Distance) -> EdgeDistance {

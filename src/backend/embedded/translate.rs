@@ -1,23 +1,28 @@
 //! Translation between the domain model and qdrant-edge's types: filters
-//! (always wrapped in the tenant condition), points and records.
+//! (always wrapped in the tenant condition), points, records, text queries
+//! and fusion.
 
 use qdrant_edge::external::ordered_float::OrderedFloat;
+use std::collections::HashMap;
+
 use qdrant_edge::{
-    AnyVariants, Condition as EdgeCondition, DateTimeWrapper, DecayKind, Expression,
-    FieldCondition, Filter as EdgeFilter, Formula, HasIdCondition, IsEmptyCondition,
-    IsNullCondition, JsonPath, Match, MatchAny, PayloadSelector, PayloadSelectorInclude, PointId,
-    PointStruct, PointStructPersisted, Range, ValueVariants, VectorInternal, VectorStructInternal,
-    WithPayloadInterface,
+    AnyVariants, Condition as EdgeCondition, DEFAULT_VECTOR_NAME, DateTimeWrapper, DecayKind,
+    Expression, FieldCondition, Filter as EdgeFilter, Formula, Fusion as EdgeFusion,
+    HasIdCondition, IsEmptyCondition, IsNullCondition, JsonPath, Match, MatchAny, NamedQuery,
+    PayloadSelector, PayloadSelectorInclude, PointId, PointStruct, PointStructPersisted, QueryEnum,
+    Range, SparseVector as EdgeSparseVector, ValueVariants, VectorInternal, VectorPersisted,
+    VectorStructInternal, VectorStructPersisted, WithPayloadInterface, WithVector,
 };
 use serde_json::Value;
 use uuid::Uuid;
 
 use crate::backend::boost::{self, Expr};
 use crate::backend::layout::{self, ID_FIELD, TENANT_FIELD, UPDATED_AT_FIELD};
+use crate::backend::text::{SparseVector, TEXT_VECTOR, TextChange};
 use crate::backend::{TenantMemory, TenantSearch, TimedBoost};
 use crate::error::{Error, Result};
 use crate::model::{
-    AnyOf, Bounds, Condition, Decay, FieldTest, Filter, MatchValue, Memory, Payload,
+    AnyOf, Bounds, Condition, Decay, FieldTest, Filter, Fusion, MatchValue, Memory, Payload,
 };
 
 /// `filter` confined to `tenant`: the tenant condition AND the caller's filter.
@@ -207,15 +212,102 @@ pub fn payload_selector(with_payload: bool) -> Result<WithPayloadInterface> {
     )))
 }
 
-pub fn to_point(item: &TenantMemory) -> PointStructPersisted {
+/// The point of a memory; with its text vector when the shard has one
+/// (`with_text`) and the memory has text.
+pub fn to_point(item: &TenantMemory, with_text: bool) -> PointStructPersisted {
     let id = layout::point_id(&item.tenant, &item.memory.id);
     let payload = layout::stored_payload(&item.tenant, &item.memory);
-    PointStruct::new(
+    let mut point: PointStructPersisted = PointStruct::new(
         PointId::Uuid(id),
         item.memory.vector.clone(),
         Value::Object(payload),
     )
-    .into()
+    .into();
+    if let Some(text) = item.text.as_ref().filter(|_| with_text) {
+        point.vector = VectorStructPersisted::Named(HashMap::from([
+            (
+                DEFAULT_VECTOR_NAME.to_owned(),
+                VectorPersisted::Dense(item.memory.vector.clone()),
+            ),
+            (
+                TEXT_VECTOR.to_owned(),
+                VectorPersisted::Sparse(sparse(text)),
+            ),
+        ]));
+    }
+    point
+}
+
+/// Sets or removes a point's text vector, as a payload change asks.
+pub fn set_text(point: &mut PointStructPersisted, change: &TextChange) {
+    let vector = std::mem::replace(
+        &mut point.vector,
+        VectorStructPersisted::Named(HashMap::new()),
+    );
+    let mut named = match vector {
+        VectorStructPersisted::Single(dense) => HashMap::from([(
+            DEFAULT_VECTOR_NAME.to_owned(),
+            VectorPersisted::Dense(dense),
+        )]),
+        VectorStructPersisted::Named(named) => named,
+        // vecmem never stores multi-vectors.
+        other @ VectorStructPersisted::MultiDense(_) => {
+            point.vector = other;
+            return;
+        }
+    };
+    match change {
+        TextChange::Set(text) => {
+            named.insert(
+                TEXT_VECTOR.to_owned(),
+                VectorPersisted::Sparse(sparse(text)),
+            );
+        }
+        TextChange::Clear => {
+            named.remove(TEXT_VECTOR);
+        }
+        TextChange::Keep => {}
+    }
+    point.vector = VectorStructPersisted::Named(named);
+}
+
+pub fn sparse(text: &SparseVector) -> EdgeSparseVector {
+    EdgeSparseVector {
+        indices: text.indices.clone(),
+        values: text.values.clone(),
+    }
+}
+
+/// The query "nearest to this text".
+pub fn text_query(text: &SparseVector) -> QueryEnum {
+    QueryEnum::Nearest(NamedQuery {
+        query: VectorInternal::Sparse(sparse(text)),
+        using: Some(TEXT_VECTOR.to_owned()),
+    })
+}
+
+pub fn fusion(fusion: Fusion) -> EdgeFusion {
+    match fusion {
+        Fusion::Rrf => EdgeFusion::Rrf {
+            k: QDRANT_RRF_K,
+            weights: None,
+        },
+        Fusion::Dbsf => EdgeFusion::Dbsf,
+    }
+}
+
+/// Qdrant's default `k` of reciprocal rank fusion, which a Qdrant server
+/// uses for `Fusion::Rrf`.
+const QDRANT_RRF_K: usize = 2;
+
+/// Which vectors to read back: the dense one (a memory's `vector`) or
+/// none. Never the text vector, which no answer shows.
+pub fn vectors_selector(with_vector: bool) -> WithVector {
+    if with_vector {
+        WithVector::Selector(vec![DEFAULT_VECTOR_NAME.to_owned()])
+    } else {
+        WithVector::Bool(false)
+    }
 }
 
 /// A memory from a stored point's payload and (optional) vector.
@@ -240,7 +332,7 @@ pub fn stored_tenant(payload: Option<&qdrant_edge::Payload>) -> Option<&str> {
 fn dense_vector(vector: VectorStructInternal) -> Option<Vec<f32>> {
     match vector {
         VectorStructInternal::Single(dense) => Some(dense),
-        VectorStructInternal::Named(mut named) => match named.remove("")? {
+        VectorStructInternal::Named(mut named) => match named.remove(DEFAULT_VECTOR_NAME)? {
             VectorInternal::Dense(dense) => Some(dense),
             VectorInternal::Sparse(_) | VectorInternal::MultiDense(_) => None,
         },

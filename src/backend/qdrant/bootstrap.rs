@@ -5,19 +5,26 @@
 //! tenant's points together). An existing one must have the configured
 //! dimension and distance, or start-up fails naming both. Replicas starting
 //! at once may race to create it; the loser re-reads and checks it.
+//!
+//! A namespace with a `text_field` gets a sparse vector for its text, with
+//! Qdrant's IDF modifier ([`crate::backend::text`]). A collection created
+//! before the field was declared has none; it keeps serving, without search
+//! by text (Qdrant cannot add a vector to an existing collection).
 
 use qdrant_client::qdrant::{
     self, CollectionInfo, CreateCollection, CreateFieldIndexCollection, FieldType,
-    GetCollectionInfoRequest, HnswConfigDiff, KeywordIndexParams, OptimizersConfigDiff,
-    PayloadIndexParams, QuantizationType, ScalarQuantization, VectorParams, VectorsConfig,
-    collections_client::CollectionsClient, payload_index_params::IndexParams,
-    points_client::PointsClient, quantization_config, vectors_config,
+    GetCollectionInfoRequest, HnswConfigDiff, KeywordIndexParams, Modifier, OptimizersConfigDiff,
+    PayloadIndexParams, QuantizationType, ScalarQuantization, SparseVectorConfig,
+    SparseVectorParams, VectorParams, VectorsConfig, collections_client::CollectionsClient,
+    payload_index_params::IndexParams, points_client::PointsClient, quantization_config,
+    vectors_config,
 };
 use tonic::Code;
 
 use super::translate::qdrant_distance;
 use super::{QdrantStore, backend_error};
 use crate::backend::layout::TENANT_FIELD;
+use crate::backend::text::TEXT_VECTOR;
 use crate::config::{NamespaceConfig, Quantization};
 use crate::error::Error;
 
@@ -34,12 +41,14 @@ impl From<Error> for BootstrapError {
     }
 }
 
+/// Creates or checks a namespace's collection; answers whether it holds
+/// text vectors.
 pub async fn ensure_collection(
     store: &QdrantStore,
     name: &str,
     collection: &str,
     ns: &NamespaceConfig,
-) -> Result<(), BootstrapError> {
+) -> Result<bool, BootstrapError> {
     let info = match collection_info(store, collection).await? {
         Some(info) => info,
         None => {
@@ -65,6 +74,7 @@ pub async fn ensure_collection(
         }
     };
     check_shape(name, collection, ns, &info)?;
+    let has_text = check_text(name, collection, ns, &info)?;
     if !info.payload_schema.contains_key(TENANT_FIELD) {
         let index = CreateFieldIndexCollection {
             collection_name: collection.to_owned(),
@@ -87,7 +97,7 @@ pub async fn ensure_collection(
             .await?;
         tracing::info!(namespace = name, "qdrant tenant index created");
     }
-    Ok(())
+    Ok(has_text)
 }
 
 /// The collection's info, or `None` if it does not exist.
@@ -147,10 +157,57 @@ fn create_request(name: &str, ns: &NamespaceConfig) -> CreateCollection {
             ..OptimizersConfigDiff::default()
         }),
         quantization_config,
+        sparse_vectors_config: ns.text_field.as_ref().map(|_| SparseVectorConfig {
+            map: [(
+                TEXT_VECTOR.to_owned(),
+                SparseVectorParams {
+                    index: None,
+                    modifier: Some(Modifier::Idf as i32),
+                },
+            )]
+            .into(),
+        }),
         shard_number: Some(ns.shard_number.get()),
         replication_factor: Some(ns.replication_factor.get()),
         write_consistency_factor: Some(ns.write_consistency_factor.get()),
         ..CreateCollection::default()
+    }
+}
+
+/// Whether the collection holds text vectors: for a namespace with a text
+/// field, if it has them with IDF. Without them it serves, and says so.
+fn check_text(
+    name: &str,
+    collection: &str,
+    ns: &NamespaceConfig,
+    info: &CollectionInfo,
+) -> Result<bool, BootstrapError> {
+    let Some(field) = &ns.text_field else {
+        return Ok(false);
+    };
+    let text = info
+        .config
+        .as_ref()
+        .and_then(|c| c.params.as_ref())
+        .and_then(|p| p.sparse_vectors_config.as_ref())
+        .and_then(|sparse| sparse.map.get(TEXT_VECTOR));
+    match text {
+        None => {
+            tracing::warn!(
+                namespace = name,
+                collection,
+                text_field = %field,
+                "the collection was created without a text vector: search by text is unavailable \
+                 in this namespace (use a new namespace to get it)"
+            );
+            Ok(false)
+        }
+        Some(params) if params.modifier == Some(Modifier::Idf as i32) => Ok(true),
+        Some(_) => Err(BootstrapError::Incompatible(format!(
+            "namespace {name}: the existing Qdrant collection {collection} has a sparse vector \
+             {TEXT_VECTOR:?} without the IDF modifier, so BM25 would rank wrongly; use another \
+             namespace name"
+        ))),
     }
 }
 

@@ -4,15 +4,16 @@
 //! distance, write ordering and read consistency.
 
 use qdrant_client::qdrant::{
-    self, Condition as QCondition, DatetimeRange, Filter as QFilter, PointId, PointStruct, Range,
-    Vectors, VectorsOutput, WithPayloadSelector, expression::Variant, point_id::PointIdOptions,
-    vector_output, vectors_output::VectorsOptions,
+    self, Condition as QCondition, DatetimeRange, Filter as QFilter, NamedVectors, PointId,
+    PointStruct, PointVectors, Range, Vector, Vectors, VectorsOutput, WithPayloadSelector,
+    expression::Variant, point_id::PointIdOptions, vector_output, vectors_output::VectorsOptions,
 };
 use uuid::Uuid;
 
 use super::answers;
 use crate::backend::boost::{self, Expr};
 use crate::backend::layout::{self, ID_FIELD, TENANT_FIELD, UPDATED_AT_FIELD};
+use crate::backend::text::{SparseVector, TEXT_VECTOR};
 use crate::backend::{TenantMemory, TenantSearch, TimedBoost};
 use crate::config::{Distance, QdrantReadConsistency, WriteOrdering};
 use crate::model::{
@@ -185,14 +186,55 @@ pub fn payload_selector(with_payload: bool) -> WithPayloadSelector {
     .into()
 }
 
-pub fn to_point(item: &TenantMemory) -> PointStruct {
+/// The point of a memory; with its text vector when the collection has
+/// one (`with_text`) and the memory has text.
+pub fn to_point(item: &TenantMemory, with_text: bool) -> PointStruct {
     let id = layout::point_id(&item.tenant, &item.memory.id);
     let payload = layout::stored_payload(&item.tenant, &item.memory);
+    let dense = item.memory.vector.clone();
+    let vectors = match &item.text {
+        Some(text) if with_text => Vectors::from(
+            NamedVectors::default()
+                .add_vector(DEFAULT_VECTOR, Vector::new_dense(dense))
+                .add_vector(TEXT_VECTOR, sparse_vector(text)),
+        ),
+        _ => Vectors::from(dense),
+    };
     PointStruct::new(
         point_id(&id),
-        Vectors::from(item.memory.vector.clone()),
+        vectors,
         qdrant_client::Payload::from(payload),
     )
+}
+
+/// The name of the unnamed dense vector, where vectors are named.
+pub const DEFAULT_VECTOR: &str = "";
+
+pub fn sparse_vector(text: &SparseVector) -> Vector {
+    Vector::new_sparse(text.indices.clone(), text.values.clone())
+}
+
+/// The text vector of the points `ids` set to `text`, as a set-vectors
+/// operation.
+pub fn text_vectors(ids: &[Uuid], text: &SparseVector) -> Vec<PointVectors> {
+    ids.iter()
+        .map(|id| PointVectors {
+            id: Some(point_id(id)),
+            vectors: Some(Vectors::from(
+                NamedVectors::default().add_vector(TEXT_VECTOR, sparse_vector(text)),
+            )),
+        })
+        .collect()
+}
+
+/// Which vectors to read back: the dense one (a memory's `vector`) or
+/// none. Never the text vector, which no answer shows.
+pub fn vectors_selector(with_vector: bool) -> qdrant::WithVectorsSelector {
+    if with_vector {
+        vec![DEFAULT_VECTOR].into()
+    } else {
+        false.into()
+    }
 }
 
 pub fn to_qdrant_payload(payload: Payload) -> std::collections::HashMap<String, qdrant::Value> {
@@ -216,7 +258,7 @@ pub fn to_memory(
 fn dense_vector(vectors: VectorsOutput) -> Option<Vec<f32>> {
     let output = match vectors.vectors_options? {
         VectorsOptions::Vector(output) => output,
-        VectorsOptions::Vectors(mut named) => named.vectors.remove("")?,
+        VectorsOptions::Vectors(mut named) => named.vectors.remove(DEFAULT_VECTOR)?,
     };
     match output.vector {
         Some(vector_output::Vector::Dense(dense)) => Some(dense.data),

@@ -1,15 +1,19 @@
 //! Qdrant gRPC messages into qdrant-edge types and back. Filters go through
 //! Qdrant's documented REST JSON form, which qdrant-edge deserializes
 //! natively; only the shapes `QdrantStore` sends are supported, anything else
-//! is INVALID_ARGUMENT, as Qdrant answers a filter it cannot parse.
+//! is INVALID_ARGUMENT, as Qdrant answers a filter it cannot parse. Queries
+//! (nearest dense or sparse, fusion, formula, nested prefetches) map one to
+//! one onto the engine's own query stages.
 
 use qdrant_client::qdrant::{
     self, condition::ConditionOneOf, r#match::MatchValue, point_id::PointIdOptions, vector_input,
     with_payload_selector::SelectorOptions as PayloadOptions,
     with_vectors_selector::SelectorOptions as VectorOptions,
 };
+use qdrant_edge::external::ordered_float::OrderedFloat;
 use qdrant_edge::{
-    PayloadSelector, PayloadSelectorInclude, PointId, VectorInternal, VectorStructInternal,
+    Fusion, NamedQuery, PayloadSelector, PayloadSelectorInclude, PointId, Prefetch, QueryEnum,
+    ScoringQuery, VectorInternal, VectorPersisted, VectorStructInternal, VectorStructPersisted,
     WithPayloadInterface, WithVector,
 };
 use serde_json::{Value, json};
@@ -148,43 +152,94 @@ pub fn with_payload(
 pub fn with_vector(selector: Option<qdrant::WithVectorsSelector>) -> WithVector {
     match selector.and_then(|s| s.selector_options) {
         Some(VectorOptions::Enable(enabled)) => WithVector::Bool(enabled),
-        _ => WithVector::Bool(false),
+        Some(VectorOptions::Include(include)) => WithVector::Selector(include.names),
+        None => WithVector::Bool(false),
     }
 }
 
-/// The dense query vector of a nearest-neighbour query.
-pub fn nearest(query: Option<qdrant::Query>) -> Result<Vec<f32>, Status> {
-    match query.and_then(|q| q.variant) {
-        Some(qdrant::query::Variant::Nearest(input)) => match input.variant {
-            Some(vector_input::Variant::Dense(dense)) => Ok(dense.data),
-            _ => Err(Status::invalid_argument(
-                "the double only supports dense nearest queries",
-            )),
-        },
-        _ => Err(Status::invalid_argument(
-            "the double only supports nearest queries",
-        )),
-    }
-}
-
-/// A formula query, in the expressions `QdrantStore` sends.
-pub fn formula(query: Option<qdrant::Query>) -> Result<qdrant_edge::Formula, Status> {
-    match query.and_then(|q| q.variant) {
-        Some(qdrant::query::Variant::Formula(formula)) => {
-            if !formula.defaults.is_empty() {
-                return Err(Status::invalid_argument(
-                    "the double does not support formula defaults",
-                ));
-            }
-            Ok(qdrant_edge::Formula {
-                formula: expression(formula.expression)?,
-                defaults: Default::default(),
-            })
+/// A query vector: dense or sparse.
+fn query_vector(input: qdrant::VectorInput) -> Result<VectorInternal, Status> {
+    match input.variant {
+        Some(vector_input::Variant::Dense(dense)) => Ok(VectorInternal::Dense(dense.data)),
+        Some(vector_input::Variant::Sparse(sparse)) => {
+            Ok(VectorInternal::Sparse(qdrant_edge::SparseVector {
+                indices: sparse.indices,
+                values: sparse.values,
+            }))
         }
         _ => Err(Status::invalid_argument(
-            "the double only supports formula queries over a prefetch",
+            "the double only supports dense and sparse query vectors",
         )),
     }
+}
+
+/// A stage's scoring: nearest to a vector (of `using`), a fusion of its
+/// prefetches, or a formula over them.
+pub fn scoring(
+    query: Option<qdrant::Query>,
+    using: Option<String>,
+) -> Result<Option<ScoringQuery>, Status> {
+    use qdrant::query::Variant;
+    let Some(variant) = query.and_then(|q| q.variant) else {
+        return Ok(None);
+    };
+    Ok(Some(match variant {
+        Variant::Nearest(input) => ScoringQuery::Vector(QueryEnum::Nearest(NamedQuery {
+            query: query_vector(input)?,
+            using,
+        })),
+        Variant::Fusion(fusion) => ScoringQuery::Fusion(match qdrant::Fusion::try_from(fusion) {
+            // Qdrant's default k.
+            Ok(qdrant::Fusion::Rrf) => Fusion::Rrf {
+                k: 2,
+                weights: None,
+            },
+            Ok(qdrant::Fusion::Dbsf) => Fusion::Dbsf,
+            Err(_) => return Err(Status::invalid_argument("unknown fusion")),
+        }),
+        Variant::Formula(formula) => {
+            let formula = formula_of(formula)?;
+            ScoringQuery::Formula(
+                formula
+                    .try_into()
+                    .map_err(|e| Status::invalid_argument(format!("formula: {e}")))?,
+            )
+        }
+        other => {
+            return Err(Status::invalid_argument(format!(
+                "the double does not support query {other:?}"
+            )));
+        }
+    }))
+}
+
+/// A prefetch stage and the stages under it.
+pub fn prefetch(given: qdrant::PrefetchQuery) -> Result<Prefetch, Status> {
+    Ok(Prefetch {
+        prefetches: given
+            .prefetch
+            .into_iter()
+            .map(prefetch)
+            .collect::<Result<_, _>>()?,
+        query: scoring(given.query, given.using)?,
+        limit: given.limit.unwrap_or(10) as usize,
+        params: None,
+        filter: filter(given.filter)?,
+        score_threshold: given.score_threshold.map(OrderedFloat),
+    })
+}
+
+/// A formula, in the expressions `QdrantStore` sends.
+fn formula_of(formula: qdrant::Formula) -> Result<qdrant_edge::Formula, Status> {
+    if !formula.defaults.is_empty() {
+        return Err(Status::invalid_argument(
+            "the double does not support formula defaults",
+        ));
+    }
+    Ok(qdrant_edge::Formula {
+        formula: expression(formula.expression)?,
+        defaults: Default::default(),
+    })
 }
 
 fn expression(given: Option<qdrant::Expression>) -> Result<qdrant_edge::Expression, Status> {
@@ -237,18 +292,38 @@ fn expression(given: Option<qdrant::Expression>) -> Result<qdrant_edge::Expressi
     })
 }
 
-pub fn dense(vectors: Option<qdrant::Vectors>) -> Result<Vec<f32>, Status> {
+/// A point's vectors: one unnamed dense vector, or named dense and sparse
+/// ones.
+pub fn vectors(vectors: Option<qdrant::Vectors>) -> Result<VectorStructPersisted, Status> {
     match vectors.and_then(|v| v.vectors_options) {
-        Some(qdrant::vectors::VectorsOptions::Vector(vector)) => match vector.vector {
-            Some(qdrant::vector::Vector::Dense(dense)) => Ok(dense.data),
-            #[allow(deprecated)]
-            None => Ok(vector.data),
-            Some(_) => Err(Status::invalid_argument(
-                "the double only stores dense vectors",
-            )),
+        Some(qdrant::vectors::VectorsOptions::Vector(vector)) => match vector_of(vector)? {
+            VectorPersisted::Dense(dense) => Ok(VectorStructPersisted::Single(dense)),
+            _ => Err(Status::invalid_argument("an unnamed vector must be dense")),
         },
-        _ => Err(Status::invalid_argument(
-            "the double only stores a single unnamed vector",
+        Some(qdrant::vectors::VectorsOptions::Vectors(named)) => Ok(VectorStructPersisted::Named(
+            named
+                .vectors
+                .into_iter()
+                .map(|(name, vector)| Ok((name, vector_of(vector)?)))
+                .collect::<Result<_, Status>>()?,
+        )),
+        None => Err(Status::invalid_argument("a point needs a vector")),
+    }
+}
+
+fn vector_of(vector: qdrant::Vector) -> Result<VectorPersisted, Status> {
+    match vector.vector {
+        Some(qdrant::vector::Vector::Dense(dense)) => Ok(VectorPersisted::Dense(dense.data)),
+        Some(qdrant::vector::Vector::Sparse(sparse)) => {
+            Ok(VectorPersisted::Sparse(qdrant_edge::SparseVector {
+                indices: sparse.indices,
+                values: sparse.values,
+            }))
+        }
+        #[allow(deprecated)]
+        None => Ok(VectorPersisted::Dense(vector.data)),
+        Some(_) => Err(Status::invalid_argument(
+            "the double stores dense and sparse vectors only",
         )),
     }
 }

@@ -89,6 +89,8 @@ pub struct Collection {
     pub shard: EdgeShard,
     pub dim: u64,
     pub distance: i32,
+    /// The sparse vectors it was created with, as Qdrant reports them.
+    pub sparse: Option<qdrant_client::qdrant::SparseVectorConfig>,
     pub tenant_index: AtomicBool,
     /// Held while a write is applied and flushed.
     pub writes: Mutex<()>,

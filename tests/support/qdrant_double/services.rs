@@ -15,10 +15,11 @@ use qdrant_client::qdrant::{
 };
 use qdrant_edge::external::ordered_float::OrderedFloat;
 use qdrant_edge::{
-    CountRequest, CreateIndex, Distance, EdgeConfigBuilder, EdgeVectorParamsBuilder,
-    FieldIndexOperations, KeywordIndexParams, NamedQuery, PayloadFieldSchema, PayloadOps,
-    PayloadSchemaParams, PointInsertOperations, PointOperations, PointStruct, Prefetch, QueryEnum,
-    QueryRequest, ScoringQuery, ScrollRequest, SearchRequest, SetPayloadOp, UpdateOperation,
+    CountRequest, CreateIndex, Distance, EdgeConfigBuilder, EdgeSparseVectorParamsBuilder,
+    EdgeVectorParamsBuilder, FieldIndexOperations, KeywordIndexParams, Modifier,
+    PayloadFieldSchema, PayloadOps, PayloadSchemaParams, PointInsertOperations, PointOperations,
+    PointStructPersisted, PointVectorsPersisted, QueryRequest, ScrollRequest, SetPayloadOp,
+    UpdateOperation, UpdateVectorsOp, VectorOperations,
 };
 use tonic::codegen::http;
 use tonic::{Request, Response, Status};
@@ -112,55 +113,28 @@ fn selector_operation(selector: Option<qdrant::PointsSelector>) -> Result<PointO
     }
 }
 
+/// A query as the engine's own query stages: Qdrant's Query API and the
+/// engine's are the same, stage for stage.
 fn search(
     collection: &Collection,
-    mut query: qdrant::QueryPoints,
+    query: qdrant::QueryPoints,
 ) -> Result<Vec<qdrant::ScoredPoint>, Status> {
-    let limit = query.limit.unwrap_or(10) as usize;
-    let offset = query.offset.unwrap_or(0) as usize;
-    let with_payload = convert::with_payload(query.with_payload)?;
-    let with_vector = convert::with_vector(query.with_vectors);
-    let hits = match query.prefetch.pop() {
-        None => collection.shard.search(SearchRequest {
-            query: QueryEnum::Nearest(NamedQuery::default_dense(convert::nearest(query.query)?)),
-            filter: convert::filter(query.filter)?,
-            params: None,
-            limit,
-            offset,
-            with_payload: Some(with_payload),
-            with_vector: Some(with_vector),
-            score_threshold: query.score_threshold,
-        }),
-        // A formula over one nearest prefetch: how QdrantStore boosts.
-        Some(prefetch) if query.prefetch.is_empty() && prefetch.prefetch.is_empty() => {
-            let nearest = NamedQuery::default_dense(convert::nearest(prefetch.query)?);
-            let formula = convert::formula(query.query)?.try_into().map_err(engine)?;
-            collection.shard.query(QueryRequest {
-                prefetches: vec![Prefetch {
-                    prefetches: Vec::new(),
-                    query: Some(ScoringQuery::Vector(QueryEnum::Nearest(nearest))),
-                    limit: prefetch.limit.unwrap_or(10) as usize,
-                    params: None,
-                    filter: convert::filter(prefetch.filter)?,
-                    score_threshold: prefetch.score_threshold.map(OrderedFloat),
-                }],
-                query: Some(ScoringQuery::Formula(formula)),
-                filter: convert::filter(query.filter)?,
-                score_threshold: query.score_threshold.map(OrderedFloat),
-                limit,
-                offset,
-                params: None,
-                with_vector,
-                with_payload,
-            })
-        }
-        Some(_) => {
-            return Err(Status::invalid_argument(
-                "the double supports one level of one prefetch",
-            ));
-        }
-    }
-    .map_err(engine)?;
+    let request = QueryRequest {
+        prefetches: query
+            .prefetch
+            .into_iter()
+            .map(convert::prefetch)
+            .collect::<Result<_, _>>()?,
+        query: convert::scoring(query.query, query.using)?,
+        filter: convert::filter(query.filter)?,
+        score_threshold: query.score_threshold.map(OrderedFloat),
+        limit: query.limit.unwrap_or(10) as usize,
+        offset: query.offset.unwrap_or(0) as usize,
+        params: None,
+        with_vector: convert::with_vector(query.with_vectors),
+        with_payload: convert::with_payload(query.with_payload)?,
+    };
+    let hits = collection.shard.query(request).map_err(engine)?;
     Ok(hits
         .into_iter()
         .map(|hit| qdrant::ScoredPoint {
@@ -258,6 +232,7 @@ impl Collections for Service {
                                     },
                                 )),
                             }),
+                            sparse_vectors_config: c.sparse.clone(),
                             ..Default::default()
                         }),
                         ..Default::default()
@@ -301,17 +276,24 @@ impl Collections for Service {
         }
         let dir = self.0.dir.path().join(&name);
         std::fs::create_dir_all(&dir).map_err(engine)?;
-        let config = EdgeConfigBuilder::new()
-            .vector(
-                "",
-                EdgeVectorParamsBuilder::new(params.size as usize, distance).build(),
-            )
-            .build();
+        let mut config = EdgeConfigBuilder::new().vector(
+            "",
+            EdgeVectorParamsBuilder::new(params.size as usize, distance).build(),
+        );
+        for (vector, sparse) in request.sparse_vectors_config.iter().flat_map(|c| &c.map) {
+            let mut params = EdgeSparseVectorParamsBuilder::new();
+            if sparse.modifier == Some(qdrant::Modifier::Idf as i32) {
+                params = params.modifier(Modifier::Idf);
+            }
+            config = config.sparse_vector(vector.clone(), params.build());
+        }
+        let config = config.build();
         let shard = qdrant_edge::EdgeShard::new(&dir, config).map_err(engine)?;
         let collection = Collection {
             shard,
             dim: params.size,
             distance: params.distance,
+            sparse: request.sparse_vectors_config,
             tenant_index: false.into(),
             writes: Mutex::new(()),
             index_pending: false.into(),
@@ -354,9 +336,12 @@ impl Points for Service {
                     p.id.as_ref()
                         .ok_or_else(|| Status::invalid_argument("point id"))?,
                 )?;
-                let vector = convert::dense(p.vectors)?;
-                let payload = serde_json::Value::Object(convert::payload_to_json(p.payload));
-                Ok(PointStruct::new(id, vector, payload).into())
+                let payload = convert::payload_to_json(p.payload);
+                Ok(PointStructPersisted {
+                    id,
+                    vector: convert::vectors(p.vectors)?,
+                    payload: Some(qdrant_edge::Payload(payload.into_iter().collect())),
+                })
             })
             .collect::<Result<Vec<_>, Status>>()?;
         let upsert = UpdateOperation::PointOperation(PointOperations::UpsertPoints(
@@ -535,6 +520,47 @@ impl Points for Service {
                         filter,
                         key,
                     }))
+                }
+                Some(Operation::UpdateVectors(update)) => {
+                    let points = update
+                        .points
+                        .into_iter()
+                        .map(|point| {
+                            let id = point
+                                .id
+                                .as_ref()
+                                .ok_or_else(|| Status::invalid_argument("point id"))?;
+                            Ok(PointVectorsPersisted {
+                                id: convert::edge_id(id)?,
+                                vector: convert::vectors(point.vectors)?,
+                            })
+                        })
+                        .collect::<Result<_, Status>>()?;
+                    UpdateOperation::VectorOperation(VectorOperations::UpdateVectors(
+                        UpdateVectorsOp {
+                            points,
+                            update_filter: convert::filter(update.update_filter)?,
+                        },
+                    ))
+                }
+                Some(Operation::DeleteVectors(delete)) => {
+                    let names = delete.vectors.map(|v| v.names).unwrap_or_default();
+                    match delete
+                        .points_selector
+                        .and_then(|s| s.points_selector_one_of)
+                    {
+                        Some(PointsSelectorOneOf::Filter(filter)) => {
+                            let filter = convert::filter(Some(filter))?.unwrap_or_default();
+                            UpdateOperation::VectorOperation(
+                                VectorOperations::DeleteVectorsByFilter(filter, names),
+                            )
+                        }
+                        _ => {
+                            return Err(Status::unimplemented(
+                                "the Qdrant double deletes vectors by filter only",
+                            ));
+                        }
+                    }
                 }
                 other => {
                     return Err(Status::unimplemented(format!(
