@@ -9,7 +9,9 @@
 //! A namespace with a `text_field` gets a sparse vector for its text, with
 //! Qdrant's IDF modifier ([`crate::backend::text`]). A collection created
 //! before the field was declared has none; it keeps serving, without search
-//! by text (Qdrant cannot add a vector to an existing collection).
+//! by text. vecmem does not add the vector to it (Qdrant 1.18 could): its
+//! existing memories would have no text vector, and a search by text would
+//! silently miss every one of them.
 
 use qdrant_client::qdrant::{
     self, CollectionInfo, CreateCollection, CreateFieldIndexCollection, FieldType,
