@@ -503,9 +503,10 @@ fn search_one(
     let with_payload = translate::payload_selector(search.with_payload)?;
     let with_vector = translate::vectors_selector(search.with_vector);
     let score_threshold = score::engine_threshold(order, search.min_score);
-    let hits = match (&search.text, &search.boost, search.vector.take()) {
+    let plain_vector = search.text.is_none() && search.boost.is_none();
+    let hits = match search.vector.take() {
         // The common search, by vector alone, skips the query planner.
-        (None, None, Some(vector)) => engine.search(SearchRequest {
+        Some(vector) if plain_vector => engine.search(SearchRequest {
             query: QueryEnum::Nearest(NamedQuery::default_dense(vector)),
             filter: Some(filter),
             params: None,
@@ -515,7 +516,7 @@ fn search_one(
             with_vector: Some(with_vector),
             score_threshold,
         }),
-        (_, _, vector) => {
+        vector => {
             search.vector = vector;
             let ranking = ranking(&mut search, filter)?;
             // A boosted search ranks its best candidates by its formula.
