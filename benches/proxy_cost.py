@@ -11,6 +11,12 @@ concurrency 1 and 32, alternating direct / vecmem / direct / vecmem (A/B/A/B)
 so that drift on a shared machine hits both sides alike; the CPU time of
 vecmem and of Qdrant is read from /proc/PID/stat around every run.
 
+`--text` seeds every memory with a text as well (8 generated words under
+the namespace's text field) and adds the `hybrid` workload: the same
+searches, each with a 2-word text beside its vector, fused by RRF in one
+Qdrant query (`vecmem bench --text`). `--memories` and `--dim` change the
+shape (on a Qdrant that has no `memories` collection of another dim).
+
 `--floor PATH` adds examples/proxy_floor.rs (a tonic proxy with nothing
 in it: same Qdrant calls, nothing converted) as one more configuration, so
 the table shows how much of vecmem's CPU per call any such proxy pays on
@@ -82,11 +88,12 @@ def namespace_info(server):
         return json.load(answer)
 
 
-def seed_once(server, shape):
+def seed_once(server, shape, text=False):
     """Seeds through vecmem unless an earlier run did; waits for the index."""
     if int(namespace_info(server).get("pointsCount", 0)) < shape["memories"]:
         started = time.time()
-        run_bench(server, shape, ["--op", "get", "-n", 1, "-c", 1, "--timeout-ms", 120_000], server_metrics=False)
+        extra = ["--text"] if text else []
+        run_bench(server, shape, ["--op", "get", "-n", 1, "-c", 1, "--timeout-ms", 120_000, *extra], server_metrics=False)
         print(f"seeded {shape['memories']} memories in {time.time() - started:.0f} s", flush=True)
     wait_indexed(server)
 
@@ -97,9 +104,12 @@ def main():
     parser.add_argument("--vecmem", action="append", default=[], metavar="LABEL=PATH")
     parser.add_argument("--setting", action="append", default=[], metavar="LABEL:KEY=VALUE")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--only", help="run only these workloads, e.g. search:32,get:1; mix:64 is an 80/20 search/upsert mix")
+    parser.add_argument("--only", help="run only these workloads, e.g. search:32,get:1; mix:64 is an 80/20 search/upsert mix, hybrid:32 a search with text (needs --text)")
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--floor", metavar="PATH", help="examples/proxy_floor, run as one more configuration")
+    parser.add_argument("--text", action="store_true", help="seed texts too; allows the hybrid workload")
+    parser.add_argument("--memories", type=int, default=SHAPE["memories"])
+    parser.add_argument("--dim", type=int, default=SHAPE["dim"])
     parser.add_argument("--out")
     args = parser.parse_args()
     url = os.environ.get("QDRANT_URL") or sys.exit("QDRANT_URL names the Qdrant gRPC URL")
@@ -126,12 +136,12 @@ def main():
     try:
         for label, binary in builds.items():
             pipeline.VECMEM = binary
-            servers[label] = Server({**settings, **overrides[label]}, dim=SHAPE["dim"])
+            servers[label] = Server({**settings, **overrides[label]}, dim=args.dim)
         pipeline.VECMEM = VECMEM
         if args.floor:
             servers["floor"] = FloorProxy(args.floor, url)
-        shape = {**SHAPE, "qdrant": url}
-        seed_once(next(iter(servers.values())), shape)
+        shape = {**SHAPE, "memories": args.memories, "dim": args.dim, "qdrant": url}
+        seed_once(next(iter(servers.values())), shape, text=args.text)
 
         results = []
         for op, concurrency in workloads:
@@ -142,7 +152,10 @@ def main():
                     if server is not None:
                         pids["proxy"] = server.process.pid
                     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
-                    what = ["--op", "mix", "--mix", "search=80,upsert=20"] if op == "mix" else ["--op", op]
+                    what = {
+                        "mix": ["--op", "mix", "--mix", "search=80,upsert=20"],
+                        "hybrid": ["--op", "search", "--text"],
+                    }.get(op, ["--op", op])
                     # CPU is read from /proc here, for any build, so not
                     # from the server's /metrics.
                     report = run_bench(
