@@ -9,6 +9,8 @@
 //! - `min_score` is inclusive for every distance.
 //! - A payload merge with a top-level null removes that key (Qdrant's own
 //!   semantics); nested nulls and upserted nulls are kept.
+//! - Searches by vector, by text and by both, from many clients at once and
+//!   so batched together into one backend call: each gets its own answer.
 
 mod support;
 
@@ -27,6 +29,7 @@ on_every_backend!(
     a_repeated_id_is_answered_once_and_never_missing,
     min_score_is_inclusive_for_every_distance,
     a_top_level_null_in_a_merge_removes_the_key_and_other_nulls_stay,
+    concurrent_searches_of_every_kind_each_get_their_own_answer,
 );
 
 const CLIENTS: usize = 8;
@@ -260,4 +263,149 @@ async fn a_top_level_null_in_a_merge_removes_the_key_and_other_nulls_stay(backen
         json!({"note": null, "keep": 1.0, "nested": {"inner": null}}),
         "a top-level null removes the key; a nested null is stored"
     );
+}
+
+/// The searches of the concurrent mix: by vector, by text, both fused each
+/// way, "more like this" with text, and a text no memory has; two tenants
+/// who own the same ids. The limit exceeds a tenant's memories, so no
+/// answer is cut inside a group of equal scores.
+fn search_kinds() -> Vec<proto::SearchRequest> {
+    let text = |tenant: &str, text: &str| proto::SearchRequest {
+        namespace: support::NS.into(),
+        tenant: tenant.into(),
+        text: text.into(),
+        limit: 20,
+        with_payload: true,
+        ..Default::default()
+    };
+    let mut kinds = Vec::new();
+    for tenant in ["t", "u"] {
+        kinds.push(search(tenant, [1.0, 0.2, 0.0, 0.0], 20));
+        kinds.push(text(tenant, "tea biscuits"));
+        kinds.push(proto::SearchRequest {
+            vector: vec![0.0, 1.0, 0.3, 0.0],
+            ..text(tenant, "coffee")
+        });
+        kinds.push(proto::SearchRequest {
+            vector: vec![0.3, 0.0, 1.0, 0.0],
+            fusion: proto::Fusion::Dbsf as i32,
+            ..text(tenant, "tea")
+        });
+        kinds.push(proto::SearchRequest {
+            like_id: "m3".into(),
+            ..text(tenant, "coffee tea")
+        });
+        kinds.push(text(tenant, "nothing matches this"));
+    }
+    kinds
+}
+
+async fn concurrent_searches_of_every_kind_each_get_their_own_answer(backend: Backend) {
+    let (_dir, server) = start(&backend, &[]);
+    let mut client = server.memory().await;
+    let words = ["tea", "coffee", "biscuits", "cake", "water"];
+    for (t, tenant) in ["t", "u"].into_iter().enumerate() {
+        let memories = (0..12)
+            .map(|i| {
+                let angle = (i * 7 + t * 3) as f32 * 0.37;
+                let text = format!("{} and {}", words[i % 5], words[(i + t + 1) % 5]);
+                memory(
+                    &format!("m{i}"),
+                    [angle.cos(), angle.sin(), (i % 3) as f32 * 0.4, 0.1],
+                    json!({ "text": text }),
+                )
+            })
+            .collect();
+        client
+            .upsert(upsert(tenant, memories))
+            .await
+            .expect("upsert");
+    }
+    // Each search alone first: the answer every concurrent one must match.
+    let kinds = search_kinds();
+    let mut expected = Vec::new();
+    for kind in &kinds {
+        let mut alone = kind.clone();
+        alone.consistency = ReadConsistency::Fresh as i32;
+        let answer = client
+            .search(alone)
+            .await
+            .expect("search alone")
+            .into_inner();
+        expected.push(answer);
+    }
+    assert!(expected.iter().any(|answer| answer.hits.is_empty()));
+    assert!(
+        expected
+            .iter()
+            .filter(|answer| !answer.hits.is_empty())
+            .count()
+            >= 8
+    );
+
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        clients.push(server.memory().await);
+    }
+    let kinds = &kinds;
+    let expected = &expected;
+    let searchers = clients
+        .into_iter()
+        .enumerate()
+        .map(|(c, mut client)| async move {
+            let mut wrong = Vec::new();
+            for call in 0..CALLS_PER_CLIENT {
+                let k = (c * 5 + call * 7) % kinds.len();
+                let mut request = kinds[k].clone();
+                if call % 3 != 0 {
+                    request.consistency = ReadConsistency::Fresh as i32;
+                }
+                let answer = client.search(request).await.expect("search").into_inner();
+                if !same_ranking(&ranked(&answer), &ranked(&expected[k])) {
+                    wrong.push(format!(
+                        "client {c} call {call} kind {k}: {:?}, alone {:?}",
+                        ranked(&answer),
+                        ranked(&expected[k])
+                    ));
+                }
+            }
+            wrong
+        });
+    let wrong: Vec<String> = join_all(searchers).await.concat();
+    assert!(
+        wrong.is_empty(),
+        "{} of {} searches answered unlike alone, e.g. {:?}",
+        wrong.len(),
+        CLIENTS * CALLS_PER_CLIENT,
+        &wrong[..wrong.len().min(5)]
+    );
+}
+
+/// An answer as its groups of equal scores, best first, each with its ids
+/// in no particular order: the engine orders ties as its segments happen
+/// to be laid out, which may change between two identical searches (RRF
+/// ties often: ranks 0 and 4 score what rank 1 and 2 do).
+fn ranked(answer: &proto::SearchResponse) -> Vec<(f32, BTreeSet<String>)> {
+    let mut groups: Vec<(f32, BTreeSet<String>)> = Vec::new();
+    for hit in &answer.hits {
+        let id = hit
+            .memory
+            .as_ref()
+            .map(|m| m.id.clone())
+            .unwrap_or_default();
+        match groups.last_mut() {
+            Some((score, ids)) if (*score - hit.score).abs() < 1e-6 => {
+                ids.insert(id);
+            }
+            _ => groups.push((hit.score, BTreeSet::from([id]))),
+        }
+    }
+    groups
+}
+
+fn same_ranking(a: &[(f32, BTreeSet<String>)], b: &[(f32, BTreeSet<String>)]) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|((x, xs), (y, ys))| (x - y).abs() < 1e-6 && xs == ys)
 }
