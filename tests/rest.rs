@@ -133,6 +133,52 @@ async fn every_route_works_like_its_rpc() {
         "{body}"
     );
 
+    // Search by text, and fused with a vector, by the enum's JSON name;
+    // an unknown fusion is a 400 naming the body.
+    let (status, body) = rest
+        .post(
+            MEMORIES,
+            json!({"tenant": "x", "memories": [
+                {"id": "c", "vector": [0.0, 0.0, 1.0, 0.0], "payload": {"text": "green tea"}},
+                {"id": "d", "vector": [1.0, 0.0, 0.0, 0.0], "payload": {"text": "black coffee"}},
+            ]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = rest
+        .post(
+            &format!("{MEMORIES}/search"),
+            json!({"tenant": "x", "text": "teas", "vector": [1.0, 0.0, 0.0, 0.0], "fusion": "DBSF"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let ids: Vec<_> = body["hits"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|hit| hit["memory"]["id"].clone())
+        .collect();
+    assert_eq!(ids, [json!("c"), json!("d")], "{body}");
+    let (status, body) = rest
+        .post(
+            &format!("{MEMORIES}/search"),
+            json!({"tenant": "x", "text": "tea"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["hits"].as_array().map(Vec::len), Some(1), "{body}");
+    assert_eq!(body["hits"][0]["memory"]["id"], "c", "{body}");
+    let (status, body) = rest
+        .post(
+            &format!("{MEMORIES}/search"),
+            json!({"tenant": "x", "text": "tea", "fusion": "MAX"}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].clone()),
+        (400, json!("INVALID_ARGUMENT"))
+    );
+
     let (status, body) = rest
         .post(
             &format!("{MEMORIES}/get"),
