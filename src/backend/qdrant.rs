@@ -569,6 +569,9 @@ impl VectorStore for QdrantStore {
     }
 
     async fn update_payload(&self, namespace: &str, update: PayloadUpdate) -> Result<()> {
+        // Bootstrapped first: whether the collection has text vectors is
+        // known only then, and decides the operations.
+        self.ensure_ready().await?;
         let ids: Vec<_> = update
             .ids
             .iter()
