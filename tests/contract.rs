@@ -1248,47 +1248,22 @@ async fn search_by_text_alone_or_fused_with_a_vector(backend: Backend) {
     );
 
     // A payload change re-indexes the text: set, removed, replaced.
-    let mut updates = server.memory().await;
-    updates
-        .update_payload(proto::UpdatePayloadRequest {
-            namespace: NS.into(),
-            tenant: "t".into(),
-            ids: vec!["tea-lover".into()],
-            payload: Some(to_struct(json!({"text": "coffee now, nothing else"}))),
-            replace: false,
-        })
-        .await
-        .expect("merge text");
-    updates
-        .update_payload(proto::UpdatePayloadRequest {
-            namespace: NS.into(),
-            tenant: "t".into(),
-            ids: vec!["tea-once".into()],
-            payload: Some(to_struct(json!({"text": null}))),
-            replace: false,
-        })
-        .await
-        .expect("remove text");
-    updates
-        .update_payload(proto::UpdatePayloadRequest {
-            namespace: NS.into(),
-            tenant: "t".into(),
-            ids: vec!["coffee".into()],
-            payload: Some(to_struct(json!({"kind": "drink"}))),
-            replace: true,
-        })
-        .await
-        .expect("replace without text");
-    updates
-        .update_payload(proto::UpdatePayloadRequest {
-            namespace: NS.into(),
-            tenant: "t".into(),
-            ids: vec!["coffee-twice".into()],
-            payload: Some(to_struct(json!({"importance": 1}))),
-            replace: false,
-        })
-        .await
-        .expect("merge without text");
+    let changes = [
+        (
+            "tea-lover",
+            json!({"text": "coffee now, nothing else"}),
+            false,
+        ),
+        ("tea-once", json!({"text": null}), false),
+        ("coffee", json!({"kind": "drink"}), true),
+        ("coffee-twice", json!({"importance": 1}), false),
+    ];
+    for (id, payload, replace) in changes {
+        client
+            .update_payload(update_payload("t", &[id], payload, replace))
+            .await
+            .unwrap_or_else(|status| panic!("update {id}: {status:?}"));
+    }
     let tea_after = client
         .search(by_text("t", "tea", 10))
         .await

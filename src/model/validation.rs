@@ -514,6 +514,24 @@ mod tests {
         }
     }
 
+    /// A valid search by a 3-dimensional vector, with every option unset.
+    fn vector_search() -> SearchRequest {
+        SearchRequest {
+            namespace: "ns".into(),
+            tenant: "t".into(),
+            query: Some(SearchQuery::Vector(vec![0.0; 3])),
+            text: None,
+            fusion: Fusion::Rrf,
+            boost: None,
+            limit: 0,
+            min_score: None,
+            filter: Filter::default(),
+            with_payload: false,
+            with_vector: false,
+            consistency: ReadConsistency::Cached,
+        }
+    }
+
     fn violations(result: Result<()>) -> Vec<String> {
         match result {
             Ok(()) => vec![],
@@ -613,18 +631,9 @@ mod tests {
         v.search(
             "searches[1]",
             &SearchRequest {
-                namespace: "ns".into(),
-                tenant: "t".into(),
-                query: Some(SearchQuery::Vector(vec![0.0; 3])),
-                text: None,
-                fusion: Fusion::Rrf,
-                boost: None,
                 limit: 101,
                 min_score: Some(f32::INFINITY),
-                filter: Filter::default(),
-                with_payload: false,
-                with_vector: false,
-                consistency: ReadConsistency::Cached,
+                ..vector_search()
             },
         );
         assert_eq!(
@@ -639,18 +648,8 @@ mod tests {
     fn boosts_need_a_similarity_and_sound_numbers() {
         let limits = limits();
         let search = |boost: Boost| SearchRequest {
-            namespace: "ns".into(),
-            tenant: "t".into(),
-            query: Some(SearchQuery::Vector(vec![0.0; 3])),
-            text: None,
-            fusion: Fusion::Rrf,
             boost: Some(boost),
-            limit: 0,
-            min_score: None,
-            filter: Filter::default(),
-            with_payload: false,
-            with_vector: false,
-            consistency: ReadConsistency::Cached,
+            ..vector_search()
         };
         let sound = Boost {
             recency: Some(crate::model::RecencyBoost {
@@ -700,18 +699,10 @@ mod tests {
     fn text_needs_a_text_field_and_dbsf_needs_both_halves_and_a_similarity() {
         let limits = limits();
         let search = |query: Option<SearchQuery>, text: Option<&str>, fusion| SearchRequest {
-            namespace: "ns".into(),
-            tenant: "t".into(),
             query,
             text: text.map(str::to_owned),
             fusion,
-            boost: None,
-            limit: 0,
-            min_score: None,
-            filter: Filter::default(),
-            with_payload: false,
-            with_vector: false,
-            consistency: ReadConsistency::Cached,
+            ..vector_search()
         };
         let check = |distance, text_field, req: SearchRequest| {
             let mut v = Validator::new(&limits, 3, distance).with_text_field(text_field);

@@ -92,6 +92,23 @@ pub fn like(tenant: &str, id: &str, avoid: &[&str], limit: u32) -> proto::Search
     }
 }
 
+/// An UpdatePayload of `ids` of `tenant`: a merge, or with `replace` a
+/// replacement.
+pub fn update_payload(
+    tenant: &str,
+    ids: &[&str],
+    payload: Value,
+    replace: bool,
+) -> proto::UpdatePayloadRequest {
+    proto::UpdatePayloadRequest {
+        namespace: NS.into(),
+        tenant: tenant.into(),
+        ids: ids.iter().map(|id| id.to_string()).collect(),
+        payload: Some(to_struct(payload)),
+        replace,
+    }
+}
+
 pub fn get(tenant: &str, ids: &[&str]) -> proto::GetRequest {
     proto::GetRequest {
         namespace: NS.into(),
