@@ -224,16 +224,7 @@ pub fn to_point(item: &TenantMemory, with_text: bool) -> PointStructPersisted {
     )
     .into();
     if let Some(text) = item.text.as_ref().filter(|_| with_text) {
-        point.vector = VectorStructPersisted::Named(HashMap::from([
-            (
-                DEFAULT_VECTOR_NAME.to_owned(),
-                VectorPersisted::Dense(item.memory.vector.clone()),
-            ),
-            (
-                TEXT_VECTOR.to_owned(),
-                VectorPersisted::Sparse(sparse(text)),
-            ),
-        ]));
+        set_text(&mut point, &TextChange::Set(text.clone()));
     }
     point
 }
