@@ -338,14 +338,17 @@ async fn open_loop_latency_includes_a_stall_for_every_call_due_during_it() {
         open["p95"].as_f64().is_some_and(|p95| p95 >= 50.0),
         "open loop hid the stall: {open}"
     );
-    // Closed loop: only the stalled call is slow; p99 does not see it.
+    // Closed loop: only the stalled call waits out the stall, so the second
+    // slowest (p99 of 200) did not, by the same 150 ms measure the open loop
+    // meets. A slow or busy machine makes every call slower, but not by most
+    // of a stall: the bound is relative to the stall, not to the machine.
     let closed = run(vec![]).await;
     assert!(
         closed["max"].as_f64().is_some_and(|max| max >= 190.0),
         "{closed}"
     );
     assert!(
-        closed["p99"].as_f64().is_some_and(|p99| p99 < 50.0),
+        closed["p99"].as_f64().is_some_and(|p99| p99 < 150.0),
         "closed loop: {closed}"
     );
 }
