@@ -9,7 +9,7 @@
 use std::hint::black_box;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -56,6 +56,7 @@ fn memory(id: usize) -> Memory {
         vector: vector(id),
         payload: payload.as_object().cloned().unwrap_or_default(),
         updated_at: None,
+        expires_at: None,
     }
 }
 
@@ -142,6 +143,9 @@ impl VectorStore for Nothing {
     }
     async fn update_payload(&self, _: &str, _: PayloadUpdate) -> Result<()> {
         Ok(())
+    }
+    async fn delete_expired(&self, _: &str, _: SystemTime, _: usize) -> Result<usize> {
+        Ok(0)
     }
     async fn stats(&self, _: &str) -> Result<NamespaceStats> {
         Ok(NamespaceStats {

@@ -57,6 +57,7 @@ async fn main() -> anyhow::Result<()> {
             replication_factor: NonZeroU32::MIN,
             write_consistency_factor: NonZeroU32::MIN,
             text_field: None,
+            default_ttl: None,
         },
     )]);
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
@@ -87,6 +88,7 @@ async fn main() -> anyhow::Result<()> {
                     vector: draw(&mut rng),
                     payload: Payload::new(),
                     updated_at: Some(SystemTime::now()),
+                    expires_at: None,
                 },
                 text: None,
             })

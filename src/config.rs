@@ -13,6 +13,7 @@ use serde::{Deserialize, Deserializer};
 
 mod auth;
 mod backend;
+mod expiry;
 mod limits;
 mod namespace;
 mod pipeline;
@@ -23,6 +24,7 @@ pub use backend::{
     BackendConfig, BackendKind, EmbeddedConfig, PeerUrls, QdrantConfig, QdrantReadConsistency,
     WriteOrdering,
 };
+pub use expiry::ExpiryConfig;
 pub use limits::{AdmissionConfig, Limits};
 pub use namespace::{Distance, NamespaceConfig, Quantization};
 pub use pipeline::{BatchConfig, CacheConfig, PipelineConfig, ResilienceConfig};
@@ -64,6 +66,7 @@ pub struct Config {
     pub admission: AdmissionConfig,
     pub pipeline: PipelineConfig,
     pub resilience: ResilienceConfig,
+    pub expiry: ExpiryConfig,
     pub auth: AuthConfig,
     pub namespaces: BTreeMap<String, NamespaceConfig>,
 }

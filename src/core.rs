@@ -5,22 +5,20 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use uuid::Uuid;
 
 use crate::auth::Caller;
-use crate::backend::text::{TextChange, TextIndex};
+use crate::backend::text::TextIndex;
 use crate::backend::{
-    MemoryKey, NamespaceStats, PayloadUpdate, ScrollQuery, TenantDelete, TenantMemory,
-    TenantSearch, VectorStore,
+    MemoryKey, NamespaceStats, ScrollQuery, TenantDelete, TenantMemory, TenantSearch, VectorStore,
 };
 use crate::config::{Config, Distance, Limits, NamespaceConfig};
 use crate::error::{Error, Result};
 use crate::model::{
     Access, CountRequest, DeleteRequest, GetRequest, GetResult, ScoredMemory, ScrollPage,
-    ScrollRequest, SearchRequest, Served, UpdatePayloadRequest, UpdatePayloadResult, UpsertRequest,
-    Validator, join,
+    ScrollRequest, SearchRequest, Served, UpsertRequest, Validator, join,
 };
 use crate::pipeline::Pipeline;
 use crate::pipeline::admission::TenantRates;
@@ -29,6 +27,7 @@ use crate::pipeline::cache::ResultCache;
 mod admit;
 mod groups;
 mod search;
+mod update;
 
 pub use admit::Admissible;
 use search::PlannedSearch;
@@ -40,6 +39,8 @@ pub struct NamespaceInfo {
     pub dim: u32,
     pub distance: Distance,
     pub text_field: Option<String>,
+    /// Lifetime of a memory written without its own expiry.
+    pub default_ttl: Option<Duration>,
     pub stats: NamespaceStats,
 }
 
@@ -119,6 +120,10 @@ impl Core {
             memories,
         } = req;
         let text = self.text_index(&namespace);
+        let default_ttl = self
+            .namespaces
+            .get(&namespace)
+            .and_then(|ns| ns.default_ttl);
         let items: Vec<TenantMemory> = memories
             .into_iter()
             .map(|mut memory| {
@@ -126,6 +131,9 @@ impl Core {
                     memory.id = Uuid::now_v7().to_string();
                 }
                 memory.updated_at = Some(now);
+                if memory.expires_at.is_none() {
+                    memory.expires_at = default_ttl.and_then(|ttl| now.checked_add(ttl));
+                }
                 TenantMemory {
                     tenant: tenant.clone(),
                     text: text.and_then(|text| text.document(&memory.payload)),
@@ -357,44 +365,6 @@ impl Core {
             .await
     }
 
-    /// Changes the payload of the ids that exist and reports the others.
-    pub async fn update_payload(
-        &self,
-        caller: &Caller,
-        req: UpdatePayloadRequest,
-    ) -> Result<UpdatePayloadResult> {
-        self.admit(caller, &req)?;
-        let UpdatePayloadRequest {
-            namespace,
-            tenant,
-            ids,
-            payload,
-            replace,
-        } = req;
-        let found = self.find(&namespace, &tenant, ids, false).await?;
-        let result = UpdatePayloadResult {
-            updated_ids: found.memories.into_iter().map(|m| m.id).collect(),
-            missing_ids: found.missing_ids,
-        };
-        if !result.updated_ids.is_empty() {
-            let text = self
-                .text_index(&namespace)
-                .map_or(TextChange::Keep, |text| text.change(&payload, replace));
-            let update = PayloadUpdate {
-                tenant: tenant.clone(),
-                ids: result.updated_ids.clone(),
-                payload,
-                replace,
-                updated_at: SystemTime::now(),
-                text,
-            };
-            let updated = self.store.update_payload(&namespace, update).await;
-            self.cache.written(&namespace, &tenant);
-            updated?;
-        }
-        Ok(result)
-    }
-
     pub async fn list_namespaces(&self) -> Result<Vec<NamespaceInfo>> {
         let mut infos = Vec::with_capacity(self.namespaces.len());
         for name in self.namespaces.keys() {
@@ -417,6 +387,7 @@ impl Core {
             dim: ns.dim.get(),
             distance: ns.distance,
             text_field: ns.text_field.clone(),
+            default_ttl: ns.default_ttl,
             stats,
         })
     }

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod model;
 pub mod pipeline;
 pub mod server;
+pub mod sweeper;
 pub mod telemetry;
 pub mod tls;
 

@@ -136,6 +136,19 @@ impl Metrics {
         self.record(|| gauge!("vecmem_circuit_open").set(f64::from(u8::from(open))));
     }
 
+    /// One sweep of expired memories: how many it deleted, how long it took.
+    pub fn sweep_finished(&self, deleted: usize, seconds: f64) {
+        self.record(|| {
+            counter!("vecmem_expired_deleted_total").increment(deleted as u64);
+            histogram!("vecmem_sweep_duration_seconds").record(seconds);
+        });
+    }
+
+    /// A sweep that failed; the next one tries again.
+    pub fn sweep_failed(&self) {
+        self.record(|| counter!("vecmem_sweep_errors_total").increment(1));
+    }
+
     /// What `/health/ready` says, for alerting on replicas that stay unready.
     pub fn set_ready(&self, ready: bool) {
         self.record(|| gauge!("vecmem_ready").set(f64::from(u8::from(ready))));
@@ -190,6 +203,18 @@ fn describe_all() {
         "vecmem_circuit_open",
         "1 while the circuit breaker in front of the backend is open"
     );
+    describe_counter!(
+        "vecmem_expired_deleted_total",
+        "Expired memories deleted from storage by the sweeper"
+    );
+    describe_histogram!(
+        "vecmem_sweep_duration_seconds",
+        "Time of one sweep of expired memories over every namespace"
+    );
+    describe_counter!(
+        "vecmem_sweep_errors_total",
+        "Sweeps of expired memories that failed (the next one retries)"
+    );
     describe_gauge!(
         "process_resident_memory_bytes",
         "Resident set size of the process"
@@ -212,6 +237,8 @@ fn describe_all() {
         "vecmem_cache_hits_total",
         "vecmem_cache_misses_total",
         "vecmem_cache_stale_served_total",
+        "vecmem_expired_deleted_total",
+        "vecmem_sweep_errors_total",
     ] {
         counter!(name).absolute(0);
     }

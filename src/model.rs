@@ -36,6 +36,9 @@ pub struct Memory {
     pub payload: Payload,
     /// When this version was written; set by the server.
     pub updated_at: Option<SystemTime>,
+    /// From when the memory is never read again (and soon deleted); `None`
+    /// for a memory that never expires.
+    pub expires_at: Option<SystemTime>,
 }
 
 /// A search hit.
@@ -304,15 +307,26 @@ pub struct CountRequest {
 pub struct UpdatePayloadRequest {
     pub namespace: String,
     pub tenant: String,
-    pub ids: Vec<String>,
+    pub target: UpdateTarget,
     pub payload: Payload,
     pub replace: bool,
 }
 
+/// Which of the tenant's memories a payload update changes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum UpdateTarget {
+    Ids(Vec<String>),
+    /// Every memory matching a filter with at least one condition.
+    Filter(Filter),
+}
+
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct UpdatePayloadResult {
+    /// The ids updated, for an update by ids; empty for one by filter.
     pub updated_ids: Vec<String>,
     pub missing_ids: Vec<String>,
+    /// How many memories were updated.
+    pub updated_count: u64,
 }
 
 /// A boolean combination of payload conditions; empty matches everything.

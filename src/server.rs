@@ -35,6 +35,7 @@ use crate::pipeline;
 use crate::proto;
 use crate::proto::memory_service_server::MemoryServiceServer;
 use crate::proto::namespace_service_server::NamespaceServiceServer;
+use crate::sweeper::Sweeper;
 use crate::tls::{self, TlsListener};
 use tokio_rustls::TlsAcceptor;
 
@@ -50,6 +51,7 @@ pub struct Server {
     stop: CancellationToken,
     listeners: Vec<JoinHandle<std::io::Result<()>>>,
     checker: JoinHandle<()>,
+    sweeper: Option<Sweeper>,
     grace: Duration,
     delay: Duration,
 }
@@ -72,6 +74,12 @@ impl Server {
         let backend = open_store(&config).await?;
         let pipeline = pipeline::build(&config, backend, metrics.clone())?;
         let core = Arc::new(Core::new(&config, pipeline)?);
+        let sweeper = Sweeper::spawn(
+            core.store().clone(),
+            config.namespaces.keys().cloned().collect(),
+            &config.expiry,
+            metrics.clone(),
+        );
 
         let (reporter, health_service) = tonic_health::server::health_reporter();
         let health = Health::new(core.clone(), reporter, metrics.clone());
@@ -114,6 +122,7 @@ impl Server {
             stop,
             listeners,
             checker,
+            sweeper,
             grace: config.server.shutdown_grace,
             delay: config.server.shutdown_delay,
         })
@@ -143,6 +152,9 @@ impl Server {
                 grace_ms = self.grace.as_millis() as u64,
                 "in-flight calls outlived the shutdown grace period"
             ),
+        }
+        if let Some(sweeper) = self.sweeper {
+            sweeper.stop().await;
         }
         self.core.store().close().await?;
         tracing::info!("vecmem stopped");

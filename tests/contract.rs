@@ -459,6 +459,7 @@ async fn update_payload_merges_or_replaces_and_reports_missing_ids(backend: Back
         ids: ids.iter().map(|s| s.to_string()).collect(),
         payload: Some(to_struct(payload)),
         replace,
+        filter: None,
     };
     let merged = client
         .update_payload(update(
@@ -1428,6 +1429,7 @@ async fn tenants_never_see_each_others_memories(backend: Backend) {
         ids: vec!["pref-1".into()],
         payload: Some(to_struct(json!({"text": "overwritten"}))),
         replace: true,
+        filter: None,
     };
     assert_eq!(
         client
@@ -1506,6 +1508,7 @@ async fn write_acknowledged_history(server: &TestServer, n: usize) -> Vec<String
         ids: vec!["m1".into()],
         payload: Some(to_struct(json!({"edited": true, "text": "edited words"}))),
         replace: false,
+        filter: None,
     };
     client
         .update_payload(merge)
@@ -1779,6 +1782,8 @@ fn malformed_requests() -> Vec<Malformed> {
                         .into(),
                     }),
                     updated_at: None,
+                    expires_at: None,
+                    ttl: None,
                 }],
             )),
         ),
@@ -1835,6 +1840,7 @@ fn malformed_requests() -> Vec<Malformed> {
                 ids: vec!["a".into()],
                 payload: Some(to_struct(json!({"text": 3}))),
                 replace: false,
+                filter: None,
             }),
         ),
         bad(

@@ -48,6 +48,7 @@ fn update(tenant: &str, ids: &[&str], payload: serde_json::Value) -> proto::Upda
         ids: ids.iter().map(|s| s.to_string()).collect(),
         payload: Some(to_struct(payload)),
         replace: false,
+        filter: None,
     }
 }
 

@@ -77,6 +77,8 @@ fn memory(id: &str, seed: usize, payload: Value) -> proto::Memory {
         vector: vector(seed),
         payload: Some(to_struct(payload)),
         updated_at: None,
+        expires_at: None,
+        ttl: None,
     }
 }
 
@@ -103,6 +105,7 @@ async fn merge(client: &mut Client, id: &str, patch: Value, expected: &mut Expec
             ids: vec![id.into()],
             payload: Some(to_struct(patch.clone())),
             replace: false,
+            filter: None,
         })
         .await
         .expect("acknowledged merge");

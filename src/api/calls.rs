@@ -8,7 +8,7 @@ use crate::api::convert::{search_batch_from_proto, search_groups_response, searc
 use crate::auth::Caller;
 use crate::core::Core;
 use crate::error::Result;
-use crate::model::Served;
+use crate::model::{self, Served};
 use crate::proto;
 
 pub async fn upsert(
@@ -99,9 +99,15 @@ pub async fn update_payload(
     request: proto::UpdatePayloadRequest,
 ) -> Result<proto::UpdatePayloadResponse> {
     let result = core.update_payload(caller, request.try_into()?).await?;
+    let model::UpdatePayloadResult {
+        updated_ids,
+        missing_ids,
+        updated_count,
+    } = result;
     Ok(proto::UpdatePayloadResponse {
-        updated_ids: result.updated_ids,
-        missing_ids: result.missing_ids,
+        updated_ids,
+        missing_ids,
+        updated_count,
     })
 }
 

@@ -6,7 +6,7 @@
 //! neither kind, a non-finite number in a payload) become field violations
 //! here; semantic rules (dimensions, limits) are checked by the core.
 
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pbjson_types::value::Kind;
 use serde_json::{Number, Value};
@@ -15,7 +15,7 @@ use crate::core::NamespaceInfo;
 use crate::error::Error;
 use crate::model::{
     self, AnyOf, Bounds, Condition, DeleteSelector, FieldTest, MatchValue, Payload,
-    ReadConsistency, Violations, join,
+    ReadConsistency, UpdateTarget, Violations, join,
 };
 use crate::proto;
 use crate::{backend::NamespaceStats, config::Distance};
@@ -46,14 +46,18 @@ impl TryFrom<proto::UpsertRequest> for model::UpsertRequest {
                     vector,
                     payload,
                     updated_at: _,
+                    expires_at,
+                    ttl,
                 } = memory;
-                let payload =
-                    payload_from_proto(payload, &format!("memories[{i}].payload"), &mut violations);
+                let path = format!("memories[{i}]");
+                let payload = payload_from_proto(payload, &join(&path, "payload"), &mut violations);
+                let expires_at = expiry_from_proto(expires_at, ttl, &path, &mut violations);
                 model::Memory {
                     id,
                     vector,
                     payload,
                     updated_at: None,
+                    expires_at,
                 }
             })
             .collect();
@@ -363,13 +367,26 @@ impl TryFrom<proto::UpdatePayloadRequest> for model::UpdatePayloadRequest {
             ids,
             payload,
             replace,
+            filter,
         } = req;
         let mut violations = Violations::new();
         let payload = payload_from_proto(payload, "payload", &mut violations);
+        let target = match (ids.is_empty(), filter) {
+            (true, None) => {
+                return Err(Error::invalid("ids", "set ids, or a filter"));
+            }
+            (false, Some(_)) => {
+                return Err(Error::invalid("filter", "set ids or a filter, not both"));
+            }
+            (false, None) => UpdateTarget::Ids(ids),
+            (true, Some(filter)) => {
+                UpdateTarget::Filter(filter_from_proto(Some(filter), "filter", &mut violations))
+            }
+        };
         violations.into_result(model::UpdatePayloadRequest {
             namespace,
             tenant,
-            ids,
+            target,
             payload,
             replace,
         })
@@ -490,6 +507,45 @@ fn condition_from_proto(
     Some(Condition::Field { key, test })
 }
 
+/// When a memory to write expires: at `expires_at`, or `ttl` after now
+/// (when the server received it), or `None` (the namespace's default).
+/// Whether that lies in the future is the core's rule.
+fn expiry_from_proto(
+    expires_at: Option<pbjson_types::Timestamp>,
+    ttl: Option<pbjson_types::Duration>,
+    path: &str,
+    violations: &mut Violations,
+) -> Option<SystemTime> {
+    match (expires_at, ttl) {
+        (None, None) => None,
+        (Some(_), Some(_)) => {
+            violations.add(join(path, "ttl"), "set expires_at or ttl, not both");
+            None
+        }
+        (Some(at), None) => {
+            let micros = timestamp_micros(at, &join(path, "expires_at"), violations)?;
+            Some(UNIX_EPOCH + Duration::from_micros(u64::try_from(micros).unwrap_or(0)))
+        }
+        (None, Some(ttl)) => {
+            let expires_at = Duration::try_from(ttl)
+                .ok()
+                .filter(|ttl| !ttl.is_zero())
+                .and_then(|ttl| SystemTime::now().checked_add(ttl))
+                .filter(|at| {
+                    at.duration_since(UNIX_EPOCH)
+                        .is_ok_and(|d| d.as_secs() <= MAX_TIMESTAMP_SECONDS as u64)
+                });
+            if expires_at.is_none() {
+                violations.add(
+                    join(path, "ttl"),
+                    "must be a positive duration ending before the year 10000",
+                );
+            }
+            expires_at
+        }
+    }
+}
+
 fn timestamp_micros(
     t: pbjson_types::Timestamp,
     field: &str,
@@ -581,19 +637,24 @@ impl From<model::Memory> for proto::Memory {
             vector,
             payload,
             updated_at,
+            expires_at,
         } = memory;
         Self {
             id,
             vector,
             payload: (!payload.is_empty()).then(|| payload_to_proto(payload)),
-            updated_at: updated_at.map(|t| {
-                let since_epoch = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
-                pbjson_types::Timestamp {
-                    seconds: i64::try_from(since_epoch.as_secs()).unwrap_or(i64::MAX),
-                    nanos: i32::try_from(since_epoch.subsec_nanos()).unwrap_or(0),
-                }
-            }),
+            updated_at: updated_at.map(timestamp_to_proto),
+            expires_at: expires_at.map(timestamp_to_proto),
+            ttl: None,
         }
+    }
+}
+
+fn timestamp_to_proto(t: SystemTime) -> pbjson_types::Timestamp {
+    let since_epoch = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+    pbjson_types::Timestamp {
+        seconds: i64::try_from(since_epoch.as_secs()).unwrap_or(i64::MAX),
+        nanos: i32::try_from(since_epoch.subsec_nanos()).unwrap_or(0),
     }
 }
 
@@ -635,6 +696,7 @@ impl From<NamespaceInfo> for proto::NamespaceInfo {
             dim,
             distance,
             text_field,
+            default_ttl,
             stats,
         } = info;
         let NamespaceStats {
@@ -663,6 +725,7 @@ impl From<NamespaceInfo> for proto::NamespaceInfo {
             index_status: status.into(),
             text_field: text_field.unwrap_or_default(),
             text_search,
+            default_ttl: default_ttl.map(pbjson_types::Duration::from),
         }
     }
 }

@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use qdrant_edge::external::ordered_float::OrderedFloat;
@@ -43,7 +44,7 @@ mod translate;
 use indexer::Indexer;
 use journal::{Entry, Journal};
 use open::open_shard;
-use translate::{tenant_filter, tenant_ids_filter};
+use translate::{live_filter, tenant_filter, tenant_ids_filter};
 
 /// Ids per page when a delete by filter looks up the points it removes.
 const DELETE_PAGE: usize = 1024;
@@ -129,12 +130,24 @@ impl EmbeddedStore {
         namespace: &str,
         change: impl FnOnce(&EdgeShard) -> Result<Entry> + Send + 'static,
     ) -> Result<()> {
+        self.write_and_tell(namespace, |engine| Ok((change(engine)?, ())))
+            .await
+    }
+
+    /// [`Self::write`], where `change` also answers something about what
+    /// it did (the write is journaled before the answer is returned).
+    async fn write_and_tell<T: Send + 'static>(
+        &self,
+        namespace: &str,
+        change: impl FnOnce(&EdgeShard) -> Result<(Entry, T)> + Send + 'static,
+    ) -> Result<T> {
         let shard = self.shard(namespace)?;
         let mut journal = shard.journal.clone().lock_owned().await;
         tokio::task::spawn_blocking(move || {
             shard.writes.fetch_add(1, Ordering::SeqCst);
-            let entry = change(&shard.engine)?;
-            journal.append(&entry).map_err(Error::internal)
+            let (entry, answer) = change(&shard.engine)?;
+            journal.append(&entry).map_err(Error::internal)?;
+            Ok(answer)
         })
         .await
         .map_err(Error::internal)?
@@ -219,10 +232,11 @@ impl VectorStore for EmbeddedStore {
         if !shard.has_text && searches.iter().any(|search| search.text.is_some()) {
             return Err(Error::TextSearchUnavailable(namespace.to_owned()));
         }
+        let now = SystemTime::now();
         self.read(namespace, move |engine| {
             searches
                 .into_iter()
-                .map(|search| search_one(engine, shard.distance, search))
+                .map(|search| search_one(engine, shard.distance, search, now))
                 .collect()
         })
         .await
@@ -257,7 +271,7 @@ impl VectorStore for EmbeddedStore {
                     found.insert(record.id, (tenant, memory));
                 }
             }
-            Ok(answer_keys(&keys, &ids, found))
+            Ok(answer_keys(&keys, &ids, found, SystemTime::now()))
         })
         .await
     }
@@ -284,7 +298,7 @@ impl VectorStore for EmbeddedStore {
         }
         self.write(namespace, move |engine| {
             for filter in filters {
-                ids.extend(matching_ids(engine, filter)?);
+                ids.extend(matching_ids(engine, filter, usize::MAX)?);
             }
             let entry = Entry::Remove(ids);
             if !entry.is_empty() {
@@ -296,7 +310,7 @@ impl VectorStore for EmbeddedStore {
     }
 
     async fn scroll(&self, namespace: &str, tenant: &str, query: ScrollQuery) -> Result<StorePage> {
-        let filter = tenant_filter(tenant, &query.filter)?;
+        let filter = live_filter(tenant, &query.filter, SystemTime::now())?;
         self.read(namespace, move |engine| {
             let (records, next) = engine
                 .scroll(ScrollRequest {
@@ -321,7 +335,7 @@ impl VectorStore for EmbeddedStore {
     }
 
     async fn count(&self, namespace: &str, tenant: &str, filter: Filter) -> Result<u64> {
-        let filter = tenant_filter(tenant, &filter)?;
+        let filter = live_filter(tenant, &filter, SystemTime::now())?;
         self.read(namespace, move |engine| {
             let count = engine
                 .count(CountRequest {
@@ -377,6 +391,27 @@ impl VectorStore for EmbeddedStore {
                 apply(engine, operation(Entry::Put(points.clone())))?;
             }
             Ok(Entry::Put(points))
+        })
+        .await
+    }
+
+    async fn delete_expired(
+        &self,
+        namespace: &str,
+        now: SystemTime,
+        limit: usize,
+    ) -> Result<usize> {
+        let filter = translate::expired_filter(now)?;
+        // Found inside the write, which runs alone: no upsert can give one
+        // of these memories a new life between finding and deleting it.
+        self.write_and_tell(namespace, move |engine| {
+            let ids = matching_ids(engine, filter, limit)?;
+            let deleted = ids.len();
+            let entry = Entry::Remove(ids);
+            if !entry.is_empty() {
+                apply(engine, operation(entry.clone()))?;
+            }
+            Ok((entry, deleted))
         })
         .await
     }
@@ -448,15 +483,15 @@ fn apply(engine: &EdgeShard, operation: UpdateOperation) -> Result<()> {
     engine.update(operation).map_err(Error::internal)
 }
 
-/// The ids of every point `filter` matches.
-fn matching_ids(engine: &EdgeShard, filter: EdgeFilter) -> Result<Vec<PointId>> {
+/// The ids of the points `filter` matches, the first `limit` of them.
+fn matching_ids(engine: &EdgeShard, filter: EdgeFilter, limit: usize) -> Result<Vec<PointId>> {
     let mut ids = Vec::new();
     let mut offset = None;
     loop {
         let (records, next) = engine
             .scroll(ScrollRequest {
                 offset,
-                limit: Some(DELETE_PAGE),
+                limit: Some(DELETE_PAGE.min(limit - ids.len())),
                 filter: Some(filter.clone()),
                 with_payload: Some(WithPayloadInterface::Bool(false)),
                 with_vector: WithVector::Bool(false),
@@ -465,8 +500,8 @@ fn matching_ids(engine: &EdgeShard, filter: EdgeFilter) -> Result<Vec<PointId>> 
             .map_err(Error::internal)?;
         ids.extend(records.into_iter().map(|record| record.id));
         match next {
-            Some(next) => offset = Some(next),
-            None => return Ok(ids),
+            Some(next) if ids.len() < limit => offset = Some(next),
+            _ => return Ok(ids),
         }
     }
 }
@@ -497,9 +532,10 @@ fn search_one(
     engine: &EdgeShard,
     distance: Distance,
     mut search: TenantSearch,
+    now: SystemTime,
 ) -> Result<Vec<ScoredMemory>> {
     let order = score::Order::of(distance, &search);
-    let filter = translate::search_filter(&search)?;
+    let filter = translate::search_filter(&search, now)?;
     let with_payload = translate::payload_selector(search.with_payload)?;
     let with_vector = translate::vectors_selector(search.with_vector);
     let score_threshold = score::engine_threshold(order, search.min_score);

@@ -3,11 +3,15 @@
 //!
 //! - The point id is a UUIDv5 of (tenant, id): deterministic, so an upsert
 //!   replaces, and distinct per tenant, so two tenants can both own `"pref-1"`.
-//! - The stored payload is `{tenant, memory_id, updated_at_us, payload}`: the
-//!   caller's JSON lives under `payload`, so none of its keys can collide with
-//!   ours, and filters address it as `payload.<key>`.
+//! - The stored payload is `{tenant, memory_id, updated_at_us, expires_at_us,
+//!   payload}`: the caller's JSON lives under `payload`, so none of its keys
+//!   can collide with ours, and filters address it as `payload.<key>`.
+//!   `expires_at_us` is there only for a memory that expires.
 //! - `tenant` carries a keyword index flagged `is_tenant`, so Qdrant lays out
 //!   each tenant's points together and a tenant filter is cheap.
+//!   `expires_at_us` carries an integer range index: every read excludes
+//!   the expired with a range condition on it ([`expired_before`]), and the
+//!   sweeper finds them with the same condition.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -22,6 +26,9 @@ pub const TENANT_FIELD: &str = "tenant";
 pub const ID_FIELD: &str = "memory_id";
 /// Payload field holding the write time, microseconds since the epoch.
 pub const UPDATED_AT_FIELD: &str = "updated_at_us";
+/// Payload field holding when the memory expires, microseconds since the
+/// epoch; absent for a memory that never expires.
+pub const EXPIRES_AT_FIELD: &str = "expires_at_us";
 /// Payload field holding the caller's own payload object.
 pub const PAYLOAD_FIELD: &str = "payload";
 
@@ -52,6 +59,19 @@ pub fn to_micros(time: SystemTime) -> i64 {
         .unwrap_or(0)
 }
 
+/// The upper bound of the range condition that matches the memories expired
+/// at `now`: `expires_at_us <= expired_before(now)`. A memory is expired from
+/// the instant it names on. As an f64 (Qdrant's range type), exact for any
+/// time before the year 2255.
+pub fn expired_before(now: SystemTime) -> f64 {
+    to_micros(now) as f64
+}
+
+/// Whether a memory that expires at `expires_at` is expired at `now`.
+pub fn is_expired(expires_at: Option<SystemTime>, now: SystemTime) -> bool {
+    expires_at.is_some_and(|at| to_micros(at) <= to_micros(now))
+}
+
 fn from_micros(micros: i64) -> Option<SystemTime> {
     let micros = u64::try_from(micros).ok()?;
     UNIX_EPOCH.checked_add(Duration::from_micros(micros))
@@ -64,6 +84,9 @@ pub fn stored_payload(tenant: &str, memory: &Memory) -> Payload {
     stored.insert(ID_FIELD.into(), Value::from(memory.id.as_str()));
     if let Some(updated_at) = memory.updated_at {
         stored.insert(UPDATED_AT_FIELD.into(), Value::from(to_micros(updated_at)));
+    }
+    if let Some(expires_at) = memory.expires_at {
+        stored.insert(EXPIRES_AT_FIELD.into(), Value::from(to_micros(expires_at)));
     }
     stored.insert(PAYLOAD_FIELD.into(), Value::Object(memory.payload.clone()));
     stored
@@ -121,6 +144,10 @@ pub fn memory_from_stored(
         .get(UPDATED_AT_FIELD)
         .and_then(Value::as_i64)
         .and_then(from_micros);
+    let expires_at = stored
+        .get(EXPIRES_AT_FIELD)
+        .and_then(Value::as_i64)
+        .and_then(from_micros);
     let payload = match stored.remove(PAYLOAD_FIELD) {
         Some(Value::Object(payload)) if with_payload => payload,
         _ => Payload::new(),
@@ -130,6 +157,7 @@ pub fn memory_from_stored(
         vector,
         payload,
         updated_at,
+        expires_at,
     })
 }
 
@@ -155,10 +183,21 @@ mod tests {
                 .cloned()
                 .unwrap_or_default(),
             updated_at: Some(UNIX_EPOCH + Duration::from_micros(1_700_000_000_123_456)),
+            expires_at: Some(UNIX_EPOCH + Duration::from_micros(1_800_000_000_000_001)),
         };
         let stored = stored_payload("t1", &memory);
         assert_eq!(stored[TENANT_FIELD], json!("t1"));
         let back = memory_from_stored(stored, vec![], true).expect("vecmem point");
         assert_eq!(back, memory);
+    }
+
+    #[test]
+    fn a_memory_is_expired_from_the_microsecond_it_names() {
+        let at = UNIX_EPOCH + Duration::from_micros(1_800_000_000_000_000);
+        assert!(!is_expired(None, at));
+        assert!(!is_expired(Some(at), at - Duration::from_micros(1)));
+        assert!(is_expired(Some(at), at));
+        assert!(is_expired(Some(at), at + Duration::from_nanos(999)));
+        assert_eq!(expired_before(at), 1_800_000_000_000_000.0);
     }
 }

@@ -155,7 +155,14 @@ pub trait VectorStore: Send + Sync + 'static {
     /// Returns once the change is durable.
     async fn update_payload(&self, namespace: &str, update: PayloadUpdate) -> Result<()>;
 
-    /// Reports a namespace's size and index state.
+    /// Deletes up to `limit` memories, of any tenant, expired at `now`.
+    /// Returns how many it deleted; fewer than `limit` means it found no
+    /// more. Returns once the deletes are durable.
+    async fn delete_expired(&self, namespace: &str, now: SystemTime, limit: usize)
+    -> Result<usize>;
+
+    /// Reports a namespace's size and index state (`points_count` counts
+    /// the expired memories not yet deleted).
     async fn stats(&self, namespace: &str) -> Result<NamespaceStats>;
 
     /// Whether the store can serve requests now.
@@ -167,15 +174,19 @@ pub trait VectorStore: Send + Sync + 'static {
 
 /// One answer per key of a get, from the memories a backend found, by point
 /// id (`ids[i]` is the point of `keys[i]`) with the tenant stored with each.
-/// `None` for a key whose point is missing or stored for another tenant
-/// (ids are derived from the tenant; that check is defence in depth). A key
-/// named twice gets its memory twice: each memory is copied for the earlier
-/// mentions and moved out at its last.
+/// `None` for a key whose point is missing, expired at `now`, or stored for
+/// another tenant (ids are derived from the tenant; that check is defence
+/// in depth). A key named twice gets its memory twice: each memory is
+/// copied for the earlier mentions and moved out at its last.
 pub(crate) fn answer_keys<Id: Eq + Hash>(
     keys: &[MemoryKey],
     ids: &[Id],
     mut found: HashMap<Id, (String, Memory)>,
+    now: SystemTime,
 ) -> Vec<Option<Memory>> {
+    // A get reads points by id, which no filter applies to; the expired are
+    // left out here instead, by the same rule the filters of other reads use.
+    found.retain(|_, (_, memory)| !layout::is_expired(memory.expires_at, now));
     let last_mention: HashMap<&Id, usize> = ids.iter().enumerate().map(|(i, id)| (id, i)).collect();
     keys.iter()
         .zip(ids)

@@ -20,7 +20,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use qdrant_client::qdrant::{
@@ -56,7 +56,7 @@ use connection::Connections;
 use errors::RETRY_AFTER;
 pub(crate) use errors::backend_error;
 use peers::Peers;
-use translate::{read_consistency, tenant_filter, tenant_ids_filter, write_ordering};
+use translate::{live_filter, read_consistency, tenant_filter, tenant_ids_filter, write_ordering};
 
 pub struct QdrantStore {
     peers: Peers,
@@ -284,11 +284,12 @@ impl QdrantStore {
         namespace: &str,
         order: score::Order,
         search: &mut TenantSearch,
+        now: SystemTime,
     ) -> Result<QueryPoints> {
         if search.text.is_some() && !self.has_text(namespace) {
             return Err(Error::TextSearchUnavailable(namespace.to_owned()));
         }
-        let ranking = ranking(search)?;
+        let ranking = ranking(search, now)?;
         let (prefetch, query, using, filter) = match &search.boost {
             None => (
                 ranking.prefetch,
@@ -325,8 +326,8 @@ impl QdrantStore {
 /// How a search ranks before any boost, as one query stage: nearest to its
 /// vector, or to its text, or both fused from a prefetch of each (the best
 /// candidates of each ranking). Moves the vectors out of `search`.
-fn ranking(search: &mut TenantSearch) -> Result<PrefetchQuery> {
-    let filter = translate::search_filter(search);
+fn ranking(search: &mut TenantSearch, now: SystemTime) -> Result<PrefetchQuery> {
+    let filter = translate::search_filter(search, now);
     let dense = search.vector.take().map(|vector| PrefetchQuery {
         query: Some(Query::new_nearest(vector)),
         filter: Some(filter.clone()),
@@ -409,6 +410,7 @@ impl VectorStore for QdrantStore {
     ) -> Result<Vec<Vec<ScoredMemory>>> {
         self.ensure_ready().await?;
         let distance = self.distance(namespace)?;
+        let now = SystemTime::now();
         let orders: Vec<_> = searches
             .iter()
             .map(|search| score::Order::of(distance, search))
@@ -418,7 +420,7 @@ impl VectorStore for QdrantStore {
             query_points: searches
                 .iter_mut()
                 .zip(&orders)
-                .map(|(search, &order)| self.query(namespace, order, search))
+                .map(|(search, &order)| self.query(namespace, order, search, now))
                 .collect::<Result<_>>()?,
             read_consistency: Some(self.read_consistency),
             timeout: None,
@@ -494,7 +496,7 @@ impl VectorStore for QdrantStore {
                 found.insert(id, (tenant, memory));
             }
         }
-        Ok(answer_keys(&keys, &ids, found))
+        Ok(answer_keys(&keys, &ids, found, SystemTime::now()))
     }
 
     async fn delete(&self, namespace: &str, deletes: Vec<TenantDelete>) -> Result<()> {
@@ -525,7 +527,7 @@ impl VectorStore for QdrantStore {
         self.ensure_ready().await?;
         let request = ScrollPoints {
             collection_name: self.collection(namespace),
-            filter: Some(tenant_filter(tenant, &query.filter)),
+            filter: Some(live_filter(tenant, &query.filter, SystemTime::now())),
             offset: query.offset.as_ref().map(translate::point_id),
             limit: Some(u32::try_from(query.limit).unwrap_or(u32::MAX)),
             with_payload: Some(true.into()),
@@ -555,7 +557,7 @@ impl VectorStore for QdrantStore {
         self.ensure_ready().await?;
         let request = CountPoints {
             collection_name: self.collection(namespace),
-            filter: Some(tenant_filter(tenant, &filter)),
+            filter: Some(live_filter(tenant, &filter, SystemTime::now())),
             exact: Some(true),
             read_consistency: Some(self.read_consistency),
             ..CountPoints::default()
@@ -612,6 +614,50 @@ impl VectorStore for QdrantStore {
             });
         let operations = text.into_iter().chain(payload).map(operation).collect();
         self.update_batch(namespace, operations).await
+    }
+
+    async fn delete_expired(
+        &self,
+        namespace: &str,
+        now: SystemTime,
+        limit: usize,
+    ) -> Result<usize> {
+        self.ensure_ready().await?;
+        let request = ScrollPoints {
+            collection_name: self.collection(namespace),
+            filter: Some(translate::expired_filter(now)),
+            limit: Some(u32::try_from(limit).unwrap_or(u32::MAX)),
+            with_payload: Some(false.into()),
+            with_vectors: Some(translate::vectors_selector(false)),
+            read_consistency: Some(self.read_consistency),
+            ..ScrollPoints::default()
+        };
+        let response: ScrollAnswer = self
+            .send("scroll", request, |peer, request| {
+                lean_unary(peer, request, "/qdrant.Points/Scroll")
+            })
+            .await?;
+        let ids: Vec<qdrant::PointId> = response
+            .result
+            .into_iter()
+            .filter_map(|point| point.id)
+            .collect();
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let deleted = ids.len();
+        // By id, and only if still expired: a memory upserted again since
+        // the scroll keeps its new life.
+        let filter = qdrant::Filter::must([
+            qdrant::Condition::has_id(ids),
+            qdrant::Condition::from(translate::expired_filter(now)),
+        ]);
+        let delete = operation(update::Operation::DeletePoints(update::DeletePoints {
+            points: selector(filter),
+            shard_key_selector: None,
+        }));
+        self.update_batch(namespace, vec![delete]).await?;
+        Ok(deleted)
     }
 
     async fn stats(&self, namespace: &str) -> Result<NamespaceStats> {

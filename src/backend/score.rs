@@ -74,6 +74,7 @@ mod tests {
                     vector: vec![],
                     payload: Default::default(),
                     updated_at: None,
+                    expires_at: None,
                 },
                 score,
             })

@@ -1,10 +1,11 @@
 //! The `[namespaces.NAME]` tables: each namespace is a Qdrant collection
 //! (or an embedded shard) of one dimension and distance, with its index and
-//! cluster settings.
+//! cluster settings, its text field and the default lifetime of its memories.
 
 use std::num::{NonZeroU32, NonZeroUsize};
+use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 use super::ConfigError;
 
@@ -41,6 +42,10 @@ pub struct NamespaceConfig {
     /// (BM25, as a sparse vector beside the dense one); none by default.
     #[serde(default)]
     pub text_field: Option<String>,
+    /// How long a memory written without its own expiry lives; `None`
+    /// (`default_ttl_secs = 0`, the default): such memories never expire.
+    #[serde(default, rename = "default_ttl_secs", deserialize_with = "ttl_secs")]
+    pub default_ttl: Option<Duration>,
 }
 
 impl NamespaceConfig {
@@ -77,6 +82,15 @@ impl NamespaceConfig {
                 "must be a top-level payload key: 1-64 characters of letters, digits, '_' and '-'",
             ));
         }
+        if self
+            .default_ttl
+            .is_some_and(|ttl| ttl.as_secs() > MAX_DEFAULT_TTL_SECS)
+        {
+            return Err(ConfigError::new(
+                key("default_ttl_secs"),
+                format!("must be at most {MAX_DEFAULT_TTL_SECS} (100 years); 0 for never"),
+            ));
+        }
         if self.hnsw_ef_construct < 4 {
             return Err(ConfigError::new(
                 key("hnsw_ef_construct"),
@@ -85,6 +99,15 @@ impl NamespaceConfig {
         }
         Ok(())
     }
+}
+
+/// Longest default TTL: any expiry it sets stays a valid timestamp.
+const MAX_DEFAULT_TTL_SECS: u64 = 100 * 365 * 24 * 3600;
+
+/// `default_ttl_secs`: 0 means memories never expire.
+fn ttl_secs<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+    let secs = u64::deserialize(deserializer)?;
+    Ok((secs > 0).then(|| Duration::from_secs(secs)))
 }
 
 fn one() -> NonZeroU32 {

@@ -4,13 +4,15 @@
 //! fix a request in one round trip.
 
 use std::collections::HashSet;
+use std::time::SystemTime;
 
 use serde_json::Value;
 
 use super::{
     AnyOf, Boost, Condition, CountRequest, DeleteRequest, DeleteSelector, FieldTest, Filter,
     Fusion, GetRequest, Like, MAX_ID_BYTES, MAX_TENANT_BYTES, Payload, ScrollRequest,
-    SearchGroupsRequest, SearchQuery, SearchRequest, UpdatePayloadRequest, UpsertRequest,
+    SearchGroupsRequest, SearchQuery, SearchRequest, UpdatePayloadRequest, UpdateTarget,
+    UpsertRequest,
 };
 use crate::config::{Distance, Limits};
 use crate::error::{Error, FieldViolation, Result};
@@ -103,6 +105,12 @@ impl<'a> Validator<'a> {
             self.vector(&join(&path, "vector"), &memory.vector);
             self.payload(&join(&path, "payload"), &memory.payload);
             self.text_field_value(&join(&path, "payload"), &memory.payload);
+            if memory.expires_at.is_some_and(|at| at <= SystemTime::now()) {
+                self.violations.add(
+                    join(&path, "expires_at"),
+                    "must lie in the future (to remove a memory now, delete it)",
+                );
+            }
         }
     }
 
@@ -191,7 +199,16 @@ impl<'a> Validator<'a> {
 
     pub fn update_payload(&mut self, req: &UpdatePayloadRequest) {
         self.tenant("tenant", &req.tenant);
-        self.ids("ids", &req.ids);
+        match &req.target {
+            UpdateTarget::Ids(ids) => self.ids("ids", ids),
+            UpdateTarget::Filter(filter) => {
+                if filter.is_empty() {
+                    self.violations
+                        .add("filter", "must have at least one condition");
+                }
+                self.filter("filter", filter);
+            }
+        }
         self.payload("payload", &req.payload);
         self.text_field_value("payload", &req.payload);
     }
@@ -511,6 +528,7 @@ mod tests {
             vector,
             payload: Payload::new(),
             updated_at: None,
+            expires_at: None,
         }
     }
 

@@ -27,6 +27,7 @@
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use futures::future::try_join_all;
@@ -512,6 +513,18 @@ impl VectorStore for BatchingStore {
         self.inner.update_payload(namespace, update).await
     }
 
+    /// Not batched: a sweep is one call every few seconds, and its deletes
+    /// only remove memories no read sees any more, so its order among the
+    /// namespace's writes does not matter.
+    async fn delete_expired(
+        &self,
+        namespace: &str,
+        now: SystemTime,
+        limit: usize,
+    ) -> Result<usize> {
+        self.inner.delete_expired(namespace, now, limit).await
+    }
+
     async fn stats(&self, namespace: &str) -> Result<NamespaceStats> {
         self.inner.stats(namespace).await
     }
@@ -559,6 +572,7 @@ mod tests {
                 vector: vec![first, 0.0],
                 payload: Default::default(),
                 updated_at: None,
+                expires_at: None,
             },
             text: None,
         }]

@@ -16,6 +16,9 @@
 //! entries now and then, which costs hits, never correctness, and the memory
 //! used does not grow with the number of tenants.
 //!
+//! An entry holding a memory that expires lives no longer than that memory:
+//! a cached answer never returns a memory after its `expires_at`.
+//!
 //! Concurrent identical misses are coalesced into one store call (moka's
 //! single-flight). With `serve_stale_on_error`, successful answers are also
 //! kept in a second, longer-lived cache, used only when the store is
@@ -29,6 +32,9 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use std::time::{Duration, Instant, SystemTime};
+
+use moka::Expiry;
 use moka::future::Cache;
 
 use crate::backend::TenantSearch;
@@ -120,6 +126,68 @@ impl Answer for Vec<MemoryGroup> {
     }
 }
 
+impl Entry {
+    /// The memories the entry holds.
+    fn memories(&self) -> Box<dyn Iterator<Item = &Memory> + '_> {
+        match self {
+            Entry::Hits(hits) => Box::new(hits.iter().map(|hit| &hit.memory)),
+            Entry::Found(found) => Box::new(found.memories.iter()),
+            Entry::Groups(groups) => Box::new(
+                groups
+                    .iter()
+                    .flat_map(|group| &group.hits)
+                    .map(|hit| &hit.memory),
+            ),
+        }
+    }
+
+    /// When the first of its memories expires: from then on the answer
+    /// would hold a memory no read may return.
+    fn first_expiry(&self) -> Option<SystemTime> {
+        self.memories().filter_map(|memory| memory.expires_at).min()
+    }
+
+    /// Whether one of its memories is expired at `now`.
+    fn holds_expired(&self, now: SystemTime) -> bool {
+        self.first_expiry().is_some_and(|at| at <= now)
+    }
+}
+
+/// How long an entry is served: the TTL, cut short when one of its
+/// memories expires. (Entries can only lose memories to expiry, never gain
+/// them: an answer without expiring memories stays right for the TTL.)
+struct Lifetime {
+    ttl: Duration,
+}
+
+impl Lifetime {
+    fn of(&self, entry: &Entry) -> Duration {
+        match entry.first_expiry() {
+            None => self.ttl,
+            Some(at) => at
+                .duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO)
+                .min(self.ttl),
+        }
+    }
+}
+
+impl Expiry<RawKey, Arc<Entry>> for Lifetime {
+    fn expire_after_create(&self, _: &RawKey, entry: &Arc<Entry>, _: Instant) -> Option<Duration> {
+        Some(self.of(entry))
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &RawKey,
+        entry: &Arc<Entry>,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(self.of(entry))
+    }
+}
+
 /// The answer an entry holds, without a copy unless the cache keeps it too.
 fn unwrap<A: Answer>(entry: Arc<Entry>) -> Option<A> {
     A::from_entry(Arc::unwrap_or_clone(entry))
@@ -143,7 +211,7 @@ impl ResultCache {
                 .weigher(|key: &RawKey, value: &Arc<Entry>| {
                     u32::try_from(key.bytes() + entry_bytes(value)).unwrap_or(u32::MAX)
                 })
-                .time_to_live(ttl)
+                .expire_after(Lifetime { ttl })
                 .build()
         };
         Self {
@@ -274,6 +342,12 @@ impl ResultCache {
                 return unwrap(value).map(Served::stale).ok_or(error);
             }
         };
+        // An answer loaded before one of its memories expired (by a call
+        // this one joined, or just before its entry lapsed) is not served
+        // after that memory's expiry: it is read again.
+        if entry.holds_expired(SystemTime::now()) {
+            return Ok(Served::current(load().await?));
+        }
         match unwrap(entry) {
             Some(answer) => Ok(Served::current(answer)),
             None => Ok(Served::current(load().await?)),
@@ -300,7 +374,11 @@ impl ResultCache {
         let mut misses = Vec::new();
         for (i, key) in keys.iter().enumerate() {
             let cached = match key {
-                Some(key) => self.peek(&key.raw).await.and_then(unwrap),
+                Some(key) => self
+                    .peek(&key.raw)
+                    .await
+                    .filter(|entry| !entry.holds_expired(SystemTime::now()))
+                    .and_then(unwrap),
                 None => None,
             };
             if cached.is_none() {
@@ -379,12 +457,12 @@ impl ResultCache {
             return Err(error);
         }
         match stale.get(key).await {
-            Some(value) => {
+            Some(value) if !value.holds_expired(SystemTime::now()) => {
                 self.metrics.cache_stale_served();
                 tracing::warn!(%error, "store unavailable; answering from an expired cache entry");
                 Ok(value)
             }
-            None => Err(error),
+            _ => Err(error),
         }
     }
 }
@@ -541,6 +619,7 @@ mod tests {
                 vector: Vec::new(),
                 payload: Payload::new(),
                 updated_at: None,
+                expires_at: None,
             },
             score: 1.0,
         }]

@@ -5,6 +5,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use tokio::sync::{OwnedRwLockWriteGuard, RwLock};
@@ -177,6 +178,10 @@ impl VectorStore for FakeStore {
     }
 
     async fn update_payload(&self, _: &str, _: PayloadUpdate) -> Result<()> {
+        Err(Error::internal("not used by these tests"))
+    }
+
+    async fn delete_expired(&self, _: &str, _: SystemTime, _: usize) -> Result<usize> {
         Err(Error::internal("not used by these tests"))
     }
 

@@ -23,7 +23,7 @@
 //! circuit, failure opens it again.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use tokio::time::Instant;
@@ -275,6 +275,18 @@ impl VectorStore for ResilientStore {
     async fn update_payload(&self, namespace: &str, update: PayloadUpdate) -> Result<()> {
         self.call("update_payload", || {
             self.inner.update_payload(namespace, update.clone())
+        })
+        .await
+    }
+
+    async fn delete_expired(
+        &self,
+        namespace: &str,
+        now: SystemTime,
+        limit: usize,
+    ) -> Result<usize> {
+        self.call("delete_expired", || {
+            self.inner.delete_expired(namespace, now, limit)
         })
         .await
     }

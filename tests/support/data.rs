@@ -57,6 +57,8 @@ pub fn memory(id: &str, vector: [f32; 4], payload: Value) -> proto::Memory {
         vector: vector.to_vec(),
         payload: Some(to_struct(payload)),
         updated_at: None,
+        expires_at: None,
+        ttl: None,
     }
 }
 
@@ -106,6 +108,7 @@ pub fn update_payload(
         ids: ids.iter().map(|id| id.to_string()).collect(),
         payload: Some(to_struct(payload)),
         replace,
+        filter: None,
     }
 }
 

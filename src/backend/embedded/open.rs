@@ -1,6 +1,6 @@
 //! Opening a namespace's engine shard: loading the one on disk and checking
 //! that it has the configured dimension and distance, or creating it with
-//! the configured index, quantization, the tenant index and, for a
+//! the configured index, quantization, the tenant and expiry indexes and, for a
 //! namespace with a `text_field`, the text vector (BM25 with IDF). A shard
 //! created before its namespace declared a text field has no text vector
 //! and serves without search by text.
@@ -10,11 +10,12 @@ use std::path::Path;
 use qdrant_edge::{
     CreateIndex, DEFAULT_VECTOR_NAME, Distance as EdgeDistance, EdgeConfigBuilder,
     EdgeOptimizersConfig, EdgeShard, EdgeSparseVectorParams, EdgeSparseVectorParamsBuilder,
-    EdgeVectorParamsBuilder, FieldIndexOperations, HnswIndexConfig, KeywordIndexParams, Modifier,
-    PayloadFieldSchema, PayloadSchemaParams, QuantizationConfig, UpdateOperation,
+    EdgeVectorParamsBuilder, FieldIndexOperations, HnswIndexConfig, IntegerIndexParams, JsonPath,
+    KeywordIndexParams, Modifier, PayloadFieldSchema, PayloadSchemaParams, QuantizationConfig,
+    UpdateOperation,
 };
 
-use crate::backend::layout::TENANT_FIELD;
+use crate::backend::layout::{EXPIRES_AT_FIELD, TENANT_FIELD};
 use crate::backend::text::TEXT_VECTOR;
 use crate::config::{Distance, NamespaceConfig, Quantization};
 
@@ -50,6 +51,7 @@ pub fn open_shard(
                 ns.distance
             );
         }
+        ensure_expiry_index(&engine)?;
         return Ok((engine, has_text));
     }
     std::fs::create_dir_all(dir)?;
@@ -98,9 +100,39 @@ pub fn open_shard(
             field_schema: Some(tenant_index),
         }),
     ))?;
+    ensure_expiry_index(&engine)?;
     engine.flush();
     tracing::info!(namespace = name, path = %dir.display(), dim = ns.dim, "namespace created");
     Ok((engine, ns.text_field.is_some()))
+}
+
+/// Gives the shard the range index on `expires_at_us` that every read's
+/// "not expired" condition and the sweeper use, if it lacks one (a shard
+/// made before memories could expire).
+fn ensure_expiry_index(engine: &EdgeShard) -> anyhow::Result<()> {
+    let field: JsonPath = EXPIRES_AT_FIELD
+        .parse()
+        .map_err(|_| anyhow::anyhow!("expiry field path"))?;
+    if engine.info().payload_schema.contains_key(&field) {
+        return Ok(());
+    }
+    let index = PayloadFieldSchema::FieldParams(PayloadSchemaParams::Integer(IntegerIndexParams {
+        r#type: Default::default(),
+        lookup: Some(false),
+        range: Some(true),
+        is_principal: None,
+        on_disk: None,
+        // Only ever filtered by range, never matched: no extra graph links.
+        enable_hnsw: Some(false),
+    }));
+    engine.update(UpdateOperation::FieldIndexOperation(
+        FieldIndexOperations::CreateIndex(CreateIndex {
+            field_name: field,
+            field_schema: Some(index),
+        }),
+    ))?;
+    engine.flush();
+    Ok(())
 }
 
 /// Whether a loaded shard holds text vectors: for a namespace with a text

@@ -4,6 +4,7 @@
 
 use qdrant_edge::external::ordered_float::OrderedFloat;
 use std::collections::HashMap;
+use std::time::SystemTime;
 
 use qdrant_edge::{
     AnyVariants, Condition as EdgeCondition, DEFAULT_VECTOR_NAME, DateTimeWrapper, DecayKind,
@@ -17,7 +18,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::backend::boost::{self, Expr};
-use crate::backend::layout::{self, ID_FIELD, TENANT_FIELD, UPDATED_AT_FIELD};
+use crate::backend::layout::{self, EXPIRES_AT_FIELD, ID_FIELD, TENANT_FIELD, UPDATED_AT_FIELD};
 use crate::backend::text::{SparseVector, TEXT_VECTOR, TextChange};
 use crate::backend::{TenantMemory, TenantSearch, TimedBoost};
 use crate::error::{Error, Result};
@@ -39,17 +40,52 @@ pub fn tenant_filter(tenant: &str, filter: &Filter) -> Result<EdgeFilter> {
     })
 }
 
-/// The filter of a search: its tenant and filter, AND "point id is none of
-/// the excluded ids" (the examples of a "more like this" search).
-pub fn search_filter(search: &TenantSearch) -> Result<EdgeFilter> {
-    let mut filter = tenant_filter(&search.tenant, &search.filter)?;
+/// What a read of `tenant` sees: [`tenant_filter`] AND "not expired at
+/// `now`".
+pub fn live_filter(tenant: &str, filter: &Filter, now: SystemTime) -> Result<EdgeFilter> {
+    let mut live = tenant_filter(tenant, filter)?;
+    live.must_not = Some(vec![expired_condition(now)?]);
+    Ok(live)
+}
+
+/// The memories of every tenant expired at `now`: what a sweep deletes.
+pub fn expired_filter(now: SystemTime) -> Result<EdgeFilter> {
+    Ok(EdgeFilter {
+        should: None,
+        min_should: None,
+        must: Some(vec![expired_condition(now)?]),
+        must_not: None,
+    })
+}
+
+/// `expires_at_us <= now`; false for a memory that never expires.
+fn expired_condition(now: SystemTime) -> Result<EdgeCondition> {
+    Ok(EdgeCondition::Field(FieldCondition::new_range(
+        json_path(EXPIRES_AT_FIELD)?,
+        Range {
+            lt: None,
+            gt: None,
+            gte: None,
+            lte: Some(OrderedFloat(layout::expired_before(now))),
+        },
+    )))
+}
+
+/// The filter of a search at `now`: what the tenant sees through its
+/// filter, AND "point id is none of the excluded ids" (the examples of a
+/// "more like this" search).
+pub fn search_filter(search: &TenantSearch, now: SystemTime) -> Result<EdgeFilter> {
+    let mut filter = live_filter(&search.tenant, &search.filter, now)?;
     if !search.exclude_ids.is_empty() {
         let excluded: HasIdCondition = search
             .exclude_ids
             .iter()
             .map(|id| PointId::Uuid(layout::point_id(&search.tenant, id)))
             .collect();
-        filter.must_not = Some(vec![EdgeCondition::HasId(excluded)]);
+        filter
+            .must_not
+            .get_or_insert_with(Vec::new)
+            .push(EdgeCondition::HasId(excluded));
     }
     Ok(filter)
 }
@@ -205,8 +241,12 @@ pub fn payload_selector(with_payload: bool) -> Result<WithPayloadInterface> {
     if with_payload {
         return Ok(WithPayloadInterface::Bool(true));
     }
-    // Without the caller's payload we still need the id and the timestamp.
-    let include = vec![json_path(ID_FIELD)?, json_path(UPDATED_AT_FIELD)?];
+    // Without the caller's payload we still need the id and the timestamps.
+    let include = vec![
+        json_path(ID_FIELD)?,
+        json_path(UPDATED_AT_FIELD)?,
+        json_path(EXPIRES_AT_FIELD)?,
+    ];
     Ok(WithPayloadInterface::Selector(PayloadSelector::Include(
         PayloadSelectorInclude::new(include),
     )))

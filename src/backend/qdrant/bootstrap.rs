@@ -2,7 +2,8 @@
 //!
 //! A missing collection is created with the namespace's config and a keyword
 //! index on the tenant field flagged `is_tenant` (Qdrant then keeps each
-//! tenant's points together). An existing one must have the configured
+//! tenant's points together), and an integer range index on the expiry field
+//! (added to an older collection too). An existing one must have the configured
 //! dimension and distance, or start-up fails naming both. Replicas starting
 //! at once may race to create it; the loser re-reads and checks it.
 //!
@@ -15,17 +16,17 @@
 
 use qdrant_client::qdrant::{
     self, CollectionInfo, CreateCollection, CreateFieldIndexCollection, FieldType,
-    GetCollectionInfoRequest, HnswConfigDiff, KeywordIndexParams, Modifier, OptimizersConfigDiff,
-    PayloadIndexParams, QuantizationType, ScalarQuantization, SparseVectorConfig,
-    SparseVectorParams, VectorParams, VectorsConfig, collections_client::CollectionsClient,
-    payload_index_params::IndexParams, points_client::PointsClient, quantization_config,
-    vectors_config,
+    GetCollectionInfoRequest, HnswConfigDiff, IntegerIndexParams, KeywordIndexParams, Modifier,
+    OptimizersConfigDiff, PayloadIndexParams, QuantizationType, ScalarQuantization,
+    SparseVectorConfig, SparseVectorParams, VectorParams, VectorsConfig,
+    collections_client::CollectionsClient, payload_index_params::IndexParams,
+    points_client::PointsClient, quantization_config, vectors_config,
 };
 use tonic::Code;
 
 use super::translate::qdrant_distance;
 use super::{QdrantStore, backend_error};
-use crate::backend::layout::TENANT_FIELD;
+use crate::backend::layout::{EXPIRES_AT_FIELD, TENANT_FIELD};
 use crate::backend::text::TEXT_VECTOR;
 use crate::config::{NamespaceConfig, Quantization};
 use crate::error::Error;
@@ -98,6 +99,34 @@ pub async fn ensure_collection(
             })
             .await?;
         tracing::info!(namespace = name, "qdrant tenant index created");
+    }
+    if !info.payload_schema.contains_key(EXPIRES_AT_FIELD) {
+        // Every read's "not expired" condition and the sweeper filter by
+        // range on it; a collection made before memories could expire
+        // gets it now.
+        let index = CreateFieldIndexCollection {
+            collection_name: collection.to_owned(),
+            wait: Some(true),
+            field_name: EXPIRES_AT_FIELD.to_owned(),
+            field_type: Some(FieldType::Integer as i32),
+            field_index_params: Some(PayloadIndexParams {
+                index_params: Some(IndexParams::IntegerIndexParams(IntegerIndexParams {
+                    lookup: Some(false),
+                    range: Some(true),
+                    // Only ever filtered by range: no extra graph links.
+                    enable_hnsw: Some(false),
+                    ..IntegerIndexParams::default()
+                })),
+            }),
+            ordering: store.ordering,
+            timeout: None,
+        };
+        store
+            .send("create_field_index", index, |peer, request| async move {
+                PointsClient::new(peer).create_field_index(request).await
+            })
+            .await?;
+        tracing::info!(namespace = name, "qdrant expiry index created");
     }
     Ok(has_text)
 }

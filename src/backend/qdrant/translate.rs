@@ -12,7 +12,9 @@ use uuid::Uuid;
 
 use super::answers;
 use crate::backend::boost::{self, Expr};
-use crate::backend::layout::{self, ID_FIELD, TENANT_FIELD, UPDATED_AT_FIELD};
+use std::time::SystemTime;
+
+use crate::backend::layout::{self, EXPIRES_AT_FIELD, ID_FIELD, TENANT_FIELD, UPDATED_AT_FIELD};
 use crate::backend::text::{SparseVector, TEXT_VECTOR};
 use crate::backend::{TenantMemory, TenantSearch, TimedBoost};
 use crate::config::{Distance, QdrantReadConsistency, WriteOrdering};
@@ -29,10 +31,35 @@ pub fn tenant_filter(tenant: &str, filter: &Filter) -> QFilter {
     QFilter::must(must)
 }
 
-/// The filter of a search: its tenant and filter, AND "point id is none of
-/// the excluded ids" (the examples of a "more like this" search).
-pub fn search_filter(search: &TenantSearch) -> QFilter {
-    let mut filter = tenant_filter(&search.tenant, &search.filter);
+/// What a read of `tenant` sees: [`tenant_filter`] AND "not expired at
+/// `now`".
+pub fn live_filter(tenant: &str, filter: &Filter, now: SystemTime) -> QFilter {
+    let mut live = tenant_filter(tenant, filter);
+    live.must_not.push(expired_condition(now));
+    live
+}
+
+/// The memories of every tenant expired at `now`: what a sweep deletes.
+pub fn expired_filter(now: SystemTime) -> QFilter {
+    QFilter::must([expired_condition(now)])
+}
+
+/// `expires_at_us <= now`; false for a memory that never expires.
+fn expired_condition(now: SystemTime) -> QCondition {
+    QCondition::range(
+        EXPIRES_AT_FIELD,
+        Range {
+            lte: Some(layout::expired_before(now)),
+            ..Range::default()
+        },
+    )
+}
+
+/// The filter of a search at `now`: what the tenant sees through its
+/// filter, AND "point id is none of the excluded ids" (the examples of a
+/// "more like this" search).
+pub fn search_filter(search: &TenantSearch, now: SystemTime) -> QFilter {
+    let mut filter = live_filter(&search.tenant, &search.filter, now);
     if !search.exclude_ids.is_empty() {
         let excluded = search
             .exclude_ids
@@ -179,9 +206,13 @@ pub fn payload_selector(with_payload: bool) -> WithPayloadSelector {
     if with_payload {
         return true.into();
     }
-    // Without the caller's payload we still need the id and the timestamp.
+    // Without the caller's payload we still need the id and the timestamps.
     qdrant::with_payload_selector::SelectorOptions::Include(qdrant::PayloadIncludeSelector {
-        fields: vec![ID_FIELD.to_owned(), UPDATED_AT_FIELD.to_owned()],
+        fields: vec![
+            ID_FIELD.to_owned(),
+            UPDATED_AT_FIELD.to_owned(),
+            EXPIRES_AT_FIELD.to_owned(),
+        ],
     })
     .into()
 }

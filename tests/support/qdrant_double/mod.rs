@@ -91,7 +91,8 @@ pub struct Collection {
     pub distance: i32,
     /// The sparse vectors it was created with, as Qdrant reports them.
     pub sparse: Option<qdrant_client::qdrant::SparseVectorConfig>,
-    pub tenant_index: AtomicBool,
+    /// The payload indexes created, by field, as Qdrant reports their type.
+    pub indexes: Mutex<HashMap<String, qdrant_client::qdrant::PayloadSchemaType>>,
     /// Held while a write is applied and flushed.
     pub writes: Mutex<()>,
     /// Written since the background indexer last found nothing to do.

@@ -16,10 +16,10 @@ use qdrant_client::qdrant::{
 use qdrant_edge::external::ordered_float::OrderedFloat;
 use qdrant_edge::{
     CountRequest, CreateIndex, Distance, EdgeConfigBuilder, EdgeSparseVectorParamsBuilder,
-    EdgeVectorParamsBuilder, FieldIndexOperations, KeywordIndexParams, Modifier,
-    PayloadFieldSchema, PayloadOps, PayloadSchemaParams, PointInsertOperations, PointOperations,
-    PointStructPersisted, PointVectorsPersisted, QueryRequest, ScrollRequest, SetPayloadOp,
-    UpdateOperation, UpdateVectorsOp, VectorOperations,
+    EdgeVectorParamsBuilder, FieldIndexOperations, IntegerIndexParams, KeywordIndexParams,
+    Modifier, PayloadFieldSchema, PayloadOps, PayloadSchemaParams, PointInsertOperations,
+    PointOperations, PointStructPersisted, PointVectorsPersisted, QueryRequest, ScrollRequest,
+    SetPayloadOp, UpdateOperation, UpdateVectorsOp, VectorOperations,
 };
 use tonic::codegen::http;
 use tonic::{Request, Response, Status};
@@ -199,16 +199,19 @@ impl Collections for Service {
         let info = self
             .with(&name, move |c| {
                 let info = c.shard.info();
-                let mut payload_schema = std::collections::HashMap::new();
-                if c.tenant_index.load(Ordering::SeqCst) {
-                    payload_schema.insert(
-                        "tenant".to_owned(),
-                        qdrant::PayloadSchemaInfo {
-                            data_type: qdrant::PayloadSchemaType::Keyword as i32,
+                let payload_schema = c
+                    .indexes
+                    .lock()
+                    .expect("lock")
+                    .iter()
+                    .map(|(field, &data_type)| {
+                        let info = qdrant::PayloadSchemaInfo {
+                            data_type: data_type as i32,
                             ..Default::default()
-                        },
-                    );
-                }
+                        };
+                        (field.clone(), info)
+                    })
+                    .collect();
                 let optimizing = indexing && c.index_pending.load(Ordering::SeqCst);
                 Ok(qdrant::CollectionInfo {
                     status: if optimizing {
@@ -294,7 +297,7 @@ impl Collections for Service {
             dim: params.size,
             distance: params.distance,
             sparse: request.sparse_vectors_config,
-            tenant_index: false.into(),
+            indexes: Mutex::default(),
             writes: Mutex::new(()),
             index_pending: false.into(),
         };
@@ -585,25 +588,44 @@ impl Points for Service {
         request: Request<qdrant::CreateFieldIndexCollection>,
     ) -> Result<Response<qdrant::PointsOperationResponse>, Status> {
         let request = request.into_inner();
-        if request.field_name != "tenant" {
-            return Err(Status::unimplemented(
-                "the Qdrant double only indexes the tenant field",
-            ));
-        }
+        let field_type = request.field_type();
+        let params = request
+            .field_index_params
+            .and_then(|params| params.index_params);
+        use qdrant::payload_index_params::IndexParams;
+        let (schema, data_type) = match (field_type, params) {
+            (qdrant::FieldType::Keyword, Some(IndexParams::KeywordIndexParams(params))) => (
+                PayloadSchemaParams::Keyword(KeywordIndexParams {
+                    r#type: Default::default(),
+                    is_tenant: params.is_tenant,
+                    on_disk: None,
+                    enable_hnsw: params.enable_hnsw,
+                }),
+                qdrant::PayloadSchemaType::Keyword,
+            ),
+            (qdrant::FieldType::Integer, Some(IndexParams::IntegerIndexParams(params))) => (
+                PayloadSchemaParams::Integer(IntegerIndexParams {
+                    r#type: Default::default(),
+                    lookup: params.lookup,
+                    range: params.range,
+                    is_principal: params.is_principal,
+                    on_disk: None,
+                    enable_hnsw: params.enable_hnsw,
+                }),
+                qdrant::PayloadSchemaType::Integer,
+            ),
+            (field_type, _) => {
+                return Err(Status::unimplemented(format!(
+                    "the Qdrant double does not index {field_type:?} fields this way"
+                )));
+            }
+        };
+        let field = request.field_name;
         let result = self
-            .with(&request.collection_name, |c| {
-                let schema = PayloadFieldSchema::FieldParams(PayloadSchemaParams::Keyword(
-                    KeywordIndexParams {
-                        r#type: Default::default(),
-                        is_tenant: Some(true),
-                        on_disk: None,
-                        enable_hnsw: None,
-                    },
-                ));
-                let field_name = "tenant".parse().map_err(|_| Status::internal("path"))?;
+            .with(&request.collection_name, move |c| {
                 let index = CreateIndex {
-                    field_name,
-                    field_schema: Some(schema),
+                    field_name: field.parse().map_err(|_| Status::internal("path"))?,
+                    field_schema: Some(PayloadFieldSchema::FieldParams(schema)),
                 };
                 let result = apply(
                     c,
@@ -611,7 +633,7 @@ impl Points for Service {
                         FieldIndexOperations::CreateIndex(index),
                     )],
                 )?;
-                c.tenant_index.store(true, Ordering::SeqCst);
+                c.indexes.lock().expect("lock").insert(field, data_type);
                 Ok(result)
             })
             .await?;
