@@ -1,8 +1,8 @@
-//! Assembles the service: opens the store, builds the core, and serves gRPC
-//! and HTTP until told to stop, then shuts down in the order a load balancer
-//! needs: readiness off, still serving for `server.shutdown_delay_ms`,
-//! listeners drained (bounded by `server.shutdown_grace_ms`), storage
-//! flushed.
+//! Assembles the service: opens the store, builds the core, starts the
+//! expiry sweeper, and serves gRPC and HTTP until told to stop, then shuts
+//! down in the order a load balancer needs: readiness off, still serving for
+//! `server.shutdown_delay_ms`, listeners drained (bounded by
+//! `server.shutdown_grace_ms`), the sweeper stopped, storage flushed.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
