@@ -6,6 +6,9 @@
 //! 6 shards, 3 replicas, write consistency 2, read consistency 1, medium
 //! write ordering.
 //!
+//! On the same topology, memories that expire are unread on every shard
+//! from their expiry on, and the sweeper deletes them all from the cluster.
+//!
 //! Runs when `QDRANT_BIN` names a Qdrant server binary at build time;
 //! otherwise each case is ignored with the reason. `tests/failover.rs`
 //! covers the same ground against the double in CI.
@@ -19,11 +22,15 @@ fn qdrant_cluster() {}
 
 #[cfg(qdrant_bin)]
 mod qdrant_cluster {
-    use std::time::Duration;
+    use std::time::{Duration, SystemTime};
 
+    use serde_json::json;
+    use vecmem::proto;
+
+    use super::support::data::{count, get, memory, upsert};
     use super::support::load::Load;
     use super::support::qdrant_real::{QdrantCluster, binary};
-    use super::support::start_in_front_of_qdrant;
+    use super::support::{eventually, http_get, metric, start_in_front_of_qdrant};
 
     const CLIENTS: usize = 16;
     const CALLS_PER_CLIENT: usize = 4000;
@@ -81,5 +88,115 @@ mod qdrant_cluster {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn killing_another_node_loses_nothing_acknowledged() {
         kill_one_of_three_under_load(2).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn expired_memories_are_unread_on_every_shard_and_swept_from_the_cluster() {
+        const TENANTS: [&str; 3] = ["t0", "t1", "t2"];
+        const EACH: usize = 40;
+        let binary = binary().expect("QDRANT_BIN was set at build time");
+        let cluster = QdrantCluster::start(&binary, 3).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut env = TOPOLOGY.to_vec();
+        env.push(("VECMEM__EXPIRY__SWEEP_INTERVAL_MS", "200"));
+        env.push(("VECMEM__EXPIRY__SWEEP_BATCH", "7"));
+        let server = start_in_front_of_qdrant(&cluster.urls(), dir.path(), &env);
+        let mut client = server.memory().await;
+
+        // Per tenant, EACH memories that last and EACH with a 1 s TTL: their
+        // point ids spread over the 6 shards.
+        let mut expires_at = SystemTime::UNIX_EPOCH;
+        for tenant in TENANTS {
+            let memories = (0..2 * EACH)
+                .map(|i| {
+                    let mut m = memory(&format!("m{i}"), [1.0, i as f32, 0.0, 1.0], json!({}));
+                    if i % 2 == 1 {
+                        m.ttl = Some(pbjson_types::Duration {
+                            seconds: 1,
+                            nanos: 0,
+                        });
+                    }
+                    m
+                })
+                .collect();
+            client
+                .upsert(upsert(tenant, memories))
+                .await
+                .expect("upsert");
+            let found = client
+                .get(get(tenant, &["m1"]))
+                .await
+                .expect("get")
+                .into_inner()
+                .memories;
+            let at = found[0].expires_at.as_ref().expect("m1 expires");
+            let at = SystemTime::UNIX_EPOCH + Duration::new(at.seconds as u64, at.nanos as u32);
+            expires_at = expires_at.max(at + Duration::from_millis(5));
+        }
+        let passed = eventually(Duration::from_secs(30), async || {
+            SystemTime::now() > expires_at
+        })
+        .await;
+        assert!(passed, "the clock passed the expiry");
+
+        for tenant in TENANTS {
+            let counted = client
+                .count(count(tenant, None))
+                .await
+                .expect("count")
+                .into_inner()
+                .count;
+            assert_eq!(
+                counted, EACH as u64,
+                "{tenant}: only the lasting are counted"
+            );
+            let ids: Vec<String> = (0..2 * EACH).map(|i| format!("m{i}")).collect();
+            let names: Vec<&str> = ids.iter().map(String::as_str).collect();
+            let found = client
+                .get(get(tenant, &names))
+                .await
+                .expect("get")
+                .into_inner();
+            assert!(
+                found.memories.iter().all(|m| m.expires_at.is_none()),
+                "{tenant}: an expired memory was read"
+            );
+            assert_eq!(found.missing_ids.len(), EACH, "{tenant}");
+            let hits = client
+                .search(proto::SearchRequest {
+                    namespace: super::support::NS.into(),
+                    tenant: tenant.into(),
+                    vector: vec![1.0, 1.0, 0.0, 1.0],
+                    limit: 100,
+                    ..Default::default()
+                })
+                .await
+                .expect("search")
+                .into_inner()
+                .hits;
+            assert_eq!(hits.len(), EACH, "{tenant}: only the lasting are hits");
+        }
+
+        // Every expired memory deleted, in deletes of at most 7, and no other.
+        let metrics_url = format!("http://{}/metrics", server.http_addr);
+        let all = (TENANTS.len() * EACH) as f64;
+        let swept = eventually(Duration::from_secs(60), async || {
+            let (_, exposition) = http_get(&metrics_url).await;
+            metric(&exposition, "vecmem_expired_deleted_total") >= all
+        })
+        .await;
+        assert!(swept, "the sweeper deleted every expired memory");
+        let (_, exposition) = http_get(&metrics_url).await;
+        assert_eq!(metric(&exposition, "vecmem_expired_deleted_total"), all);
+        assert_eq!(metric(&exposition, "vecmem_sweep_errors_total"), 0.0);
+        for tenant in TENANTS {
+            let counted = client
+                .count(count(tenant, None))
+                .await
+                .expect("count")
+                .into_inner()
+                .count;
+            assert_eq!(counted, EACH as u64, "{tenant}: the lasting stay");
+        }
     }
 }
