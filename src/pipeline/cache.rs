@@ -640,6 +640,60 @@ mod tests {
         }
     }
 
+    /// An answer whose one hit expires at `expires_at`.
+    fn expiring(id: &str, expires_at: SystemTime) -> Vec<ScoredMemory> {
+        let mut hits = answer(id);
+        hits[0].memory.expires_at = Some(expires_at);
+        hits
+    }
+
+    #[tokio::test]
+    async fn an_answer_holding_an_expired_memory_is_never_served_again() {
+        let cache = cache(false);
+        let runs = AtomicUsize::new(0);
+        let expired = SystemTime::now() - Duration::from_millis(1);
+        let load = || {
+            runs.fetch_add(1, Ordering::SeqCst);
+            std::future::ready(Ok(expiring("gone", expired)))
+        };
+        for _ in 0..3 {
+            let key = cache.search_key("ns", &search("t", 1.0));
+            cache
+                .get_or_load(|| key, ReadConsistency::Cached, load)
+                .await
+                .expect("served");
+        }
+        // Each read found no entry it could serve and loaded again: the
+        // store, not the cache, decides whether an expired memory is hit.
+        assert_eq!(runs.load(Ordering::SeqCst), 3 * 2);
+    }
+
+    #[tokio::test]
+    async fn an_answer_whose_memories_expire_later_is_cached_until_then() {
+        let cache = cache(false);
+        let runs = AtomicUsize::new(0);
+        let later = SystemTime::now() + Duration::from_secs(3600);
+        let load = || {
+            runs.fetch_add(1, Ordering::SeqCst);
+            std::future::ready(Ok(expiring("lasting", later)))
+        };
+        for _ in 0..3 {
+            let key = cache.search_key("ns", &search("t", 1.0));
+            cache
+                .get_or_load(|| key, ReadConsistency::Cached, load)
+                .await
+                .expect("served");
+        }
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        let entry = Entry::Hits(expiring("lasting", later));
+        let lifetime = Lifetime {
+            ttl: Duration::from_secs(60),
+        };
+        assert_eq!(lifetime.of(&entry), Duration::from_secs(60));
+        let soon = Entry::Hits(expiring("soon", SystemTime::now() + Duration::from_secs(5)));
+        assert!(lifetime.of(&soon) <= Duration::from_secs(5));
+    }
+
     #[tokio::test]
     async fn a_repeated_search_is_answered_from_the_cache() {
         let cache = cache(false);
