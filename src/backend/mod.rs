@@ -7,6 +7,9 @@
 //! without a second API. Inputs are already validated by the core; a backend
 //! only translates and executes. Every call is confined to the tenants named
 //! in its items: a backend adds the tenant condition to every read and write.
+//! Every read also leaves out the memories expired at the time of the call
+//! (by condition in the query, or for a get by id after it), the same way
+//! on every backend ([`layout`]).
 
 use std::collections::HashMap;
 use std::hash::Hash;
