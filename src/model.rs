@@ -310,6 +310,19 @@ pub struct UpdatePayloadRequest {
     pub target: UpdateTarget,
     pub payload: Payload,
     pub replace: bool,
+    pub expiry: ExpiryChange,
+}
+
+/// What a payload update does to the memories' expiry.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum ExpiryChange {
+    /// Each keeps its own.
+    #[default]
+    Keep,
+    /// All expire at this time.
+    At(SystemTime),
+    /// None expires.
+    Never,
 }
 
 /// Which of the tenant's memories a payload update changes.

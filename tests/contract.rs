@@ -460,6 +460,7 @@ async fn update_payload_merges_or_replaces_and_reports_missing_ids(backend: Back
         payload: Some(to_struct(payload)),
         replace,
         filter: None,
+        expiry: None,
     };
     let merged = client
         .update_payload(update(
@@ -1430,6 +1431,7 @@ async fn tenants_never_see_each_others_memories(backend: Backend) {
         payload: Some(to_struct(json!({"text": "overwritten"}))),
         replace: true,
         filter: None,
+        expiry: None,
     };
     assert_eq!(
         client
@@ -1509,6 +1511,7 @@ async fn write_acknowledged_history(server: &TestServer, n: usize) -> Vec<String
         payload: Some(to_struct(json!({"edited": true, "text": "edited words"}))),
         replace: false,
         filter: None,
+        expiry: None,
     };
     client
         .update_payload(merge)
@@ -1841,6 +1844,7 @@ fn malformed_requests() -> Vec<Malformed> {
                 payload: Some(to_struct(json!({"text": 3}))),
                 replace: false,
                 filter: None,
+                expiry: None,
             }),
         ),
         bad(

@@ -49,6 +49,7 @@ fn update(tenant: &str, ids: &[&str], payload: serde_json::Value) -> proto::Upda
         payload: Some(to_struct(payload)),
         replace: false,
         filter: None,
+        expiry: None,
     }
 }
 

@@ -106,6 +106,7 @@ async fn merge(client: &mut Client, id: &str, patch: Value, expected: &mut Expec
             payload: Some(to_struct(patch.clone())),
             replace: false,
             filter: None,
+            expiry: None,
         })
         .await
         .expect("acknowledged merge");

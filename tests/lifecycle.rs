@@ -471,6 +471,68 @@ async fn a_namespace_default_ttl_applies_to_memories_without_their_own(backend: 
         .memories;
     assert!(expiry(&replaced[0]) < at - Duration::from_secs(3600));
 
+    // UpdatePayload moves the expiry, alone or with a payload change: a ttl
+    // from now, a time, or never.
+    use proto::update_payload_request::Expiry;
+    let mut touch = update_payload("t", &["default"], json!({}), false);
+    touch.expiry = Some(Expiry::Ttl(seconds(7200)));
+    let sent = SystemTime::now();
+    client.update_payload(touch).await.expect("touch");
+    let touched = client
+        .get(get("t", &["default"]))
+        .await
+        .expect("get")
+        .into_inner()
+        .memories;
+    let new_expiry = expiry(&touched[0]);
+    assert!(
+        new_expiry >= sent + Duration::from_secs(7200) - Duration::from_millis(1)
+            && new_expiry <= SystemTime::now() + Duration::from_secs(7200),
+        "a ttl counts from the update"
+    );
+    assert_eq!(
+        from_struct(touched[0].payload.as_ref().expect("payload")),
+        json!({"n": 2.0}),
+        "an empty merge leaves the payload as it was"
+    );
+    let mut pin = update_payload("t", &["default"], json!({"n": 3}), false);
+    let pinned_at = SystemTime::now() + Duration::from_secs(5000);
+    pin.expiry = Some(Expiry::ExpiresAt(timestamp(pinned_at)));
+    client.update_payload(pin).await.expect("pin");
+    let mut forever = update_payload("t", &["own"], json!({}), false);
+    forever.expiry = Some(Expiry::NeverExpire(true));
+    client.update_payload(forever).await.expect("never");
+    let found = client
+        .get(get("t", &["default", "own"]))
+        .await
+        .expect("get")
+        .into_inner()
+        .memories;
+    assert_eq!(micros(expiry(&found[0])), micros(pinned_at));
+    assert_eq!(found[1].expires_at, None, "own never expires now");
+    for (expiry, field) in [
+        (Expiry::Ttl(seconds(0)), "ttl"),
+        (Expiry::NeverExpire(false), "never_expire"),
+        (
+            Expiry::ExpiresAt(timestamp(SystemTime::now() - Duration::from_secs(1))),
+            "expires_at",
+        ),
+    ] {
+        let mut request = update_payload("t", &["default"], json!({}), false);
+        request.expiry = Some(expiry);
+        let status = client
+            .update_payload(request)
+            .await
+            .expect_err("invalid expiry");
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        let details = status.get_error_details();
+        let fields: Vec<_> = details
+            .bad_request()
+            .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
+            .unwrap_or_default();
+        assert_eq!(fields, [field], "{status:?}");
+    }
+
     // Another namespace without a default keeps memories forever.
     let mut forever = upsert("t", vec![memory("m", [1.0; 4], json!({}))]);
     forever.namespace = "plain".into();

@@ -14,7 +14,7 @@ use serde_json::{Number, Value};
 use crate::core::NamespaceInfo;
 use crate::error::Error;
 use crate::model::{
-    self, AnyOf, Bounds, Condition, DeleteSelector, FieldTest, MatchValue, Payload,
+    self, AnyOf, Bounds, Condition, DeleteSelector, ExpiryChange, FieldTest, MatchValue, Payload,
     ReadConsistency, UpdateTarget, Violations, join,
 };
 use crate::proto;
@@ -368,9 +368,23 @@ impl TryFrom<proto::UpdatePayloadRequest> for model::UpdatePayloadRequest {
             payload,
             replace,
             filter,
+            expiry,
         } = req;
         let mut violations = Violations::new();
         let payload = payload_from_proto(payload, "payload", &mut violations);
+        use proto::update_payload_request::Expiry;
+        let expiry = match expiry {
+            None => ExpiryChange::Keep,
+            Some(Expiry::NeverExpire(true)) => ExpiryChange::Never,
+            Some(Expiry::NeverExpire(false)) => {
+                violations.add("never_expire", "must be true when set");
+                ExpiryChange::Keep
+            }
+            Some(Expiry::ExpiresAt(at)) => expiry_from_proto(Some(at), None, "", &mut violations)
+                .map_or(ExpiryChange::Keep, ExpiryChange::At),
+            Some(Expiry::Ttl(ttl)) => expiry_from_proto(None, Some(ttl), "", &mut violations)
+                .map_or(ExpiryChange::Keep, ExpiryChange::At),
+        };
         let target = match (ids.is_empty(), filter) {
             (true, None) => {
                 return Err(Error::invalid("ids", "set ids, or a filter"));
@@ -389,6 +403,7 @@ impl TryFrom<proto::UpdatePayloadRequest> for model::UpdatePayloadRequest {
             target,
             payload,
             replace,
+            expiry,
         })
     }
 }

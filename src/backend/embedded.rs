@@ -355,23 +355,28 @@ impl VectorStore for EmbeddedStore {
             .map(|id| layout::point_id(&update.tenant, id))
             .collect();
         let filter = tenant_ids_filter(&update.tenant, &ids)?;
-        let operations = layout::payload_writes(update.payload, update.replace, update.updated_at)
-            .into_iter()
-            .map(|write| {
-                let key = write
-                    .key
-                    .map(|k| k.parse().map_err(|_| Error::internal("payload field path")))
-                    .transpose()?;
-                Ok(UpdateOperation::PayloadOperation(PayloadOps::SetPayload(
-                    SetPayloadOp {
-                        payload: qdrant_edge::Payload(write.fields.into_iter().collect()),
-                        points: None,
-                        filter: Some(filter.clone()),
-                        key,
-                    },
-                )))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let operations = layout::payload_writes(
+            update.payload,
+            update.replace,
+            update.updated_at,
+            update.expiry,
+        )
+        .into_iter()
+        .map(|write| {
+            let key = write
+                .key
+                .map(|k| k.parse().map_err(|_| Error::internal("payload field path")))
+                .transpose()?;
+            Ok(UpdateOperation::PayloadOperation(PayloadOps::SetPayload(
+                SetPayloadOp {
+                    payload: qdrant_edge::Payload(write.fields.into_iter().collect()),
+                    points: None,
+                    filter: Some(filter.clone()),
+                    key,
+                },
+            )))
+        })
+        .collect::<Result<Vec<_>>>()?;
         let ids: Vec<_> = ids.into_iter().map(PointId::Uuid).collect();
         let text = match update.text {
             _ if !self.shard(namespace)?.has_text => TextChange::Keep,

@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::model::{Memory, Payload};
+use crate::model::{ExpiryChange, Memory, Payload};
 
 /// Payload field holding the owning tenant (indexed, `is_tenant`).
 pub const TENANT_FIELD: &str = "tenant";
@@ -101,32 +101,41 @@ pub struct PayloadWrite {
 
 /// The set-payload writes that apply a payload change, the same for every
 /// backend: a merge sets the caller's keys inside `payload` (keeping the
-/// others) and bumps `updated_at_us`; a replace sets `payload` whole.
+/// others) and bumps `updated_at_us`; a replace sets `payload` whole. A
+/// new expiry is set beside `updated_at_us`; "never" sets it to null, which
+/// no expiry condition matches (as if absent).
 pub fn payload_writes(
     payload: Payload,
     replace: bool,
     updated_at: SystemTime,
+    expiry: ExpiryChange,
 ) -> Vec<PayloadWrite> {
     let mut top_level = Payload::new();
     top_level.insert(UPDATED_AT_FIELD.into(), Value::from(to_micros(updated_at)));
+    match expiry {
+        ExpiryChange::Keep => {}
+        ExpiryChange::At(at) => {
+            top_level.insert(EXPIRES_AT_FIELD.into(), Value::from(to_micros(at)));
+        }
+        ExpiryChange::Never => {
+            top_level.insert(EXPIRES_AT_FIELD.into(), Value::Null);
+        }
+    }
+    let mut writes = Vec::with_capacity(2);
     if replace {
         top_level.insert(PAYLOAD_FIELD.into(), Value::Object(payload));
-        vec![PayloadWrite {
-            fields: top_level,
-            key: None,
-        }]
-    } else {
-        vec![
-            PayloadWrite {
-                fields: payload,
-                key: Some(PAYLOAD_FIELD),
-            },
-            PayloadWrite {
-                fields: top_level,
-                key: None,
-            },
-        ]
+    } else if !payload.is_empty() {
+        // A merge of no keys (an update of the expiry alone) writes none.
+        writes.push(PayloadWrite {
+            fields: payload,
+            key: Some(PAYLOAD_FIELD),
+        });
     }
+    writes.push(PayloadWrite {
+        fields: top_level,
+        key: None,
+    });
+    writes
 }
 
 /// Rebuilds a memory from a stored payload. Returns `None` for a point that

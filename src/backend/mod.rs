@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use crate::error::Result;
-use crate::model::{Boost, DeleteSelector, Filter, Memory, Payload, ScoredMemory};
+use crate::model::{Boost, DeleteSelector, ExpiryChange, Filter, Memory, Payload, ScoredMemory};
 
 pub mod boost;
 pub mod embedded;
@@ -111,6 +111,8 @@ pub struct PayloadUpdate {
     pub updated_at: SystemTime,
     /// What the change does to the memories' text vector.
     pub text: TextChange,
+    /// What it does to their expiry.
+    pub expiry: ExpiryChange,
 }
 
 /// Size and index state of a namespace.

@@ -602,16 +602,21 @@ impl VectorStore for QdrantStore {
             }
             _ => None,
         };
-        let payload = layout::payload_writes(update.payload, update.replace, update.updated_at)
-            .into_iter()
-            .map(|write| {
-                update::Operation::SetPayload(update::SetPayload {
-                    payload: translate::to_qdrant_payload(write.fields),
-                    points_selector: selector(filter.clone()),
-                    shard_key_selector: None,
-                    key: write.key.map(str::to_owned),
-                })
-            });
+        let payload = layout::payload_writes(
+            update.payload,
+            update.replace,
+            update.updated_at,
+            update.expiry,
+        )
+        .into_iter()
+        .map(|write| {
+            update::Operation::SetPayload(update::SetPayload {
+                payload: translate::to_qdrant_payload(write.fields),
+                points_selector: selector(filter.clone()),
+                shard_key_selector: None,
+                key: write.key.map(str::to_owned),
+            })
+        });
         let operations = text.into_iter().chain(payload).map(operation).collect();
         self.update_batch(namespace, operations).await
     }

@@ -19,7 +19,9 @@ use crate::auth::Caller;
 use crate::backend::text::TextChange;
 use crate::backend::{PayloadUpdate, ScrollQuery};
 use crate::error::Result;
-use crate::model::{Filter, Payload, UpdatePayloadRequest, UpdatePayloadResult, UpdateTarget};
+use crate::model::{
+    ExpiryChange, Filter, Payload, UpdatePayloadRequest, UpdatePayloadResult, UpdateTarget,
+};
 
 use super::Core;
 
@@ -30,6 +32,7 @@ struct Change<'a> {
     payload: Payload,
     replace: bool,
     text: TextChange,
+    expiry: ExpiryChange,
 }
 
 impl Core {
@@ -47,6 +50,7 @@ impl Core {
             target,
             payload,
             replace,
+            expiry,
         } = req;
         let text = self
             .text_index(&namespace)
@@ -57,6 +61,7 @@ impl Core {
             payload,
             replace,
             text,
+            expiry,
         };
         match target {
             UpdateTarget::Ids(ids) => {
@@ -118,6 +123,7 @@ impl Core {
             replace: change.replace,
             updated_at: SystemTime::now(),
             text: change.text.clone(),
+            expiry: change.expiry,
         };
         let updated = self.store.update_payload(change.namespace, update).await;
         self.cache.written(change.namespace, change.tenant);

@@ -9,8 +9,8 @@ use std::time::SystemTime;
 use serde_json::Value;
 
 use super::{
-    AnyOf, Boost, Condition, CountRequest, DeleteRequest, DeleteSelector, FieldTest, Filter,
-    Fusion, GetRequest, Like, MAX_ID_BYTES, MAX_TENANT_BYTES, Payload, ScrollRequest,
+    AnyOf, Boost, Condition, CountRequest, DeleteRequest, DeleteSelector, ExpiryChange, FieldTest,
+    Filter, Fusion, GetRequest, Like, MAX_ID_BYTES, MAX_TENANT_BYTES, Payload, ScrollRequest,
     SearchGroupsRequest, SearchQuery, SearchRequest, UpdatePayloadRequest, UpdateTarget,
     UpsertRequest,
 };
@@ -211,6 +211,14 @@ impl<'a> Validator<'a> {
         }
         self.payload("payload", &req.payload);
         self.text_field_value("payload", &req.payload);
+        if let ExpiryChange::At(at) = req.expiry
+            && at <= SystemTime::now()
+        {
+            self.violations.add(
+                "expires_at",
+                "must lie in the future (to remove memories now, delete them)",
+            );
+        }
     }
 
     /// The effective limit of a search or scroll (0 means the default).

@@ -109,6 +109,7 @@ pub fn update_payload(
         payload: Some(to_struct(payload)),
         replace,
         filter: None,
+        expiry: None,
     }
 }
 
