@@ -79,56 +79,62 @@ pub async fn ensure_collection(
     check_shape(name, collection, ns, &info)?;
     let has_text = check_text(name, collection, ns, &info)?;
     if !info.payload_schema.contains_key(TENANT_FIELD) {
-        let index = CreateFieldIndexCollection {
-            collection_name: collection.to_owned(),
-            wait: Some(true),
-            field_name: TENANT_FIELD.to_owned(),
-            field_type: Some(FieldType::Keyword as i32),
-            field_index_params: Some(PayloadIndexParams {
-                index_params: Some(IndexParams::KeywordIndexParams(KeywordIndexParams {
-                    is_tenant: Some(true),
-                    ..KeywordIndexParams::default()
-                })),
-            }),
-            ordering: store.ordering,
-            timeout: None,
-        };
-        store
-            .send("create_field_index", index, |peer, request| async move {
-                PointsClient::new(peer).create_field_index(request).await
-            })
-            .await?;
+        let tenant = IndexParams::KeywordIndexParams(KeywordIndexParams {
+            is_tenant: Some(true),
+            ..KeywordIndexParams::default()
+        });
+        create_index(store, collection, TENANT_FIELD, FieldType::Keyword, tenant).await?;
         tracing::info!(namespace = name, "qdrant tenant index created");
     }
     if !info.payload_schema.contains_key(EXPIRES_AT_FIELD) {
         // Every read's "not expired" condition and the sweeper filter by
         // range on it; a collection made before memories could expire
         // gets it now.
-        let index = CreateFieldIndexCollection {
-            collection_name: collection.to_owned(),
-            wait: Some(true),
-            field_name: EXPIRES_AT_FIELD.to_owned(),
-            field_type: Some(FieldType::Integer as i32),
-            field_index_params: Some(PayloadIndexParams {
-                index_params: Some(IndexParams::IntegerIndexParams(IntegerIndexParams {
-                    lookup: Some(false),
-                    range: Some(true),
-                    // Only ever filtered by range: no extra graph links.
-                    enable_hnsw: Some(false),
-                    ..IntegerIndexParams::default()
-                })),
-            }),
-            ordering: store.ordering,
-            timeout: None,
-        };
-        store
-            .send("create_field_index", index, |peer, request| async move {
-                PointsClient::new(peer).create_field_index(request).await
-            })
-            .await?;
+        let expiry = IndexParams::IntegerIndexParams(IntegerIndexParams {
+            lookup: Some(false),
+            range: Some(true),
+            // Only ever filtered by range: no extra graph links.
+            enable_hnsw: Some(false),
+            ..IntegerIndexParams::default()
+        });
+        create_index(
+            store,
+            collection,
+            EXPIRES_AT_FIELD,
+            FieldType::Integer,
+            expiry,
+        )
+        .await?;
         tracing::info!(namespace = name, "qdrant expiry index created");
     }
     Ok(has_text)
+}
+
+/// Creates a payload index on `field` and waits until it is built.
+async fn create_index(
+    store: &QdrantStore,
+    collection: &str,
+    field: &str,
+    field_type: FieldType,
+    params: IndexParams,
+) -> Result<(), BootstrapError> {
+    let index = CreateFieldIndexCollection {
+        collection_name: collection.to_owned(),
+        wait: Some(true),
+        field_name: field.to_owned(),
+        field_type: Some(field_type as i32),
+        field_index_params: Some(PayloadIndexParams {
+            index_params: Some(params),
+        }),
+        ordering: store.ordering,
+        timeout: None,
+    };
+    store
+        .send("create_field_index", index, |peer, request| async move {
+            PointsClient::new(peer).create_field_index(request).await
+        })
+        .await?;
+    Ok(())
 }
 
 /// The collection's info, or `None` if it does not exist.
