@@ -63,6 +63,15 @@ fn timestamp(t: SystemTime) -> pbjson_types::Timestamp {
     }
 }
 
+/// The fields an INVALID_ARGUMENT's field violations name.
+fn violated_fields(status: &tonic::Status) -> Vec<String> {
+    status
+        .get_error_details()
+        .bad_request()
+        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
+        .unwrap_or_default()
+}
+
 /// Where an answer lies relative to the memory's expiry.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Phase {
@@ -525,11 +534,7 @@ async fn a_namespace_default_ttl_applies_to_memories_without_their_own(backend: 
             .await
             .expect_err("invalid expiry");
         assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-        let details = status.get_error_details();
-        let fields: Vec<_> = details
-            .bad_request()
-            .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
-            .unwrap_or_default();
+        let fields = violated_fields(&status);
         assert_eq!(fields, [field], "{status:?}");
     }
 
@@ -572,11 +577,7 @@ async fn expiries_that_make_no_sense_are_invalid_and_write_nothing(backend: Back
             .await
             .expect_err(&id);
         assert_eq!(status.code(), Code::InvalidArgument, "{id}: {status:?}");
-        let details = status.get_error_details();
-        let fields: Vec<_> = details
-            .bad_request()
-            .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
-            .unwrap_or_default();
+        let fields = violated_fields(&status);
         assert_eq!(fields, [field], "{id}: {status:?}");
     }
     let found = client
@@ -769,11 +770,7 @@ async fn update_payload_by_filter_updates_each_match_of_the_tenant_once(backend:
             .await
             .expect_err("invalid update");
         assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-        let details = status.get_error_details();
-        let fields: Vec<_> = details
-            .bad_request()
-            .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
-            .unwrap_or_default();
+        let fields = violated_fields(&status);
         assert_eq!(fields, [field], "{status:?}");
     }
     assert_eq!(
