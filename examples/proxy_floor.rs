@@ -119,6 +119,22 @@ impl MemoryService for Floor {
     ) -> Result<Response<UpdatePayloadResponse>, Status> {
         unimplemented()
     }
+
+    async fn import(
+        &self,
+        _: Request<tonic::Streaming<ImportRequest>>,
+    ) -> Result<Response<ImportResponse>, Status> {
+        unimplemented()
+    }
+
+    type ExportStream = futures::stream::Empty<Result<ExportResponse, Status>>;
+
+    async fn export(
+        &self,
+        _: Request<ExportRequest>,
+    ) -> Result<Response<Self::ExportStream>, Status> {
+        unimplemented()
+    }
 }
 
 fn main() -> anyhow::Result<()> {

@@ -17,7 +17,7 @@ use crate::backend::{
 use crate::config::{Config, Distance, Limits, NamespaceConfig};
 use crate::error::{Error, Result};
 use crate::model::{
-    Access, CountRequest, DeleteRequest, GetRequest, GetResult, ScoredMemory, ScrollPage,
+    Access, CountRequest, DeleteRequest, GetRequest, GetResult, Memory, ScoredMemory, ScrollPage,
     ScrollRequest, SearchRequest, Served, UpsertRequest, Validator, join,
 };
 use crate::pipeline::Pipeline;
@@ -25,11 +25,14 @@ use crate::pipeline::admission::TenantRates;
 use crate::pipeline::cache::ResultCache;
 
 mod admit;
+mod export;
 mod groups;
+mod import;
 mod search;
 mod update;
 
 pub use admit::Admissible;
+pub use import::Importer;
 use search::PlannedSearch;
 
 /// What `DescribeNamespace` reports.
@@ -119,26 +122,15 @@ impl Core {
             tenant,
             memories,
         } = req;
-        let text = self.text_index(&namespace);
-        let default_ttl = self
-            .namespaces
-            .get(&namespace)
-            .and_then(|ns| ns.default_ttl);
         let items: Vec<TenantMemory> = memories
             .into_iter()
-            .map(|mut memory| {
-                if memory.id.is_empty() {
-                    memory.id = Uuid::now_v7().to_string();
-                }
-                memory.updated_at = Some(now);
-                if memory.expires_at.is_none() {
-                    memory.expires_at = default_ttl.and_then(|ttl| now.checked_add(ttl));
-                }
-                TenantMemory {
-                    tenant: tenant.clone(),
-                    text: text.and_then(|text| text.document(&memory.payload)),
-                    memory,
-                }
+            .map(|memory| {
+                // Upsert sets `updated_at`, whatever the client sent.
+                let memory = Memory {
+                    updated_at: None,
+                    ..memory
+                };
+                self.to_store(&namespace, &tenant, memory, now)
             })
             .collect();
         let ids = items.iter().map(|item| item.memory.id.clone()).collect();
@@ -146,6 +138,34 @@ impl Core {
         self.cache.written(&namespace, &tenant);
         written?;
         Ok(ids)
+    }
+
+    /// A memory as the store writes it, as of `now`: with an id (a new
+    /// UUIDv7 if it has none), `updated_at` (now, unless it has one), the
+    /// namespace's default expiry (unless it has one), and the BM25 vector
+    /// of its text.
+    fn to_store(
+        &self,
+        namespace: &str,
+        tenant: &str,
+        mut memory: Memory,
+        now: SystemTime,
+    ) -> TenantMemory {
+        if memory.id.is_empty() {
+            memory.id = Uuid::now_v7().to_string();
+        }
+        memory.updated_at.get_or_insert(now);
+        if memory.expires_at.is_none() {
+            let default_ttl = self.namespaces.get(namespace).and_then(|ns| ns.default_ttl);
+            memory.expires_at = default_ttl.and_then(|ttl| now.checked_add(ttl));
+        }
+        TenantMemory {
+            tenant: tenant.to_owned(),
+            text: self
+                .text_index(namespace)
+                .and_then(|text| text.document(&memory.payload)),
+            memory,
+        }
     }
 
     pub async fn search(

@@ -8,6 +8,8 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
+use crate::error::FieldViolation;
+
 mod validation;
 
 pub use validation::{Validator, Violations, join};
@@ -294,6 +296,44 @@ pub struct ScrollPage {
     pub memories: Vec<Memory>,
     /// Empty on the last page.
     pub next_page_token: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ExportRequest {
+    pub namespace: String,
+    pub tenant: String,
+    pub filter: Filter,
+    /// Memories per page; 0 means the configured default.
+    pub page_size: u32,
+}
+
+/// Where an Import stream writes, from its first message.
+#[derive(Debug, Clone)]
+pub struct ImportTarget {
+    pub namespace: String,
+    pub tenant: String,
+    /// Skip invalid memories instead of failing the stream at the first.
+    pub skip_invalid: bool,
+}
+
+/// What an Import stream did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ImportSummary {
+    pub imported: u64,
+    pub rejected: u64,
+    pub expired: u64,
+    /// The first rejections, in stream order.
+    pub rejections: Vec<ImportRejection>,
+}
+
+/// An invalid memory an Import stream skipped.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImportRejection {
+    /// From 0, across the stream.
+    pub position: u64,
+    pub id: String,
+    /// Fields named `memories[POSITION].FIELD`.
+    pub violations: Vec<FieldViolation>,
 }
 
 #[derive(Debug, Clone)]

@@ -4,11 +4,15 @@
 //! with the message's proto3 JSON form. So an RPC behaves identically on both
 //! transports by construction.
 
-use crate::api::convert::{search_batch_from_proto, search_groups_response, search_response};
+use futures::{Stream, StreamExt};
+
+use crate::api::convert::{
+    memory_from_proto, search_batch_from_proto, search_groups_response, search_response,
+};
 use crate::auth::Caller;
-use crate::core::Core;
-use crate::error::Result;
-use crate::model::{self, Served};
+use crate::core::{Core, Importer};
+use crate::error::{Error, Result};
+use crate::model::{self, Served, Violations};
 use crate::proto;
 
 pub async fn upsert(
@@ -109,6 +113,102 @@ pub async fn update_payload(
         missing_ids,
         updated_count,
     })
+}
+
+/// An Import stream as both transports feed it: gRPC a message at a time,
+/// REST a line of NDJSON at a time.
+pub struct ImportStream<'a> {
+    importer: Importer<'a>,
+    namespace: String,
+    tenant: String,
+}
+
+impl<'a> ImportStream<'a> {
+    /// Opens the stream into `namespace` and `tenant` (of the first
+    /// message, or the REST path and query).
+    pub fn open(
+        core: &'a Core,
+        caller: &Caller,
+        namespace: String,
+        tenant: String,
+        skip_invalid: bool,
+    ) -> Result<Self> {
+        let target = model::ImportTarget {
+            namespace: namespace.clone(),
+            tenant: tenant.clone(),
+            skip_invalid,
+        };
+        Ok(Self {
+            importer: core.import(caller, target)?,
+            namespace,
+            tenant,
+        })
+    }
+
+    /// A gRPC message: its memories, in order. It may repeat the stream's
+    /// namespace and tenant, or leave them empty, but not name others.
+    pub async fn message(&mut self, message: proto::ImportRequest) -> Result<()> {
+        let proto::ImportRequest {
+            namespace,
+            tenant,
+            memories,
+            skip_invalid: _,
+        } = message;
+        for (field, sent, open) in [
+            ("namespace", &namespace, &self.namespace),
+            ("tenant", &tenant, &self.tenant),
+        ] {
+            if !sent.is_empty() && sent != open {
+                return Err(Error::invalid(
+                    field,
+                    format!("is {sent:?}, but the stream's first message named {open:?}"),
+                ));
+            }
+        }
+        for memory in memories {
+            self.memory(Ok(memory)).await?;
+        }
+        Ok(())
+    }
+
+    /// The stream's next memory, or why the transport could not read it
+    /// (a line of NDJSON that is not a memory).
+    pub async fn memory(
+        &mut self,
+        memory: std::result::Result<proto::Memory, String>,
+    ) -> Result<()> {
+        match memory {
+            Ok(memory) => {
+                let mut violations = Violations::new();
+                let memory = memory_from_proto(memory, "", &mut violations);
+                self.importer.push(memory, violations).await
+            }
+            Err(unreadable) => {
+                let mut violations = Violations::new();
+                violations.add("", unreadable);
+                self.importer.reject(String::new(), violations).await
+            }
+        }
+    }
+
+    /// Answers once every memory is written.
+    pub async fn finish(self) -> Result<proto::ImportResponse> {
+        Ok(self.importer.finish().await?.into())
+    }
+}
+
+/// The pages of an Export, each one message.
+pub async fn export(
+    core: &Core,
+    caller: &Caller,
+    request: proto::ExportRequest,
+) -> Result<impl Stream<Item = Result<proto::ExportResponse>> + Send + 'static> {
+    let pages = core.export(caller, request.try_into()?).await?;
+    Ok(pages.map(|page| {
+        page.map(|memories| proto::ExportResponse {
+            memories: memories.into_iter().map(Into::into).collect(),
+        })
+    }))
 }
 
 pub async fn list_namespaces(core: &Core) -> Result<proto::ListNamespacesResponse> {

@@ -41,24 +41,11 @@ impl TryFrom<proto::UpsertRequest> for model::UpsertRequest {
             .enumerate()
             .map(|(i, memory)| {
                 // `updated_at` is server-set; a client value is ignored.
-                let proto::Memory {
-                    id,
-                    vector,
-                    payload,
-                    updated_at: _,
-                    expires_at,
-                    ttl,
-                } = memory;
-                let path = format!("memories[{i}]");
-                let payload = payload_from_proto(payload, &join(&path, "payload"), &mut violations);
-                let expires_at = expiry_from_proto(expires_at, ttl, &path, &mut violations);
-                model::Memory {
-                    id,
-                    vector,
-                    payload,
+                let memory = proto::Memory {
                     updated_at: None,
-                    expires_at,
-                }
+                    ..memory
+                };
+                memory_from_proto(memory, &format!("memories[{i}]"), &mut violations)
             })
             .collect();
         violations.into_result(model::UpsertRequest {
@@ -66,6 +53,86 @@ impl TryFrom<proto::UpsertRequest> for model::UpsertRequest {
             tenant,
             memories,
         })
+    }
+}
+
+/// A memory to write, as sent, `updated_at` included (Import keeps it).
+pub fn memory_from_proto(
+    memory: proto::Memory,
+    path: &str,
+    violations: &mut Violations,
+) -> model::Memory {
+    let proto::Memory {
+        id,
+        vector,
+        payload,
+        updated_at,
+        expires_at,
+        ttl,
+    } = memory;
+    let payload = payload_from_proto(payload, &join(path, "payload"), violations);
+    let updated_at = updated_at
+        .and_then(|at| timestamp_micros(at, &join(path, "updated_at"), violations))
+        .map(system_time_from_micros);
+    let expires_at = expiry_from_proto(expires_at, ttl, path, violations);
+    model::Memory {
+        id,
+        vector,
+        payload,
+        updated_at,
+        expires_at,
+    }
+}
+
+impl TryFrom<proto::ExportRequest> for model::ExportRequest {
+    type Error = Error;
+
+    fn try_from(req: proto::ExportRequest) -> Result<Self, Error> {
+        let proto::ExportRequest {
+            namespace,
+            tenant,
+            filter,
+            page_size,
+        } = req;
+        let mut violations = Violations::new();
+        let filter = filter_from_proto(filter, "filter", &mut violations);
+        violations.into_result(model::ExportRequest {
+            namespace,
+            tenant,
+            filter,
+            page_size,
+        })
+    }
+}
+
+impl From<model::ImportSummary> for proto::ImportResponse {
+    fn from(summary: model::ImportSummary) -> Self {
+        let model::ImportSummary {
+            imported,
+            rejected,
+            expired,
+            rejections,
+        } = summary;
+        Self {
+            imported_count: imported,
+            rejected_count: rejected,
+            expired_count: expired,
+            rejections: rejections
+                .into_iter()
+                .map(|rejection| proto::ImportRejection {
+                    position: rejection.position,
+                    id: rejection.id,
+                    violations: rejection
+                        .violations
+                        .into_iter()
+                        .map(|violation| proto::FieldViolation {
+                            field: violation.field,
+                            description: violation.description,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
     }
 }
 
@@ -539,7 +606,7 @@ fn expiry_from_proto(
         }
         (Some(at), None) => {
             let micros = timestamp_micros(at, &join(path, "expires_at"), violations)?;
-            Some(UNIX_EPOCH + Duration::from_micros(u64::try_from(micros).unwrap_or(0)))
+            Some(system_time_from_micros(micros))
         }
         (None, Some(ttl)) => {
             let expires_at = Duration::try_from(ttl)
@@ -559,6 +626,11 @@ fn expiry_from_proto(
             expires_at
         }
     }
+}
+
+/// Microseconds since the epoch as a time; before the epoch is the epoch.
+fn system_time_from_micros(micros: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_micros(u64::try_from(micros).unwrap_or(0))
 }
 
 fn timestamp_micros(

@@ -4,10 +4,11 @@
 
 use std::sync::Arc;
 
+use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use tonic::metadata::MetadataValue;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
-use crate::api::calls;
+use crate::api::calls::{self, ImportStream};
 use crate::auth::Caller;
 use crate::core::Core;
 use crate::error::Error;
@@ -139,6 +140,39 @@ impl MemoryService for GrpcApi {
         Ok(Response::new(
             calls::update_payload(&self.core, &caller, message).await?,
         ))
+    }
+
+    async fn import(
+        &self,
+        request: Request<Streaming<proto::ImportRequest>>,
+    ) -> Result<Response<proto::ImportResponse>, Status> {
+        let (caller, mut messages) = authenticated(request)?;
+        // An empty stream opens nothing: it is answered as a first message
+        // without a namespace.
+        let first = messages.message().await?.unwrap_or_default();
+        let mut import = ImportStream::open(
+            &self.core,
+            &caller,
+            first.namespace.clone(),
+            first.tenant.clone(),
+            first.skip_invalid,
+        )?;
+        import.message(first).await?;
+        while let Some(message) = messages.message().await? {
+            import.message(message).await?;
+        }
+        Ok(Response::new(import.finish().await?))
+    }
+
+    type ExportStream = BoxStream<'static, Result<proto::ExportResponse, Status>>;
+
+    async fn export(
+        &self,
+        request: Request<proto::ExportRequest>,
+    ) -> Result<Response<Self::ExportStream>, Status> {
+        let (caller, message) = authenticated(request)?;
+        let pages = calls::export(&self.core, &caller, message).await?;
+        Ok(Response::new(pages.map_err(Status::from).boxed()))
     }
 }
 

@@ -13,10 +13,11 @@ use prost_types::field_descriptor_proto::{Label, Type};
 use prost_types::{DescriptorProto, EnumDescriptorProto, FieldDescriptorProto, FileDescriptorSet};
 use serde_json::{Map, Value, json};
 
-use crate::api::rpcs::{RPCS, RpcSpec};
+use crate::api::rpcs::{RPCS, RpcSpec, Streaming};
 use crate::proto::FILE_DESCRIPTOR_SET;
 
 const PACKAGE: &str = "vecmem.v1";
+const NDJSON: &str = "application/x-ndjson";
 
 /// The whole document.
 pub fn document() -> Value {
@@ -78,12 +79,16 @@ fn operation(spec: &RpcSpec) -> Value {
         json!({"description": description, "content": {"application/json": {
             "schema": {"$ref": "#/components/schemas/Error"}}}})
     };
+    // A streamed side is NDJSON: one JSON document of its message a line.
+    let content = |streamed: bool, message: &str| {
+        let media = if streamed { NDJSON } else { "application/json" };
+        json!({media: {"schema": {"$ref": schema_ref(message)}}})
+    };
     let mut operation = json!({
         "operationId": spec.name,
         "summary": format!("{} (gRPC {}/{})", spec.name, spec.service, spec.name),
         "responses": {
-            "200": {"description": "OK", "content": {"application/json": {
-                "schema": {"$ref": schema_ref(spec.response)}}}},
+            "200": {"description": "OK", "content": content(spec.streaming == Streaming::Server, spec.response)},
             "400": error("INVALID_ARGUMENT: the body or a field is wrong"),
             "401": error("UNAUTHENTICATED: no or an unknown API key"),
             "403": error("PERMISSION_DENIED: the key may not do this for the tenant"),
@@ -105,10 +110,22 @@ fn operation(spec: &RpcSpec) -> Value {
             "description": "The namespace; a body may repeat it but not contradict it."
         }));
     }
+    if spec.streaming == Streaming::Client {
+        parameters.push(json!({
+            "name": "tenant", "in": "query", "required": true,
+            "schema": {"type": "string"},
+            "description": "The tenant the stream writes to."
+        }));
+        parameters.push(json!({
+            "name": "skip_invalid", "in": "query", "required": false,
+            "schema": {"type": "boolean", "default": false},
+            "description": "Skip invalid memories (reported in `rejections`) instead of failing at the first."
+        }));
+    }
     operation["parameters"] = Value::Array(parameters);
     if let Some(request) = spec.body {
-        operation["requestBody"] = json!({"required": true, "content": {"application/json": {
-            "schema": {"$ref": schema_ref(request)}}}});
+        operation["requestBody"] = json!({"required": true,
+            "content": content(spec.streaming == Streaming::Client, request)});
     }
     operation
 }

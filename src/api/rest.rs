@@ -17,18 +17,22 @@ use std::future::Future;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Extension, Path, State};
+use axum::body::{Body, BodyDataStream, Bytes};
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Extension, Path, Query, State};
 use axum::http::HeaderValue;
+use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, get, on};
+use bytes::BytesMut;
+use futures::StreamExt;
+use serde::Deserialize;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tower_http::compression::CompressionLayer;
 use tower_http::decompression::RequestDecompressionLayer;
 
-use crate::api::calls;
+use crate::api::calls::{self, ImportStream};
 use crate::api::grpc::STALE_HEADER;
 use crate::api::rpcs::{HttpMethod, RPCS, Rpc};
 use crate::auth::Caller;
@@ -45,7 +49,7 @@ pub fn router(core: Arc<Core>, body_limit: usize) -> Router {
                 HttpMethod::Get => MethodFilter::GET,
                 HttpMethod::Post => MethodFilter::POST,
             };
-            router.route(spec.path, handler(spec.rpc, method))
+            router.route(spec.path, handler(spec.rpc, method, body_limit))
         })
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(RequestDecompressionLayer::new())
@@ -53,8 +57,9 @@ pub fn router(core: Arc<Core>, body_limit: usize) -> Router {
         .with_state(core)
 }
 
-/// The handler of `rpc`, for `method`.
-fn handler(rpc: Rpc, method: MethodFilter) -> MethodRouter<Arc<Core>> {
+/// The handler of `rpc`, for `method`. A body is at most `body_limit`
+/// bytes, and so is a line of an NDJSON body.
+fn handler(rpc: Rpc, method: MethodFilter, body_limit: usize) -> MethodRouter<Arc<Core>> {
     match rpc {
         Rpc::Upsert => on(method, upsert),
         Rpc::Search => on(method, search),
@@ -65,6 +70,10 @@ fn handler(rpc: Rpc, method: MethodFilter) -> MethodRouter<Arc<Core>> {
         Rpc::Scroll => on(method, scroll),
         Rpc::Count => on(method, count),
         Rpc::UpdatePayload => on(method, update_payload),
+        Rpc::Import => on(method, move |core, caller, namespace, query, body| {
+            import(core, caller, namespace, query, body, body_limit)
+        }),
+        Rpc::Export => on(method, export),
         Rpc::ListNamespaces => on(method, list_namespaces),
         Rpc::DescribeNamespace => on(method, describe_namespace),
     }
@@ -217,4 +226,141 @@ async fn describe_namespace(
             .await
             .map(Served::current),
     )
+}
+
+/// The query of a REST Import.
+#[derive(Debug, Deserialize)]
+struct ImportQuery {
+    #[serde(default)]
+    tenant: String,
+    #[serde(default)]
+    skip_invalid: bool,
+}
+
+/// `POST …/memories/import?tenant=T[&skip_invalid=true]` with an NDJSON
+/// body, a `Memory` a line (blank lines are skipped), read as it arrives.
+/// A line that is not a memory counts as an invalid memory at its position.
+async fn import(
+    State(core): State<Arc<Core>>,
+    Extension(caller): Extension<Caller>,
+    Path(namespace): Path<String>,
+    query: std::result::Result<Query<ImportQuery>, QueryRejection>,
+    body: Body,
+    line_limit: usize,
+) -> Response {
+    let outcome = async {
+        let Query(query) =
+            query.map_err(|rejection| Error::invalid("query", rejection.body_text()))?;
+        let mut import =
+            ImportStream::open(&core, &caller, namespace, query.tenant, query.skip_invalid)?;
+        let mut lines = NdjsonLines::new(body, line_limit);
+        while let Some(line) = lines.next().await? {
+            let memory = serde_json::from_slice::<proto::Memory>(&line)
+                .map_err(|err| format!("is not a Memory in JSON: {err}"));
+            import.memory(memory).await?;
+        }
+        import.finish().await
+    }
+    .await;
+    answer(outcome.map(Served::current))
+}
+
+/// `POST …/memories/export` with an `ExportRequest` body: NDJSON, a
+/// `Memory` a line, written as pages are read. An error once lines have
+/// been sent cannot change the status any more: the response is then cut
+/// off without its end (HTTP clients report an incomplete body; curl exits
+/// 18), never ended as if complete.
+async fn export(
+    State(core): State<Arc<Core>>,
+    Extension(caller): Extension<Caller>,
+    Path(namespace): Path<String>,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Response {
+    let pages = async {
+        let mut request: proto::ExportRequest = decode(body)?;
+        in_namespace(&mut request.namespace, namespace)?;
+        calls::export(&core, &caller, request).await
+    }
+    .await;
+    let pages = match pages {
+        Ok(pages) => pages,
+        Err(error) => return error.into_response(),
+    };
+    let lines = pages.map(|page| {
+        page.and_then(ndjson_page).inspect_err(|error| {
+            tracing::warn!(%error, "export failed after its first page; response cut off");
+        })
+    });
+    (
+        [(CONTENT_TYPE, HeaderValue::from_static(NDJSON))],
+        Body::from_stream(lines),
+    )
+        .into_response()
+}
+
+const NDJSON: &str = "application/x-ndjson";
+
+/// A page of an Export as NDJSON lines.
+fn ndjson_page(page: proto::ExportResponse) -> Result<Bytes> {
+    let mut lines = Vec::new();
+    for memory in page.memories {
+        serde_json::to_writer(&mut lines, &memory).map_err(Error::internal)?;
+        lines.push(b'\n');
+    }
+    Ok(lines.into())
+}
+
+/// The lines of an NDJSON request body, as they arrive.
+struct NdjsonLines {
+    body: BodyDataStream,
+    buffer: BytesMut,
+    line_limit: usize,
+    ended: bool,
+}
+
+impl NdjsonLines {
+    fn new(body: Body, line_limit: usize) -> Self {
+        Self {
+            body: body.into_data_stream(),
+            buffer: BytesMut::new(),
+            line_limit,
+            ended: false,
+        }
+    }
+
+    /// The next line that is not blank, without its line break; `None`
+    /// at the end of the body.
+    async fn next(&mut self) -> Result<Option<Bytes>> {
+        loop {
+            if let Some(end) = self.buffer.iter().position(|&byte| byte == b'\n') {
+                let line = self.buffer.split_to(end + 1).freeze();
+                match line.trim_ascii() {
+                    [] => continue,
+                    _ => return Ok(Some(trimmed(line))),
+                }
+            }
+            if self.buffer.len() > self.line_limit {
+                return Err(Error::invalid(
+                    "body",
+                    format!("has a line of more than {} bytes", self.line_limit),
+                ));
+            }
+            if self.ended {
+                let rest = self.buffer.split().freeze();
+                return Ok((!rest.trim_ascii().is_empty()).then(|| trimmed(rest)));
+            }
+            match self.body.next().await {
+                Some(Ok(chunk)) => self.buffer.extend_from_slice(&chunk),
+                Some(Err(err)) => return Err(Error::invalid("body", err.to_string())),
+                None => self.ended = true,
+            }
+        }
+    }
+}
+
+/// `line` without the whitespace around it (a line break, a `\r`).
+fn trimmed(line: Bytes) -> Bytes {
+    let start = line.len() - line.trim_ascii_start().len();
+    let end = line.trim_ascii_end().len();
+    line.slice(start..end)
 }

@@ -18,6 +18,8 @@ pub enum Rpc {
     Scroll,
     Count,
     UpdatePayload,
+    Import,
+    Export,
     ListNamespaces,
     DescribeNamespace,
 }
@@ -39,6 +41,17 @@ impl HttpMethod {
     }
 }
 
+/// Which side of an RPC streams. Over REST a stream is NDJSON: one JSON
+/// document a line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Streaming {
+    Unary,
+    /// The client streams (Import): the REST body is NDJSON.
+    Client,
+    /// The server streams (Export): the REST response is NDJSON.
+    Server,
+}
+
 /// One row of the table.
 #[derive(Debug)]
 pub struct RpcSpec {
@@ -55,6 +68,7 @@ pub struct RpcSpec {
     pub body: Option<&'static str>,
     /// The response message (without the package).
     pub response: &'static str,
+    pub streaming: Streaming,
 }
 
 const MEMORY: &str = "vecmem.v1.MemoryService";
@@ -75,6 +89,7 @@ const fn memory_rpc(
         path,
         body: Some(body),
         response,
+        streaming: Streaming::Unary,
     }
 }
 
@@ -143,6 +158,30 @@ pub const RPCS: &[RpcSpec] = &[
         "UpdatePayloadRequest",
         "UpdatePayloadResponse",
     ),
+    // REST: the body is NDJSON, a `Memory` a line; the namespace comes
+    // from the path, the tenant and `skip_invalid` from the query.
+    RpcSpec {
+        streaming: Streaming::Client,
+        ..memory_rpc(
+            Rpc::Import,
+            "Import",
+            "/v1/namespaces/{namespace}/memories/import",
+            "Memory",
+            "ImportResponse",
+        )
+    },
+    // REST: the response is NDJSON, a `Memory` a line, which the Import
+    // route takes back as it is.
+    RpcSpec {
+        streaming: Streaming::Server,
+        ..memory_rpc(
+            Rpc::Export,
+            "Export",
+            "/v1/namespaces/{namespace}/memories/export",
+            "ExportRequest",
+            "Memory",
+        )
+    },
     RpcSpec {
         rpc: Rpc::ListNamespaces,
         name: "ListNamespaces",
@@ -151,6 +190,7 @@ pub const RPCS: &[RpcSpec] = &[
         path: "/v1/namespaces",
         body: None,
         response: "ListNamespacesResponse",
+        streaming: Streaming::Unary,
     },
     RpcSpec {
         rpc: Rpc::DescribeNamespace,
@@ -160,6 +200,7 @@ pub const RPCS: &[RpcSpec] = &[
         path: "/v1/namespaces/{namespace}",
         body: None,
         response: "NamespaceInfo",
+        streaming: Streaming::Unary,
     },
 ];
 

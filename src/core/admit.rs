@@ -5,8 +5,8 @@
 //! access and validation rules.
 
 use crate::model::{
-    Access, CountRequest, DeleteRequest, GetRequest, ScrollRequest, SearchGroupsRequest,
-    SearchRequest, UpdatePayloadRequest, UpsertRequest, Validator,
+    Access, CountRequest, DeleteRequest, ExportRequest, GetRequest, ScrollRequest,
+    SearchGroupsRequest, SearchRequest, UpdatePayloadRequest, UpsertRequest, Validator,
 };
 
 /// A request the core admits through [`super::Core::admit`].
@@ -71,4 +71,5 @@ admissible!(GetRequest, Access::Read, get);
 admissible!(DeleteRequest, Access::Write, delete);
 admissible!(ScrollRequest, Access::Read, scroll);
 admissible!(CountRequest, Access::Read, count);
+admissible!(ExportRequest, Access::Read, export);
 admissible!(UpdatePayloadRequest, Access::Write, update_payload);

@@ -9,10 +9,10 @@ use std::time::SystemTime;
 use serde_json::Value;
 
 use super::{
-    AnyOf, Boost, Condition, CountRequest, DeleteRequest, DeleteSelector, ExpiryChange, FieldTest,
-    Filter, Fusion, GetRequest, Like, MAX_ID_BYTES, MAX_TENANT_BYTES, Payload, ScrollRequest,
-    SearchGroupsRequest, SearchQuery, SearchRequest, UpdatePayloadRequest, UpdateTarget,
-    UpsertRequest,
+    AnyOf, Boost, Condition, CountRequest, DeleteRequest, DeleteSelector, ExpiryChange,
+    ExportRequest, FieldTest, Filter, Fusion, GetRequest, Like, MAX_ID_BYTES, MAX_TENANT_BYTES,
+    Memory, Payload, ScrollRequest, SearchGroupsRequest, SearchQuery, SearchRequest,
+    UpdatePayloadRequest, UpdateTarget, UpsertRequest,
 };
 use crate::config::{Distance, Limits};
 use crate::error::{Error, FieldViolation, Result};
@@ -36,6 +36,28 @@ impl Violations {
             field: field.into(),
             description: description.into(),
         });
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn add_all(&mut self, other: Violations) {
+        self.0.extend(other.0);
+    }
+
+    /// Each violation, its field put under `prefix`: `memories[7]`.
+    pub fn under(self, prefix: &str) -> Vec<FieldViolation> {
+        self.0
+            .into_iter()
+            .map(|violation| FieldViolation {
+                field: match violation.field.as_str() {
+                    "" => prefix.to_owned(),
+                    field => join(prefix, field),
+                },
+                description: violation.description,
+            })
+            .collect()
     }
 
     /// `Ok(value)` when nothing was reported, else INVALID_ARGUMENT with all of it.
@@ -88,30 +110,47 @@ impl<'a> Validator<'a> {
         self.violations.into_result(())
     }
 
+    /// The violations found so far, to report in another way than an error.
+    pub fn into_violations(self) -> Violations {
+        self.violations
+    }
+
     pub fn upsert(&mut self, req: &UpsertRequest) {
         self.tenant("tenant", &req.tenant);
         self.batch_len("memories", req.memories.len());
+        let now = SystemTime::now();
         let mut seen = HashSet::new();
         for (i, memory) in req.memories.iter().enumerate() {
             let path = format!("memories[{i}]");
-            // An empty id is allowed here: the server assigns a UUIDv7.
-            if !memory.id.is_empty() {
-                self.id(&join(&path, "id"), &memory.id);
-                if !seen.insert(memory.id.as_str()) {
-                    self.violations
-                        .add(join(&path, "id"), "duplicate id within the request");
-                }
+            if !memory.id.is_empty() && !seen.insert(memory.id.as_str()) {
+                self.violations
+                    .add(join(&path, "id"), "duplicate id within the request");
             }
-            self.vector(&join(&path, "vector"), &memory.vector);
-            self.payload(&join(&path, "payload"), &memory.payload);
-            self.text_field_value(&join(&path, "payload"), &memory.payload);
-            if memory.expires_at.is_some_and(|at| at <= SystemTime::now()) {
-                self.violations.add(
-                    join(&path, "expires_at"),
-                    "must lie in the future (to remove a memory now, delete it)",
-                );
-            }
+            self.memory(&path, memory, now);
         }
+    }
+
+    /// One memory to write (of an Upsert, or of an Import stream), as of
+    /// `now`.
+    pub fn memory(&mut self, path: &str, memory: &Memory, now: SystemTime) {
+        // An empty id is allowed: the server assigns a UUIDv7.
+        if !memory.id.is_empty() {
+            self.id(&join(path, "id"), &memory.id);
+        }
+        self.vector(&join(path, "vector"), &memory.vector);
+        self.payload(&join(path, "payload"), &memory.payload);
+        self.text_field_value(&join(path, "payload"), &memory.payload);
+        if memory.expires_at.is_some_and(|at| at <= now) {
+            self.violations.add(
+                join(path, "expires_at"),
+                "must lie in the future (to remove a memory now, delete it)",
+            );
+        }
+    }
+
+    /// Where an Import stream writes.
+    pub fn import_target(&mut self, tenant: &str) {
+        self.tenant("tenant", tenant);
     }
 
     /// The namespace's text field, where a payload has it, holds text.
@@ -189,6 +228,12 @@ impl<'a> Validator<'a> {
     pub fn scroll(&mut self, req: &ScrollRequest) {
         self.tenant("tenant", &req.tenant);
         self.limit("limit", req.limit);
+        self.filter("filter", &req.filter);
+    }
+
+    pub fn export(&mut self, req: &ExportRequest) {
+        self.tenant("tenant", &req.tenant);
+        self.limit("page_size", req.page_size);
         self.filter("filter", &req.filter);
     }
 

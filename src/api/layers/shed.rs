@@ -2,8 +2,10 @@
 //! RESOURCE_EXHAUSTED with a `RetryInfo` (REST: 429 with `Retry-After`) at
 //! once for calls beyond it, never a queue.
 //!
-//! A slot is reserved in `poll_ready` and held until the call's response is
-//! ready. A call that finds no slot is answered without reaching the
+//! A slot is reserved in `poll_ready` and held until the call's response
+//! body has been sent (or dropped): for a unary call that is when its one
+//! message is written, for a streamed Export when its last page is, so a
+//! stream holds its slot for as long as it runs. A call that finds no slot is answered without reaching the
 //! service, but only after its request body has been read to the end: over
 //! HTTP/2, answering a stream whose body is still arriving makes the server
 //! reset it, and h2 closes the whole connection (GOAWAY, "too many internal
@@ -16,12 +18,14 @@
 //! still answer under overload.
 
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes, HttpBody};
 use axum::http::{Request, Response};
+use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::{Layer, Service};
@@ -127,8 +131,7 @@ where
                 let response = self.inner.call(request);
                 Box::pin(async move {
                     let response = response.await;
-                    drop(slot);
-                    response
+                    Ok(response?.map(|body| Body::new(HoldingSlot { body, _slot: slot })))
                 })
             }
             None => {
@@ -144,6 +147,32 @@ where
                 })
             }
         }
+    }
+}
+
+/// A response body that holds its call's slot until it is dropped.
+struct HoldingSlot {
+    body: Body,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl HttpBody for HoldingSlot {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -202,6 +231,8 @@ mod tests {
         in_flight.send_response(Response::new(Body::empty()));
         let done = first.await.expect("join").expect("infallible");
         assert!(tonic::Status::from_header_map(done.headers()).is_none());
+        // Its slot is held by its body until the body is sent.
+        drop(done);
         let mut service = service;
         let third = tokio::spawn(async move {
             service
