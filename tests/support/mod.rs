@@ -401,19 +401,28 @@ pub async fn http(
     body: Option<serde_json::Value>,
     headers: &[(&str, &str)],
 ) -> HttpAnswer {
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let mut with_type = vec![("content-type", "application/json")];
+    with_type.extend_from_slice(headers);
+    http_body(method, url, body, &with_type).await
+}
+
+/// Sends `method url` with `body` as it is, and `headers`.
+pub async fn http_body(
+    method: &str,
+    url: &str,
+    body: String,
+    headers: &[(&str, &str)],
+) -> HttpAnswer {
     use http_body_util::{BodyExt, Full};
     use hyper_util::client::legacy::Client;
     use hyper_util::rt::TokioExecutor;
 
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<axum::body::Bytes>>();
-    let mut request = axum::http::Request::builder()
-        .method(method)
-        .uri(url)
-        .header("content-type", "application/json");
+    let mut request = axum::http::Request::builder().method(method).uri(url);
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
     let request = request
         .body(Full::new(axum::body::Bytes::from(body)))
         .expect("request");
