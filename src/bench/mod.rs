@@ -29,6 +29,7 @@ use tonic::transport::{Channel, Endpoint};
 use crate::proto;
 use crate::proto::namespace_service_client::NamespaceServiceClient;
 
+mod import;
 pub mod report;
 mod server_cpu;
 pub mod target;
@@ -160,6 +161,9 @@ pub async fn measure(args: &BenchArgs) -> anyhow::Result<Report> {
     if args.total.is_some() && args.duration.is_some() {
         bail!("give either -n or -z, not both");
     }
+    if args.op == Op::Import {
+        return measure_import(args).await;
+    }
     let (targets, dim) = match &args.direct_qdrant {
         Some(url) => {
             let dim = args
@@ -195,6 +199,7 @@ pub async fn measure(args: &BenchArgs) -> anyhow::Result<Report> {
         Op::Get => Mix::only(Kind::Get),
         Op::Delete => Mix::only(Kind::Delete),
         Op::Mix => Mix::parse(&args.mix)?,
+        Op::Import => unreachable!("measured by measure_import"),
     };
     if args.seed_memories > 0 && !args.already_seeded {
         seed(&targets[0], &shape, args.seed).await?;
@@ -244,6 +249,55 @@ pub async fn measure(args: &BenchArgs) -> anyhow::Result<Report> {
         other => format!("{other:?}").to_lowercase(),
     };
     let mut report = Report::new(&latencies, errors, elapsed, args.concurrency, op);
+    if args.op == Op::Upsert {
+        report.set_memories(report.ok * args.batch as u64);
+    }
+    report.set_server_cpu(server_cpu);
+    Ok(report)
+}
+
+/// `--op import`: `-n` memories (default 10000) through `-c` Import streams.
+async fn measure_import(args: &BenchArgs) -> anyhow::Result<Report> {
+    if args.direct_qdrant.is_some() || args.duration.is_some() || args.rps.is_some() {
+        bail!("--op import takes -n memories, against vecmem only");
+    }
+    let channels = connect(&args.addr, args.connections).await?;
+    let dim = match args.dim {
+        Some(dim) => dim,
+        None => server_dim(&channels[0], &args.namespace).await?,
+    };
+    let shape = Shape {
+        namespace: args.namespace.clone(),
+        dim,
+        tenants: args.tenants.max(1),
+        seed_memories: 0,
+        distinct_queries: 0,
+        zipf: 0.0,
+        batch: args.batch,
+        limit: args.limit,
+        text_field: args.text.then(|| args.text_field.clone()),
+    };
+    let cpu_before = match &args.server_metrics {
+        Some(url) => Some(server_cpu::read(url).await?),
+        None => None,
+    };
+    let started = Instant::now();
+    let total = args.total.unwrap_or(10_000);
+    let (latencies, errors, written) =
+        import::run(&channels, &shape, total, args.concurrency, args.seed).await?;
+    let elapsed = started.elapsed();
+    let server_cpu = match (&args.server_metrics, cpu_before) {
+        (Some(url), Some(before)) => Some(server_cpu::read(url).await? - before),
+        _ => None,
+    };
+    let mut report = Report::new(
+        &latencies,
+        errors,
+        elapsed,
+        args.concurrency,
+        "import".into(),
+    );
+    report.set_memories(written);
     report.set_server_cpu(server_cpu);
     Ok(report)
 }

@@ -92,6 +92,15 @@ pub struct Report {
     /// `--server-metrics` was given.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_cpu_us_per_call: Option<f64>,
+    /// Memories written per second, for runs that write them (upserts,
+    /// imports): what compares an import with batches of upserts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memories_per_s: Option<f64>,
+    /// The server's CPU time per memory written, in microseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_cpu_us_per_memory: Option<f64>,
+    #[serde(skip)]
+    memories: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -168,13 +177,25 @@ impl Report {
             concurrency,
             op,
             server_cpu_us_per_call: None,
+            memories_per_s: None,
+            server_cpu_us_per_memory: None,
+            memories: None,
         }
+    }
+
+    /// Records how many memories the run wrote.
+    pub fn set_memories(&mut self, memories: u64) {
+        self.memories = Some(memories);
+        self.memories_per_s = Some(memories as f64 / self.elapsed_s.max(f64::EPSILON));
     }
 
     /// Records the server's CPU seconds spent over the measured run.
     pub fn set_server_cpu(&mut self, seconds: Option<f64>) {
         self.server_cpu_us_per_call =
             seconds.map(|seconds| seconds * 1e6 / self.count.max(1) as f64);
+        if let (Some(seconds), Some(memories)) = (seconds, self.memories) {
+            self.server_cpu_us_per_memory = Some(seconds * 1e6 / memories.max(1) as f64);
+        }
     }
 
     /// The summary laid out as ghz prints it.
@@ -196,6 +217,12 @@ impl Report {
         );
         if let Some(cpu) = self.server_cpu_us_per_call {
             let _ = writeln!(out, "  Server CPU:\t{cpu:.1} µs per call");
+        }
+        if let Some(rate) = self.memories_per_s {
+            let _ = writeln!(out, "  Memories/sec:\t{rate:.0}");
+        }
+        if let Some(cpu) = self.server_cpu_us_per_memory {
+            let _ = writeln!(out, "  Server CPU:\t{cpu:.2} µs per memory");
         }
         if !self.histogram.is_empty() {
             out.push_str("\nResponse time histogram:\n");

@@ -27,6 +27,8 @@ pub enum Op {
     Get,
     Delete,
     Mix,
+    /// Import streams, one per worker, of `-n` memories in all.
+    Import,
 }
 
 /// One kind of call of the mix.
