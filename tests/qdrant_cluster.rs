@@ -8,6 +8,9 @@
 //!
 //! On the same topology, memories that expire are unread on every shard
 //! from their expiry on, and the sweeper deletes them all from the cluster.
+//! A tenant exported from a replica on the embedded engine and piped into
+//! an Import of the cluster reads back identically, and exports from the
+//! cluster's 6 shards with every memory exactly once.
 //!
 //! Runs when `QDRANT_BIN` names a Qdrant server binary at build time;
 //! otherwise each case is ignored with the reason. `tests/failover.rs`
@@ -24,6 +27,7 @@ fn qdrant_cluster() {}
 mod qdrant_cluster {
     use std::time::{Duration, SystemTime};
 
+    use futures::StreamExt;
     use serde_json::json;
     use vecmem::proto;
 
@@ -198,5 +202,91 @@ mod qdrant_cluster {
                 .count;
             assert_eq!(counted, EACH as u64, "{tenant}: the lasting stay");
         }
+    }
+
+    /// A tenant moved from a replica on the embedded engine into the
+    /// cluster by piping its Export into an Import, page by page: every Get
+    /// answers the same on both sides, and an Export of the cluster, paging
+    /// across its 6 shards, has each memory exactly once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_tenant_exported_from_one_deployment_imports_into_the_cluster_unchanged() {
+        const N: usize = 2000;
+        let binary = binary().expect("QDRANT_BIN was set at build time");
+        let cluster = QdrantCluster::start(&binary, 3).await;
+        let source_dir = tempfile::tempdir().expect("tempdir");
+        let source = super::support::TestServer::start(source_dir.path());
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = start_in_front_of_qdrant(&cluster.urls(), dir.path(), &TOPOLOGY);
+        let mut from = source.memory().await;
+        let mut to = target.memory().await;
+
+        let ids: Vec<String> = (0..N).map(|i| format!("m{i}")).collect();
+        for chunk in ids.chunks(250) {
+            let memories = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, id)| {
+                    let mut m = memory(id, [1.0, i as f32, 0.5, 2.0], json!({"id": id, "n": i}));
+                    if i % 4 == 0 {
+                        m.ttl = Some(pbjson_types::Duration {
+                            seconds: 86_400,
+                            nanos: 0,
+                        });
+                    }
+                    m
+                })
+                .collect();
+            from.upsert(upsert("mover", memories))
+                .await
+                .expect("upsert");
+        }
+
+        let export = proto::ExportRequest {
+            namespace: super::support::NS.into(),
+            tenant: "mover".into(),
+            filter: None,
+            page_size: 64,
+        };
+        let pages = from
+            .export(export.clone())
+            .await
+            .expect("export")
+            .into_inner();
+        let mut first = true;
+        let messages = pages.map(move |page| {
+            let page = page.expect("export page");
+            let (namespace, tenant) = match std::mem::take(&mut first) {
+                true => (super::support::NS.to_owned(), "mover".to_owned()),
+                false => (String::new(), String::new()),
+            };
+            proto::ImportRequest {
+                namespace,
+                tenant,
+                memories: page.memories,
+                skip_invalid: false,
+            }
+        });
+        let answer = to.import(messages).await.expect("import").into_inner();
+        assert_eq!(answer.imported_count, N as u64);
+
+        for chunk in ids.chunks(200) {
+            let names: Vec<&str> = chunk.iter().map(String::as_str).collect();
+            let mut request = get("mover", &names);
+            request.with_vector = true;
+            let before = from.get(request.clone()).await.expect("get").into_inner();
+            let after = to.get(request).await.expect("get").into_inner();
+            assert!(after.missing_ids.is_empty(), "{:?}", after.missing_ids);
+            assert_eq!(after, before);
+        }
+
+        let mut seen = std::collections::HashMap::new();
+        let mut pages = to.export(export).await.expect("export").into_inner();
+        while let Some(page) = pages.next().await {
+            for m in page.expect("page").memories {
+                *seen.entry(m.id).or_insert(0) += 1;
+            }
+        }
+        assert_eq!(seen.len(), N);
+        assert!(seen.values().all(|&n| n == 1), "a memory exported twice");
     }
 }

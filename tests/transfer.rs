@@ -313,6 +313,8 @@ async fn import_reports_each_invalid_memory_at_its_position_or_stops_there(backe
         memories[599].expires_at = Some(timestamp(SystemTime::now() + Duration::from_secs(60)));
         memories[7].expires_at = Some(timestamp(SystemTime::now() - Duration::from_secs(1)));
         memories[10].id = memories[3].id.clone();
+        // In another batch than the memory it repeats.
+        memories[300].id = memories[20].id.clone();
         memories
             .chunks(100)
             .enumerate()
@@ -352,13 +354,18 @@ async fn import_reports_each_invalid_memory_at_its_position_or_stops_there(backe
         ]
     );
     assert_eq!(answer.rejections[0].id, "m-00005");
-    // The repeated id holds the later memory: 596 distinct memories.
-    assert_eq!(count_in(&mut client, NS, "skips").await, 596 - 1);
-    let later = get_all(&mut client, NS, "skips", &["m-00003".to_owned()]).await;
-    assert_eq!(
-        from_struct(later["m-00003"].payload.as_ref().expect("payload"))["n"].as_f64(),
-        Some(10.0)
-    );
+    // A repeated id holds the later memory: 596 written, 594 distinct.
+    assert_eq!(count_in(&mut client, NS, "skips").await, 596 - 2);
+    let repeated = ["m-00003".to_owned(), "m-00020".to_owned()];
+    let later = get_all(&mut client, NS, "skips", &repeated).await;
+    for (id, n) in [("m-00003", 10.0), ("m-00020", 300.0)] {
+        let payload = from_struct(later[id].payload.as_ref().expect("payload"));
+        assert_eq!(
+            payload["n"].as_f64(),
+            Some(n),
+            "{id} holds the later memory"
+        );
+    }
 
     // Without skip_invalid: everything before position 5 is written, nothing after.
     let status = import(&mut client, stream("stops", false))

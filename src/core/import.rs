@@ -30,23 +30,27 @@ use crate::model::{Access, ImportRejection, ImportSummary, ImportTarget, Memory,
 
 use super::Core;
 
-/// Batches being written at once: one settling while the next is sent
-/// keeps the backend busy without holding more than two batches.
-const WRITES_IN_FLIGHT: usize = 2;
+/// Batches being written at once. Both backends apply concurrent writes
+/// faster than one at a time (the batcher coalesces them; Qdrant updates
+/// segments in parallel), and four batches are little memory.
+const WRITES_IN_FLIGHT: usize = 4;
 /// Rejections an Import reports one by one; later ones are only counted.
-pub const MAX_REJECTIONS: usize = 100;
+const MAX_REJECTIONS: usize = 100;
 
 /// One Import stream, open for memories.
 pub struct Importer<'a> {
     core: &'a Core,
     target: ImportTarget,
     store: Arc<dyn VectorStore>,
-    /// The next batch, and its ids: a memory with an id already in it is
-    /// written in the next batch, so that the later one wins.
+    /// The batch being filled.
     batch: Vec<TenantMemory>,
-    batch_ids: HashSet<String>,
     batch_size: usize,
-    writes: FuturesUnordered<BoxFuture<'static, Result<u64>>>,
+    /// The writes in flight; each answers with the ids it wrote.
+    writes: FuturesUnordered<BoxFuture<'static, (Vec<String>, Result<u64>)>>,
+    /// The ids of the batch being filled and of the writes in flight. A
+    /// memory with one of them waits until they have all settled, so that
+    /// the later memory of an id is written last and wins.
+    unsettled_ids: HashSet<String>,
     /// The position of the next memory pushed.
     position: u64,
     summary: ImportSummary,
@@ -67,9 +71,9 @@ impl Core {
             target,
             store: self.store.clone(),
             batch: Vec::with_capacity(batch_size),
-            batch_ids: HashSet::with_capacity(batch_size),
             batch_size,
             writes: FuturesUnordered::new(),
+            unsettled_ids: HashSet::new(),
             position: 0,
             summary: ImportSummary::default(),
         })
@@ -95,13 +99,13 @@ impl Importer<'_> {
             return self.reject(memory.id, violations).await;
         }
         self.position += 1;
-        if self.batch_ids.contains(&memory.id) {
-            self.write_batch().await?;
+        if self.unsettled_ids.contains(&memory.id) {
+            self.settle().await?;
         }
         let item = self
             .core
             .to_store(&self.target.namespace, &self.target.tenant, memory, now);
-        self.batch_ids.insert(item.memory.id.clone());
+        self.unsettled_ids.insert(item.memory.id.clone());
         self.batch.push(item);
         if self.batch.len() >= self.batch_size {
             self.write_batch().await?;
@@ -173,20 +177,23 @@ impl Importer<'_> {
             return;
         }
         let batch = mem::replace(&mut self.batch, Vec::with_capacity(self.batch_size));
-        self.batch_ids.clear();
+        let ids = batch.iter().map(|item| item.memory.id.clone()).collect();
         let store = self.store.clone();
         let namespace = self.target.namespace.clone();
         self.writes.push(Box::pin(async move {
             let written = batch.len() as u64;
-            store.upsert(&namespace, batch).await.map(|()| written)
+            (ids, store.upsert(&namespace, batch).await.map(|()| written))
         }));
     }
 
     /// Waits for one write in flight to settle and counts it.
     async fn next_written(&mut self) -> Result<()> {
-        let Some(written) = self.writes.next().await else {
+        let Some((ids, written)) = self.writes.next().await else {
             return Ok(());
         };
+        for id in ids {
+            self.unsettled_ids.remove(&id);
+        }
         // As after any write, failed or not: cached reads of the tenant
         // are no longer current.
         self.core
