@@ -60,10 +60,10 @@ fn varied_memory(i: usize) -> proto::Memory {
             "n": i,
             "ratio": i as f64 / 8.0,
             "tags": ["a", i % 3],
-            "nested": {"deep": {"flag": i % 2 == 0}, "none": null},
+            "nested": {"deep": {"flag": i.is_multiple_of(2)}, "none": null},
         }),
     );
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         memory.expires_at = Some(timestamp(
             SystemTime::now() + Duration::from_secs(3600 + i as u64),
         ));
@@ -139,7 +139,6 @@ async fn get_all(
                 ids: chunk.to_vec(),
                 with_vector: true,
                 consistency: proto::ReadConsistency::Fresh as i32,
-                ..Default::default()
             })
             .await
             .expect("get")
