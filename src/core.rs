@@ -47,6 +47,35 @@ pub struct NamespaceInfo {
     pub stats: NamespaceStats,
 }
 
+/// What a write of one namespace fills in on the memories it stores,
+/// looked up once per request (or Import stream), not per memory.
+struct WriteDefaults<'a> {
+    /// Lifetime of a memory written without its own expiry.
+    default_ttl: Option<Duration>,
+    /// The namespace's BM25 model, if it has a text field.
+    text: Option<&'a TextIndex>,
+}
+
+impl WriteDefaults<'_> {
+    /// A memory as the store writes it, as of `now`: with an id (a new
+    /// UUIDv7 if it has none), `updated_at` (now, unless it has one), the
+    /// default expiry (unless it has one), and the BM25 vector of its text.
+    fn to_store(&self, tenant: &str, mut memory: Memory, now: SystemTime) -> TenantMemory {
+        if memory.id.is_empty() {
+            memory.id = Uuid::now_v7().to_string();
+        }
+        memory.updated_at.get_or_insert(now);
+        if memory.expires_at.is_none() {
+            memory.expires_at = self.default_ttl.and_then(|ttl| now.checked_add(ttl));
+        }
+        TenantMemory {
+            tenant: tenant.to_owned(),
+            text: self.text.and_then(|text| text.document(&memory.payload)),
+            memory,
+        }
+    }
+}
+
 pub struct Core {
     namespaces: BTreeMap<String, NamespaceConfig>,
     /// The BM25 model of each namespace with a `text_field`.
@@ -122,6 +151,7 @@ impl Core {
             tenant,
             memories,
         } = req;
+        let defaults = self.write_defaults(&namespace);
         let items: Vec<TenantMemory> = memories
             .into_iter()
             .map(|memory| {
@@ -130,7 +160,7 @@ impl Core {
                     updated_at: None,
                     ..memory
                 };
-                self.to_store(&namespace, &tenant, memory, now)
+                defaults.to_store(&tenant, memory, now)
             })
             .collect();
         let ids = items.iter().map(|item| item.memory.id.clone()).collect();
@@ -140,31 +170,11 @@ impl Core {
         Ok(ids)
     }
 
-    /// A memory as the store writes it, as of `now`: with an id (a new
-    /// UUIDv7 if it has none), `updated_at` (now, unless it has one), the
-    /// namespace's default expiry (unless it has one), and the BM25 vector
-    /// of its text.
-    fn to_store(
-        &self,
-        namespace: &str,
-        tenant: &str,
-        mut memory: Memory,
-        now: SystemTime,
-    ) -> TenantMemory {
-        if memory.id.is_empty() {
-            memory.id = Uuid::now_v7().to_string();
-        }
-        memory.updated_at.get_or_insert(now);
-        if memory.expires_at.is_none() {
-            let default_ttl = self.namespaces.get(namespace).and_then(|ns| ns.default_ttl);
-            memory.expires_at = default_ttl.and_then(|ttl| now.checked_add(ttl));
-        }
-        TenantMemory {
-            tenant: tenant.to_owned(),
-            text: self
-                .text_index(namespace)
-                .and_then(|text| text.document(&memory.payload)),
-            memory,
+    /// What a write to `namespace` fills in on each memory it stores.
+    fn write_defaults(&self, namespace: &str) -> WriteDefaults<'_> {
+        WriteDefaults {
+            default_ttl: self.namespaces.get(namespace).and_then(|ns| ns.default_ttl),
+            text: self.text_index(namespace),
         }
     }
 

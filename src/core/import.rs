@@ -26,9 +26,11 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use crate::auth::Caller;
 use crate::backend::{TenantMemory, VectorStore};
 use crate::error::{Error, Result};
-use crate::model::{Access, ImportRejection, ImportSummary, ImportTarget, Memory, Violations};
+use crate::model::{
+    Access, ImportRejection, ImportSummary, ImportTarget, Memory, Validator, Violations,
+};
 
-use super::Core;
+use super::{Core, WriteDefaults};
 
 /// Batches being written at once. Both backends apply concurrent writes
 /// faster than one at a time (the batcher coalesces them; Qdrant updates
@@ -42,6 +44,10 @@ pub struct Importer<'a> {
     core: &'a Core,
     target: ImportTarget,
     store: Arc<dyn VectorStore>,
+    /// Checks each memory against the namespace.
+    validator: Validator<'a>,
+    /// What each memory stored gets filled in.
+    defaults: WriteDefaults<'a>,
     /// The batch being filled.
     batch: Vec<TenantMemory>,
     batch_size: usize,
@@ -63,13 +69,15 @@ impl Core {
     pub fn import(&self, caller: &Caller, target: ImportTarget) -> Result<Importer<'_>> {
         let mut validator = self.validator("namespace", &target.namespace)?;
         validator.import_target(&target.tenant);
-        validator.finish()?;
+        validator.take_violations().into_result(())?;
         self.authorize(caller, &target.tenant, Access::Write)?;
         let batch_size = self.limits.max_batch.get();
         Ok(Importer {
             core: self,
-            target,
             store: self.store.clone(),
+            validator,
+            defaults: self.write_defaults(&target.namespace),
+            target,
             batch: Vec::with_capacity(batch_size),
             batch_size,
             writes: FuturesUnordered::new(),
@@ -92,9 +100,8 @@ impl Importer<'_> {
             return Ok(());
         }
         let mut violations = conversion;
-        let mut validator = self.core.validator("namespace", &self.target.namespace)?;
-        validator.memory("", &memory, now);
-        violations.add_all(validator.into_violations());
+        self.validator.memory("", &memory, now);
+        violations.add_all(self.validator.take_violations());
         if !violations.is_empty() {
             return self.reject(memory.id, violations).await;
         }
@@ -102,9 +109,7 @@ impl Importer<'_> {
         if self.unsettled_ids.contains(&memory.id) {
             self.settle().await?;
         }
-        let item = self
-            .core
-            .to_store(&self.target.namespace, &self.target.tenant, memory, now);
+        let item = self.defaults.to_store(&self.target.tenant, memory, now);
         self.unsettled_ids.insert(item.memory.id.clone());
         self.batch.push(item);
         if self.batch.len() >= self.batch_size {

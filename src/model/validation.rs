@@ -110,9 +110,10 @@ impl<'a> Validator<'a> {
         self.violations.into_result(())
     }
 
-    /// The violations found so far, to report in another way than an error.
-    pub fn into_violations(self) -> Violations {
-        self.violations
+    /// The violations found so far, leaving none: for checking one item
+    /// after another with the same validator.
+    pub fn take_violations(&mut self) -> Violations {
+        std::mem::take(&mut self.violations)
     }
 
     pub fn upsert(&mut self, req: &UpsertRequest) {
