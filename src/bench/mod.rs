@@ -174,25 +174,11 @@ pub async fn measure(args: &BenchArgs) -> anyhow::Result<Report> {
             (vec![target], dim)
         }
         None => {
-            let channels = connect(&args.addr, args.connections).await?;
-            let dim = match args.dim {
-                Some(dim) => dim,
-                None => server_dim(&channels[0], &args.namespace).await?,
-            };
+            let (channels, dim) = connect_vecmem(args).await?;
             (channels.into_iter().map(Target::vecmem).collect(), dim)
         }
     };
-    let shape = Shape {
-        namespace: args.namespace.clone(),
-        dim,
-        tenants: args.tenants.max(1),
-        seed_memories: args.seed_memories,
-        distinct_queries: args.distinct_queries,
-        zipf: args.zipf,
-        batch: args.batch,
-        limit: args.limit,
-        text_field: args.text.then(|| args.text_field.clone()),
-    };
+    let shape = shape(args, dim);
     let mix = match args.op {
         Op::Search => Mix::only(Kind::Search),
         Op::Upsert => Mix::only(Kind::Upsert),
@@ -225,10 +211,7 @@ pub async fn measure(args: &BenchArgs) -> anyhow::Result<Report> {
         (_, Some(duration)) => Stop::After(Instant::now() + duration),
         (total, None) => Stop::Count(total.unwrap_or(10_000)),
     };
-    let cpu_before = match &args.server_metrics {
-        Some(url) => Some(server_cpu::read(url).await?),
-        None => None,
-    };
+    let cpu_before = server_cpu_now(args).await?;
     let progress = progress_bar(stop);
     let started = Instant::now();
     let (_, latencies, errors) = run_phase(
@@ -240,10 +223,7 @@ pub async fn measure(args: &BenchArgs) -> anyhow::Result<Report> {
     .await?;
     let elapsed = started.elapsed();
     progress.finish_and_clear();
-    let server_cpu = match (&args.server_metrics, cpu_before) {
-        (Some(url), Some(before)) => Some(server_cpu::read(url).await? - before),
-        _ => None,
-    };
+    let server_cpu = cpu_spent(args, cpu_before).await?;
     let op = match args.op {
         Op::Mix => format!("mix({})", args.mix),
         other => format!("{other:?}").to_lowercase(),
@@ -261,35 +241,15 @@ async fn measure_import(args: &BenchArgs) -> anyhow::Result<Report> {
     if args.direct_qdrant.is_some() || args.duration.is_some() || args.rps.is_some() {
         bail!("--op import takes -n memories, against vecmem only");
     }
-    let channels = connect(&args.addr, args.connections).await?;
-    let dim = match args.dim {
-        Some(dim) => dim,
-        None => server_dim(&channels[0], &args.namespace).await?,
-    };
-    let shape = Shape {
-        namespace: args.namespace.clone(),
-        dim,
-        tenants: args.tenants.max(1),
-        seed_memories: 0,
-        distinct_queries: 0,
-        zipf: 0.0,
-        batch: args.batch,
-        limit: args.limit,
-        text_field: args.text.then(|| args.text_field.clone()),
-    };
-    let cpu_before = match &args.server_metrics {
-        Some(url) => Some(server_cpu::read(url).await?),
-        None => None,
-    };
+    let (channels, dim) = connect_vecmem(args).await?;
+    let shape = shape(args, dim);
+    let cpu_before = server_cpu_now(args).await?;
     let started = Instant::now();
     let total = args.total.unwrap_or(10_000);
     let (latencies, errors, written) =
         import::run(&channels, &shape, total, args.concurrency, args.seed).await?;
     let elapsed = started.elapsed();
-    let server_cpu = match (&args.server_metrics, cpu_before) {
-        (Some(url), Some(before)) => Some(server_cpu::read(url).await? - before),
-        _ => None,
-    };
+    let server_cpu = cpu_spent(args, cpu_before).await?;
     let mut report = Report::new(
         &latencies,
         errors,
@@ -398,6 +358,46 @@ impl Schedule {
             _ => Some(due),
         }
     }
+}
+
+/// The `--connections` channels to vecmem, and the dimension of the
+/// namespace (`--dim`, or asked from the server).
+async fn connect_vecmem(args: &BenchArgs) -> anyhow::Result<(Vec<Channel>, usize)> {
+    let channels = connect(&args.addr, args.connections).await?;
+    let dim = match args.dim {
+        Some(dim) => dim,
+        None => server_dim(&channels[0], &args.namespace).await?,
+    };
+    Ok((channels, dim))
+}
+
+/// The data and traffic the arguments describe.
+fn shape(args: &BenchArgs, dim: usize) -> Shape {
+    Shape {
+        namespace: args.namespace.clone(),
+        dim,
+        tenants: args.tenants.max(1),
+        seed_memories: args.seed_memories,
+        distinct_queries: args.distinct_queries,
+        zipf: args.zipf,
+        batch: args.batch,
+        limit: args.limit,
+        text_field: args.text.then(|| args.text_field.clone()),
+    }
+}
+
+/// The server's CPU seconds so far, with `--server-metrics`.
+async fn server_cpu_now(args: &BenchArgs) -> anyhow::Result<Option<f64>> {
+    match &args.server_metrics {
+        Some(url) => Ok(Some(server_cpu::read(url).await?)),
+        None => Ok(None),
+    }
+}
+
+/// The server's CPU seconds since `before` (read by [`server_cpu_now`]).
+async fn cpu_spent(args: &BenchArgs, before: Option<f64>) -> anyhow::Result<Option<f64>> {
+    let after = server_cpu_now(args).await?;
+    Ok(after.zip(before).map(|(after, before)| after - before))
 }
 
 async fn connect(addr: &str, connections: usize) -> anyhow::Result<Vec<Channel>> {
