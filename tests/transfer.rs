@@ -71,6 +71,22 @@ fn varied_memory(i: usize) -> proto::Memory {
     memory
 }
 
+/// Upserts the first `n` varied memories for `tenant`; returns them.
+async fn upsert_varied(
+    client: &mut MemoryServiceClient<tonic::transport::Channel>,
+    tenant: &str,
+    n: usize,
+) -> Vec<proto::Memory> {
+    let memories: Vec<proto::Memory> = (0..n).map(varied_memory).collect();
+    for chunk in memories.chunks(250) {
+        client
+            .upsert(upsert(tenant, chunk.to_vec()))
+            .await
+            .expect("upsert");
+    }
+    memories
+}
+
 fn import_message(
     namespace: &str,
     tenant: &str,
@@ -173,13 +189,7 @@ async fn an_exported_tenant_imported_elsewhere_answers_every_get_identically(bac
     let server = backend.start_server_with(dir.path(), &with_copy_namespace());
     let mut client = server.memory().await;
     const N: usize = 1000;
-    let originals: Vec<proto::Memory> = (0..N).map(varied_memory).collect();
-    for chunk in originals.chunks(200) {
-        client
-            .upsert(upsert("alice", chunk.to_vec()))
-            .await
-            .expect("upsert");
-    }
+    let originals = upsert_varied(&mut client, "alice", N).await;
     // Another tenant's memories, with the same ids, never leak into the export.
     client
         .upsert(upsert("mallory", originals[..50].to_vec()))
@@ -237,13 +247,7 @@ async fn an_ndjson_export_piped_into_an_ndjson_import_round_trips(backend: Backe
     let dir = tempfile::tempdir().expect("tempdir");
     let server = backend.start_server_with(dir.path(), &with_copy_namespace());
     let mut client = server.memory().await;
-    let originals: Vec<proto::Memory> = (0..300).map(varied_memory).collect();
-    for chunk in originals.chunks(150) {
-        client
-            .upsert(upsert("alice", chunk.to_vec()))
-            .await
-            .expect("upsert");
-    }
+    let originals = upsert_varied(&mut client, "alice", 300).await;
     let base = format!("http://{}/v1/namespaces", server.http_addr);
     let exported = support::http(
         "POST",
@@ -497,13 +501,7 @@ async fn an_export_under_concurrent_writes_has_every_lasting_memory_exactly_once
     let server = backend.start_server(dir.path());
     let mut client = server.memory().await;
     const LASTING: usize = 1500;
-    let lasting: Vec<proto::Memory> = (0..LASTING).map(varied_memory).collect();
-    for chunk in lasting.chunks(250) {
-        client
-            .upsert(upsert("alice", chunk.to_vec()))
-            .await
-            .expect("upsert");
-    }
+    let lasting = upsert_varied(&mut client, "alice", LASTING).await;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     // Writers churn: new memories come and go, lasting ones are rewritten.
     let mut writers = Vec::new();
