@@ -20,8 +20,9 @@ use vecmem::backend::{
     MemoryKey, NamespaceStats, PayloadUpdate, ScrollQuery, StorePage, TenantDelete, TenantMemory,
     TenantSearch, VectorStore,
 };
+use vecmem::backup::SnapshotCopy;
 use vecmem::config::{BatchConfig, CacheConfig, Config, Distance};
-use vecmem::error::Result;
+use vecmem::error::{Error, Result};
 use vecmem::metrics::Metrics;
 use vecmem::model::{
     Condition, FieldTest, Filter, MatchValue, Memory, ScoredMemory, UpsertRequest, Validator,
@@ -157,6 +158,9 @@ impl VectorStore for Nothing {
     }
     async fn is_ready(&self) -> bool {
         true
+    }
+    async fn snapshot(&self) -> Result<SnapshotCopy> {
+        Err(Error::SnapshotUnavailable)
     }
     async fn close(&self) -> Result<()> {
         Ok(())

@@ -67,6 +67,22 @@ impl Caller {
         }
         Ok(())
     }
+
+    /// Allows reading every tenant's data at once (a snapshot), which only
+    /// a key for all tenants (`"*"`) may do.
+    pub fn authorize_every_tenant(&self) -> Result<()> {
+        match self {
+            Caller::Anyone => Ok(()),
+            Caller::Key(grant) => match grant.tenants {
+                Tenants::All => Ok(()),
+                Tenants::Only(_) => Err(Error::PermissionDenied(
+                    "a snapshot holds every tenant's data: it needs an API key allowed \
+                     every tenant (tenants = [\"*\"])"
+                        .to_owned(),
+                )),
+            },
+        }
+    }
 }
 
 struct StoredKey {

@@ -7,6 +7,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
+use futures::Stream;
 use uuid::Uuid;
 
 use crate::auth::Caller;
@@ -14,6 +16,7 @@ use crate::backend::text::TextIndex;
 use crate::backend::{
     MemoryKey, NamespaceStats, ScrollQuery, TenantDelete, TenantMemory, TenantSearch, VectorStore,
 };
+use crate::backup;
 use crate::config::{Config, Distance, Limits, NamespaceConfig};
 use crate::error::{Error, Result};
 use crate::model::{
@@ -393,6 +396,18 @@ impl Core {
         self.store
             .count(&req.namespace, &req.tenant, req.filter)
             .await
+    }
+
+    /// A consistent copy of every namespace, as a gzipped tar archive in chunks
+    /// (see [`crate::backup`]). Not charged to any tenant's rate: it reads
+    /// every tenant's data, and only a key for all of them may ask.
+    pub async fn snapshot(
+        &self,
+        caller: &Caller,
+    ) -> Result<impl Stream<Item = Result<Bytes>> + Send + 'static> {
+        caller.authorize_every_tenant()?;
+        let copy = self.store.snapshot().await?;
+        Ok(backup::archive(copy))
     }
 
     pub async fn list_namespaces(&self) -> Result<Vec<NamespaceInfo>> {

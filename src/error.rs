@@ -41,6 +41,12 @@ pub enum Error {
          was set; search it by vector, or declare a new namespace with `text_field`"
     )]
     TextSearchUnavailable(String),
+    /// A snapshot asked of a backend that vecmem does not copy itself.
+    #[error(
+        "this server stores its data in Qdrant: back it up with Qdrant's own snapshots \
+         (the README's \"Backups\" section lists the calls)"
+    )]
+    SnapshotUnavailable,
     #[error("{0}")]
     Unauthenticated(String),
     #[error("{0}")]
@@ -91,7 +97,9 @@ impl Error {
         match self {
             Error::InvalidArgument(_) => Code::InvalidArgument,
             Error::NamespaceNotFound(_) | Error::MemoryNotFound { .. } => Code::NotFound,
-            Error::TextSearchUnavailable(_) => Code::FailedPrecondition,
+            Error::TextSearchUnavailable(_) | Error::SnapshotUnavailable => {
+                Code::FailedPrecondition
+            }
             Error::Unauthenticated(_) => Code::Unauthenticated,
             Error::PermissionDenied(_) => Code::PermissionDenied,
             Error::ResourceExhausted { .. } => Code::ResourceExhausted,
@@ -105,7 +113,9 @@ impl Error {
 
     pub fn http_status(&self) -> StatusCode {
         match self {
-            Error::InvalidArgument(_) | Error::TextSearchUnavailable(_) => StatusCode::BAD_REQUEST,
+            Error::InvalidArgument(_)
+            | Error::TextSearchUnavailable(_)
+            | Error::SnapshotUnavailable => StatusCode::BAD_REQUEST,
             Error::NamespaceNotFound(_) | Error::MemoryNotFound { .. } => StatusCode::NOT_FOUND,
             Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Error::PermissionDenied(_) => StatusCode::FORBIDDEN,
@@ -136,6 +146,7 @@ impl Error {
             | Error::NamespaceNotFound(_)
             | Error::MemoryNotFound { .. }
             | Error::TextSearchUnavailable(_)
+            | Error::SnapshotUnavailable
             | Error::Unauthenticated(_)
             | Error::PermissionDenied(_)
             | Error::DeadlineExceeded

@@ -36,6 +36,24 @@ enum Command {
     Serve,
     /// Load-test a running server over gRPC and report throughput and latency.
     Bench(Box<vecmem::bench::BenchArgs>),
+    /// Download a backup of a running server (embedded backend) to a file.
+    Snapshot {
+        /// The server's gRPC address.
+        #[arg(long, default_value = "127.0.0.1:50051")]
+        addr: String,
+        /// An API key allowed every tenant, if the server checks keys.
+        #[arg(long, env = "VECMEM_API_KEY", hide_env_values = true)]
+        api_key: Option<String>,
+        /// Where to write the archive (a gzipped tar).
+        #[arg(long, short)]
+        out: PathBuf,
+    },
+    /// Put a backup back into this config's data directory (server stopped).
+    Restore {
+        /// The archive `vecmem snapshot` wrote.
+        #[arg(long)]
+        from: PathBuf,
+    },
     /// Exit 0 if the server answers /health/ready with 200, else 1.
     Health {
         /// Readiness URL; defaults to this config's server.http_addr.
@@ -66,7 +84,59 @@ fn main() -> ExitCode {
         Command::Health { url, timeout_ms } => {
             health(&config, url, Duration::from_millis(timeout_ms))
         }
+        Command::Snapshot { addr, api_key, out } => snapshot(&addr, api_key.as_deref(), &out),
+        Command::Restore { from } => restore(&config, &from),
     }
+}
+
+fn snapshot(addr: &str, api_key: Option<&str>, out: &std::path::Path) -> ExitCode {
+    let outcome = current_thread()
+        .and_then(|runtime| runtime.block_on(vecmem::backup::download(addr, api_key, out)));
+    match outcome {
+        Ok(downloaded) => {
+            println!(
+                "wrote {} bytes to {}",
+                downloaded.bytes,
+                downloaded.path.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("vecmem snapshot: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn restore(config: &Config, from: &std::path::Path) -> ExitCode {
+    let outcome = current_thread()
+        .and_then(|runtime| runtime.block_on(vecmem::backup::restore_deployment(config, from)));
+    match outcome {
+        Ok(namespaces) => {
+            let path = config.backend.embedded.path.display();
+            for namespace in &namespaces {
+                if config.namespaces.contains_key(namespace) {
+                    println!("restored namespace {namespace} into {path}");
+                } else {
+                    println!(
+                        "restored namespace {namespace} into {path}; it is not in the config, \
+                         so the server will not serve it"
+                    );
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("vecmem restore: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn current_thread() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
 }
 
 fn serve(config: Config) -> ExitCode {

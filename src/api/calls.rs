@@ -4,6 +4,7 @@
 //! with the message's proto3 JSON form. So an RPC behaves identically on both
 //! transports by construction.
 
+use bytes::Bytes;
 use futures::{Stream, StreamExt};
 
 use crate::api::convert::{
@@ -209,6 +210,16 @@ pub async fn export(
             memories: memories.into_iter().map(Into::into).collect(),
         })
     }))
+}
+
+/// The snapshot archive, a chunk a message.
+pub async fn snapshot(
+    core: &Core,
+    caller: &Caller,
+    request: proto::SnapshotRequest,
+) -> Result<impl Stream<Item = Result<Bytes>> + Send + 'static> {
+    let proto::SnapshotRequest {} = request;
+    core.snapshot(caller).await
 }
 
 pub async fn list_namespaces(core: &Core) -> Result<proto::ListNamespacesResponse> {

@@ -194,4 +194,19 @@ impl NamespaceService for GrpcApi {
             calls::describe_namespace(&self.core, message).await?,
         ))
     }
+
+    type SnapshotStream = BoxStream<'static, Result<proto::SnapshotChunk, Status>>;
+
+    async fn snapshot(
+        &self,
+        request: Request<proto::SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
+        let (caller, message) = authenticated(request)?;
+        let chunks = calls::snapshot(&self.core, &caller, message).await?;
+        let messages = chunks.map(|chunk| match chunk {
+            Ok(data) => Ok(proto::SnapshotChunk { data: data.into() }),
+            Err(error) => Err(Status::from(error)),
+        });
+        Ok(Response::new(messages.boxed()))
+    }
 }

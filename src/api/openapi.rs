@@ -18,6 +18,7 @@ use crate::proto::FILE_DESCRIPTOR_SET;
 
 const PACKAGE: &str = "vecmem.v1";
 const NDJSON: &str = "application/x-ndjson";
+const TAR_GZ: &str = "application/gzip";
 
 /// The whole document.
 pub fn document() -> Value {
@@ -84,11 +85,15 @@ fn operation(spec: &RpcSpec) -> Value {
         let media = if streamed { NDJSON } else { "application/json" };
         json!({media: {"schema": {"$ref": schema_ref(message)}}})
     };
+    let answer = match spec.streaming {
+        Streaming::Archive => json!({TAR_GZ: {"schema": {"type": "string", "format": "binary"}}}),
+        streaming => content(streaming == Streaming::Server, spec.response),
+    };
     let mut operation = json!({
         "operationId": spec.name,
         "summary": format!("{} (gRPC {}/{})", spec.name, spec.service, spec.name),
         "responses": {
-            "200": {"description": "OK", "content": content(spec.streaming == Streaming::Server, spec.response)},
+            "200": {"description": "OK", "content": answer},
             "400": error("INVALID_ARGUMENT: the body or a field is wrong"),
             "401": error("UNAUTHENTICATED: no or an unknown API key"),
             "403": error("PERMISSION_DENIED: the key may not do this for the tenant"),

@@ -21,7 +21,7 @@ use axum::body::{Body, BodyDataStream, Bytes};
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Extension, Path, Query, State};
 use axum::http::HeaderValue;
-use axum::http::header::CONTENT_TYPE;
+use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, get, on};
 use bytes::BytesMut;
@@ -76,6 +76,7 @@ fn handler(rpc: Rpc, method: MethodFilter, body_limit: usize) -> MethodRouter<Ar
         Rpc::Export => on(method, export),
         Rpc::ListNamespaces => on(method, list_namespaces),
         Rpc::DescribeNamespace => on(method, describe_namespace),
+        Rpc::Snapshot => on(method, snapshot),
     }
 }
 
@@ -299,6 +300,41 @@ async fn export(
 }
 
 const NDJSON: &str = "application/x-ndjson";
+
+/// `POST /v1/snapshot`: the gzipped tar archive itself, written as it is made. As
+/// with an export, an error once bytes have been sent cuts the response off
+/// without its end.
+async fn snapshot(
+    State(core): State<Arc<Core>>,
+    Extension(caller): Extension<Caller>,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Response {
+    let chunks = async {
+        let request: proto::SnapshotRequest = decode(body)?;
+        calls::snapshot(&core, &caller, request).await
+    }
+    .await;
+    let chunks = match chunks {
+        Ok(chunks) => chunks,
+        Err(error) => return error.into_response(),
+    };
+    let chunks = chunks.inspect(|chunk| {
+        if let Err(error) = chunk {
+            tracing::warn!(%error, "snapshot failed while streaming; response cut off");
+        }
+    });
+    (
+        [
+            (CONTENT_TYPE, HeaderValue::from_static("application/gzip")),
+            (
+                CONTENT_DISPOSITION,
+                HeaderValue::from_static("attachment; filename=\"vecmem-snapshot.tar.gz\""),
+            ),
+        ],
+        Body::from_stream(chunks),
+    )
+        .into_response()
+}
 
 /// A page of an Export as NDJSON lines.
 fn ndjson_page(page: proto::ExportResponse) -> Result<Bytes> {

@@ -22,6 +22,7 @@ pub enum Rpc {
     Export,
     ListNamespaces,
     DescribeNamespace,
+    Snapshot,
 }
 
 /// How a REST call is sent.
@@ -50,6 +51,9 @@ pub enum Streaming {
     Client,
     /// The server streams (Export): the REST response is NDJSON.
     Server,
+    /// The server streams a file in chunks (Snapshot): the REST response is
+    /// the file itself.
+    Archive,
 }
 
 /// One row of the table.
@@ -201,6 +205,17 @@ pub const RPCS: &[RpcSpec] = &[
         body: None,
         response: "NamespaceInfo",
         streaming: Streaming::Unary,
+    },
+    // REST: the response is the gzipped tar archive itself (`curl -o`).
+    RpcSpec {
+        rpc: Rpc::Snapshot,
+        name: "Snapshot",
+        service: NAMESPACE,
+        http_method: HttpMethod::Post,
+        path: "/v1/snapshot",
+        body: Some("SnapshotRequest"),
+        response: "SnapshotChunk",
+        streaming: Streaming::Archive,
     },
 ];
 

@@ -8,10 +8,12 @@
 //! the engine and made durable in the journal before it is acknowledged, and
 //! never waits for an index build (see `journal` for why the engine's own
 //! `flush()` cannot do this). Between index builds the indexer checkpoints:
-//! it flushes the engine and empties the journal.
+//! it flushes the engine and empties the journal. A snapshot copies a
+//! namespace's files at a checkpoint, pausing its writes (not its reads) for
+//! the copy.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError};
 use std::time::SystemTime;
@@ -32,6 +34,7 @@ use crate::backend::{
     MemoryKey, NamespaceStats, PayloadUpdate, ScrollQuery, StorePage, TenantDelete, TenantMemory,
     TenantSearch, VectorStore, answer_keys, boost, score,
 };
+use crate::backup::{self, SnapshotCopy};
 use crate::config::{Distance, EmbeddedConfig, NamespaceConfig};
 use crate::error::{Error, Result};
 use crate::model::{DeleteSelector, Filter, Memory, ScoredMemory};
@@ -50,6 +53,9 @@ use translate::{live_filter, tenant_filter, tenant_ids_filter};
 const DELETE_PAGE: usize = 1024;
 
 pub struct EmbeddedStore {
+    /// `backend.embedded.path`: a directory per namespace, and the staging
+    /// area of snapshots.
+    path: PathBuf,
     shards: HashMap<String, Arc<Shard>>,
     indexer: std::sync::Mutex<Option<Indexer>>,
 }
@@ -57,6 +63,7 @@ pub struct EmbeddedStore {
 /// One namespace's engine shard.
 struct Shard {
     name: String,
+    dir: PathBuf,
     distance: Distance,
     /// Whether the shard holds text vectors (it was created with them).
     has_text: bool,
@@ -78,6 +85,12 @@ impl EmbeddedStore {
         config: &EmbeddedConfig,
         namespaces: &BTreeMap<String, NamespaceConfig>,
     ) -> anyhow::Result<Self> {
+        backup::clear_staging(&config.path).map_err(|err| {
+            anyhow::anyhow!(
+                "cannot remove old snapshot copies from {}: {err}",
+                config.path.display()
+            )
+        })?;
         let mut shards = HashMap::new();
         for (name, ns) in namespaces {
             let dir = config.path.join(name);
@@ -85,6 +98,7 @@ impl EmbeddedStore {
             let journal = recover(name, &dir, &engine)?;
             let shard = Shard {
                 name: name.clone(),
+                dir,
                 distance: ns.distance,
                 has_text,
                 engine,
@@ -98,6 +112,7 @@ impl EmbeddedStore {
         let interval = config.optimize_interval;
         let indexer = Indexer::spawn(shards.values().cloned().collect(), interval)?;
         Ok(Self {
+            path: config.path.clone(),
             shards,
             indexer: std::sync::Mutex::new(Some(indexer)),
         })
@@ -163,6 +178,22 @@ impl Shard {
         }
         self.engine.flush();
         journal.clear().map_err(Error::internal)
+    }
+
+    /// Copies the namespace's files into `into` at a checkpoint: they then
+    /// hold every write acknowledged so far, and the journal is empty.
+    /// Writes wait for the copy (they would change the files under it);
+    /// reads go on. An index build in progress finishes first, while writes
+    /// still flow.
+    fn copy_into(&self, into: &Path) -> Result<()> {
+        let _maintenance = self
+            .maintenance
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut journal = self.journal.blocking_lock();
+        self.checkpoint(&mut journal)?;
+        backup::copy_tree(&self.dir, into)
+            .map_err(|err| Error::internal(format!("copying namespace {}: {err}", self.name)))
     }
 
     /// Runs one indexing pass, then a checkpoint; true if the pass did work.
@@ -440,6 +471,22 @@ impl VectorStore for EmbeddedStore {
 
     async fn is_ready(&self) -> bool {
         true
+    }
+
+    /// One namespace at a time, in name order, so only one namespace's
+    /// writes wait at any moment.
+    async fn snapshot(&self) -> Result<SnapshotCopy> {
+        let mut copy = SnapshotCopy::create(&self.path)?;
+        let mut names: Vec<&String> = self.shards.keys().collect();
+        names.sort();
+        for name in names {
+            let shard = self.shard(name)?;
+            let into = copy.add_namespace(name);
+            tokio::task::spawn_blocking(move || shard.copy_into(&into))
+                .await
+                .map_err(Error::internal)??;
+        }
+        Ok(copy)
     }
 
     async fn close(&self) -> Result<()> {

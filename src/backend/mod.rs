@@ -18,6 +18,7 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use uuid::Uuid;
 
+use crate::backup::SnapshotCopy;
 use crate::error::Result;
 use crate::model::{Boost, DeleteSelector, ExpiryChange, Filter, Memory, Payload, ScoredMemory};
 
@@ -172,6 +173,11 @@ pub trait VectorStore: Send + Sync + 'static {
 
     /// Whether the store can serve requests now.
     async fn is_ready(&self) -> bool;
+
+    /// A consistent copy of every namespace's data, taken while the store
+    /// serves; [`Error::SnapshotUnavailable`] where vecmem does not hold the
+    /// data itself (Qdrant).
+    async fn snapshot(&self) -> Result<SnapshotCopy>;
 
     /// Persists what is buffered and stops background work.
     async fn close(&self) -> Result<()>;

@@ -39,6 +39,7 @@ use crate::backend::{
     MemoryKey, NamespaceStats, PayloadUpdate, ScrollQuery, StorePage, TenantDelete, TenantMemory,
     TenantSearch, VectorStore, answer_keys, boost, layout, score,
 };
+use crate::backup::SnapshotCopy;
 use crate::config::{Distance, NamespaceConfig, QdrantConfig};
 use crate::error::{Error, Result};
 use crate::model::{DeleteSelector, Filter, Fusion, Memory, ScoredMemory};
@@ -692,6 +693,12 @@ impl VectorStore for QdrantStore {
             tracing::info!(reachable, "qdrant reachability changed");
         }
         reachable && self.ensure_ready().await.is_ok()
+    }
+
+    /// Qdrant's snapshots copy collections where they live, shard by
+    /// shard; vecmem has neither the files nor a copy to stream.
+    async fn snapshot(&self) -> Result<SnapshotCopy> {
+        Err(Error::SnapshotUnavailable)
     }
 
     async fn close(&self) -> Result<()> {

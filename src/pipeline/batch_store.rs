@@ -39,6 +39,7 @@ use crate::backend::{
     MemoryKey, NamespaceStats, PayloadUpdate, ScrollQuery, StorePage, TenantDelete, TenantMemory,
     TenantSearch, VectorStore,
 };
+use crate::backup::SnapshotCopy;
 use crate::config::BatchConfig;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
@@ -228,6 +229,7 @@ fn worth_retrying_each(error: &Error) -> bool {
         | Error::NamespaceNotFound(_)
         | Error::MemoryNotFound { .. }
         | Error::TextSearchUnavailable(_)
+        | Error::SnapshotUnavailable
         | Error::Unauthenticated(_)
         | Error::PermissionDenied(_)
         | Error::ResourceExhausted { .. }
@@ -531,6 +533,10 @@ impl VectorStore for BatchingStore {
 
     async fn is_ready(&self) -> bool {
         self.inner.is_ready().await
+    }
+
+    async fn snapshot(&self) -> Result<SnapshotCopy> {
+        self.inner.snapshot().await
     }
 
     async fn close(&self) -> Result<()> {

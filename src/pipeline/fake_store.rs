@@ -14,6 +14,7 @@ use crate::backend::{
     MemoryKey, NamespaceStats, PayloadUpdate, ScrollQuery, StorePage, TenantDelete, TenantMemory,
     TenantSearch, VectorStore,
 };
+use crate::backup::SnapshotCopy;
 use crate::error::{Error, Result};
 use crate::model::{DeleteSelector, Filter, Memory, ScoredMemory};
 
@@ -191,6 +192,10 @@ impl VectorStore for FakeStore {
 
     async fn is_ready(&self) -> bool {
         true
+    }
+
+    async fn snapshot(&self) -> Result<SnapshotCopy> {
+        Err(Error::SnapshotUnavailable)
     }
 
     async fn close(&self) -> Result<()> {

@@ -35,6 +35,7 @@ use crate::backend::{
     MemoryKey, NamespaceStats, PayloadUpdate, ScrollQuery, StorePage, TenantDelete, TenantMemory,
     TenantSearch, VectorStore,
 };
+use crate::backup::SnapshotCopy;
 use crate::config::ResilienceConfig;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
@@ -297,6 +298,12 @@ impl VectorStore for ResilientStore {
 
     async fn is_ready(&self) -> bool {
         self.inner.is_ready().await
+    }
+
+    /// Neither retried nor timed out: a copy takes as long as the data is
+    /// large, and a second attempt would copy it all again.
+    async fn snapshot(&self) -> Result<SnapshotCopy> {
+        self.inner.snapshot().await
     }
 
     async fn close(&self) -> Result<()> {
