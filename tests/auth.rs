@@ -224,3 +224,40 @@ async fn the_rest_gateway_checks_the_same_keys() {
     let (status, _) = support::http_get(&format!("http://{}/metrics", server.http_addr)).await;
     assert_eq!(status, 200);
 }
+
+/// A snapshot holds every tenant's data: only a key for all of them gets one.
+#[tokio::test]
+async fn a_snapshot_needs_a_key_for_every_tenant() {
+    use vecmem::proto::namespace_service_client::NamespaceServiceClient;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(dir.path());
+    for (key, code) in [
+        (None, Code::Unauthenticated),
+        (Some(WRITER_A), Code::PermissionDenied),
+        (Some(READER_AB), Code::PermissionDenied),
+    ] {
+        let key = Key(key.map(|k| ("authorization", format!("Bearer {k}"))));
+        let mut namespaces = NamespaceServiceClient::with_interceptor(server.channel().await, key);
+        let status = namespaces
+            .snapshot(proto::SnapshotRequest {})
+            .await
+            .expect_err("no snapshot");
+        assert_eq!(status.code(), code, "{status:?}");
+    }
+    let admin = Key(Some(("authorization", format!("Bearer {ADMIN}"))));
+    let mut namespaces = NamespaceServiceClient::with_interceptor(server.channel().await, admin);
+    let mut chunks = namespaces
+        .snapshot(proto::SnapshotRequest {})
+        .await
+        .expect("the all-tenant key gets a snapshot")
+        .into_inner();
+    let first = chunks.message().await.expect("a chunk").expect("not empty");
+    assert_eq!(&first.data[..2], &[0x1f, 0x8b], "a gzip stream");
+    while chunks
+        .message()
+        .await
+        .expect("the archive streams whole")
+        .is_some()
+    {}
+}

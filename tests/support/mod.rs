@@ -414,6 +414,22 @@ pub async fn http_body(
     body: String,
     headers: &[(&str, &str)],
 ) -> HttpAnswer {
+    let (status, headers, bytes) = http_bytes(method, url, body, headers).await;
+    HttpAnswer {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+    }
+}
+
+/// Sends `method url` with `body` and `headers`: the status, headers and
+/// the body's bytes.
+pub async fn http_bytes(
+    method: &str,
+    url: &str,
+    body: String,
+    headers: &[(&str, &str)],
+) -> (u16, axum::http::HeaderMap, axum::body::Bytes) {
     use http_body_util::{BodyExt, Full};
     use hyper_util::client::legacy::Client;
     use hyper_util::rt::TokioExecutor;
@@ -438,11 +454,7 @@ pub async fn http_body(
         .await
         .expect("HTTP body")
         .to_bytes();
-    HttpAnswer {
-        status,
-        headers,
-        body: String::from_utf8_lossy(&bytes).into_owned(),
-    }
+    (status, headers, bytes)
 }
 
 /// GETs `url` over HTTP/1.1: the status and the body as text.
