@@ -134,6 +134,133 @@ async fn write_until_stopped(
     log
 }
 
+/// Every writer's record of its writes: by tenant index, id, in order.
+type WriteLogs = Vec<BTreeMap<String, Vec<Write>>>;
+
+/// [`WRITERS`] clients writing to a server until stopped.
+struct WriteLoad {
+    snapshot_asked: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    acked: Arc<AtomicUsize>,
+    writers: Vec<tokio::task::JoinHandle<BTreeMap<String, Vec<Write>>>>,
+}
+
+impl WriteLoad {
+    /// Starts the writers; returns once [`WRITES_BEFORE`] writes were
+    /// acknowledged.
+    async fn start(server: &TestServer) -> Self {
+        let snapshot_asked = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(AtomicUsize::new(0));
+        let warmed_up = Arc::new(Notify::new());
+        let mut writers = Vec::new();
+        for writer in 0..WRITERS {
+            writers.push(tokio::spawn(write_until_stopped(
+                server.memory().await,
+                writer,
+                snapshot_asked.clone(),
+                stop.clone(),
+                acked.clone(),
+                warmed_up.clone(),
+            )));
+        }
+        tokio::time::timeout(TIME_LIMIT, warmed_up.notified())
+            .await
+            .expect("the writers warm up in time");
+        Self {
+            snapshot_asked,
+            stop,
+            acked,
+            writers,
+        }
+    }
+
+    /// Called just before the backup is asked for: writes acknowledged
+    /// from here on may or may not be in it.
+    fn snapshot_asked(&self) -> usize {
+        self.snapshot_asked.store(true, Ordering::SeqCst);
+        self.acked.load(Ordering::SeqCst)
+    }
+
+    fn acked(&self) -> usize {
+        self.acked.load(Ordering::SeqCst)
+    }
+
+    async fn stop(self) -> WriteLogs {
+        self.stop.store(true, Ordering::SeqCst);
+        let mut logs = Vec::new();
+        for writer in self.writers {
+            logs.push(writer.await.expect("writer"));
+        }
+        logs
+    }
+}
+
+/// Checks every memory the writers touched on `server`, which runs on the
+/// restored backup: each is in the state the last write acknowledged before
+/// the backup gave it, or one a later write gave it (a write during the
+/// backup may or may not be in it); never an older one, never another
+/// writer's.
+async fn check_restored(server: &TestServer, logs: &WriteLogs) {
+    let mut client = server.memory().await;
+    let mut checked_before = 0;
+    for (writer, log) in logs.iter().enumerate() {
+        let tenant = format!("t{writer}");
+        let ids: Vec<&str> = log.keys().map(String::as_str).collect();
+        let mut request = get(&tenant, &ids);
+        request.with_vector = true;
+        let answer = client.get(request).await.expect("get").into_inner();
+        let found: BTreeMap<String, proto::Memory> = answer
+            .memories
+            .into_iter()
+            .map(|memory| (memory.id.clone(), memory))
+            .collect();
+        for (id, writes) in log {
+            let from = writes.iter().rposition(|write| write.acked_before);
+            checked_before += usize::from(from.is_some());
+            let mut allowed: Vec<Option<u64>> = writes[from.unwrap_or(0)..]
+                .iter()
+                .map(|write| write.state)
+                .collect();
+            if from.is_none() {
+                allowed.push(None);
+            }
+            let restored = found.get(id).map(|memory| {
+                let payload = from_struct(memory.payload.as_ref().expect("payload"));
+                // Payload numbers travel as doubles; these are exact.
+                let seq = payload["seq"].as_f64().expect("seq") as u64;
+                assert_eq!(
+                    payload["writer"].as_f64(),
+                    Some(writer as f64),
+                    "{tenant}/{id}"
+                );
+                assert!(
+                    same_direction(&memory.vector, &vector_of(seq)),
+                    "{tenant}/{id} seq {seq}: vector {:?}",
+                    memory.vector
+                );
+                seq
+            });
+            assert!(
+                allowed.contains(&restored),
+                "{tenant}/{id} restored as {restored:?}; the writes acknowledged before the \
+                 backup allow only {allowed:?} (whole history: {writes:?})"
+            );
+        }
+        let counted = client
+            .count(count(&tenant, None))
+            .await
+            .expect("count")
+            .into_inner()
+            .count;
+        assert_eq!(counted, found.len() as u64, "{tenant} holds only its ids");
+    }
+    assert!(
+        checked_before >= IDS_PER_WRITER * WRITERS / 2,
+        "only {checked_before} memories were written before the backup"
+    );
+}
+
 #[tokio::test]
 async fn a_snapshot_under_write_load_restores_every_write_acknowledged_before_it() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -151,29 +278,11 @@ async fn a_snapshot_under_write_load_restores_every_write_acknowledged_before_it
             ("VECMEM__ADMISSION__MAX_CONCURRENCY".into(), "1024".into()),
         ],
     );
-    let snapshot_asked = Arc::new(AtomicBool::new(false));
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked = Arc::new(AtomicUsize::new(0));
-    let warmed_up = Arc::new(Notify::new());
-    let mut writers = Vec::new();
-    for writer in 0..WRITERS {
-        writers.push(tokio::spawn(write_until_stopped(
-            server.memory().await,
-            writer,
-            snapshot_asked.clone(),
-            stop.clone(),
-            acked.clone(),
-            warmed_up.clone(),
-        )));
-    }
-    tokio::time::timeout(TIME_LIMIT, warmed_up.notified())
-        .await
-        .expect("the writers warm up in time");
+    let load = WriteLoad::start(&server).await;
 
     let archive = dir.path().join("backup.tar.gz");
     let addr = server.grpc_addr.to_string();
-    snapshot_asked.store(true, Ordering::SeqCst);
-    let acked_at_snapshot = acked.load(Ordering::SeqCst);
+    let acked_at_snapshot = load.snapshot_asked();
     let snapshot = {
         let archive = archive.clone();
         tokio::task::spawn_blocking(move || {
@@ -185,12 +294,8 @@ async fn a_snapshot_under_write_load_restores_every_write_acknowledged_before_it
         .await
         .expect("snapshot command")
     };
-    let acked_during_snapshot = acked.load(Ordering::SeqCst) - acked_at_snapshot;
-    stop.store(true, Ordering::SeqCst);
-    let mut logs = Vec::new();
-    for writer in writers {
-        logs.push(writer.await.expect("writer"));
-    }
+    let acked_during_snapshot = load.acked() - acked_at_snapshot;
+    let logs = load.stop().await;
     assert!(
         snapshot.status.success(),
         "vecmem snapshot failed: {}\n{}",
@@ -220,66 +325,7 @@ async fn a_snapshot_under_write_load_restores_every_write_acknowledged_before_it
     );
 
     let server = TestServer::start(&restored_dir);
-    let mut client = server.memory().await;
-    let mut checked_before = 0;
-    for (writer, log) in logs.iter().enumerate() {
-        let tenant = format!("t{writer}");
-        let ids: Vec<&str> = log.keys().map(String::as_str).collect();
-        let mut request = get(&tenant, &ids);
-        request.with_vector = true;
-        let answer = client.get(request).await.expect("get").into_inner();
-        let found: BTreeMap<String, proto::Memory> = answer
-            .memories
-            .into_iter()
-            .map(|memory| (memory.id.clone(), memory))
-            .collect();
-        for (id, writes) in log {
-            // The state after the last write acknowledged before the
-            // snapshot, or after any later one (a write during the
-            // snapshot may or may not be in it); never an older one.
-            let from = writes.iter().rposition(|write| write.acked_before);
-            checked_before += usize::from(from.is_some());
-            let mut allowed: Vec<Option<u64>> = writes[from.unwrap_or(0)..]
-                .iter()
-                .map(|write| write.state)
-                .collect();
-            if from.is_none() {
-                allowed.push(None);
-            }
-            let restored = found.get(id).map(|memory| {
-                let payload = from_struct(memory.payload.as_ref().expect("payload"));
-                // Payload numbers travel as doubles; these are exact.
-                let seq = payload["seq"].as_f64().expect("seq") as u64;
-                assert_eq!(
-                    payload["writer"].as_f64(),
-                    Some(writer as f64),
-                    "{tenant}/{id}"
-                );
-                assert!(
-                    same_direction(&memory.vector, &vector_of(seq)),
-                    "{tenant}/{id} seq {seq}: vector {:?}",
-                    memory.vector
-                );
-                seq
-            });
-            assert!(
-                allowed.contains(&restored),
-                "{tenant}/{id} restored as {restored:?}; the writes acknowledged before the \
-                 snapshot allow only {allowed:?} (whole history: {writes:?})"
-            );
-        }
-        let counted = client
-            .count(count(&tenant, None))
-            .await
-            .expect("count")
-            .into_inner()
-            .count;
-        assert_eq!(counted, found.len() as u64, "{tenant} holds only its ids");
-    }
-    assert!(
-        checked_before >= IDS_PER_WRITER * WRITERS / 2,
-        "only {checked_before} memories were written before the snapshot"
-    );
+    check_restored(&server, &logs).await;
     assert!(server.terminate().success());
 }
 
@@ -394,4 +440,150 @@ async fn on_the_qdrant_backend_a_snapshot_points_to_qdrant_snapshots() {
         answer.body
     );
     assert!(server.terminate().success());
+}
+
+#[cfg(not(qdrant_bin))]
+#[test]
+#[ignore = "set QDRANT_BIN to a Qdrant server binary to back up and restore a real Qdrant through its snapshots"]
+fn qdrant_snapshots() {}
+
+/// The Qdrant backend is backed up with Qdrant's own snapshots, through the
+/// calls the README lists: one per namespace's collection, taken while
+/// vecmem's clients write, uploaded into a fresh Qdrant.
+#[cfg(qdrant_bin)]
+mod qdrant_snapshots {
+    use axum::body::Bytes;
+
+    use super::support::qdrant_real::{QdrantCluster, QdrantNode, binary};
+    use super::support::{eventually, http, http_bytes, start_in_front_of_qdrant};
+    use super::*;
+
+    /// The cluster topology the README and Compose ship: every node holds a
+    /// replica of every shard.
+    const TOPOLOGY: [(&str, &str); 5] = [
+        ("VECMEM__NAMESPACES__TEST__SHARD_NUMBER", "6"),
+        ("VECMEM__NAMESPACES__TEST__REPLICATION_FACTOR", "3"),
+        ("VECMEM__NAMESPACES__TEST__WRITE_CONSISTENCY_FACTOR", "2"),
+        ("VECMEM__BACKEND__QDRANT__READ_CONSISTENCY", "1"),
+        ("VECMEM__BACKEND__QDRANT__WRITE_ORDERING", "medium"),
+    ];
+
+    /// A collection per configured namespace: the test's and the defaults.
+    const COLLECTIONS: [&str; 3] = [NS, "memories", "documents"];
+
+    /// `POST /collections/C/snapshots?wait=true`, then `GET` the file it names.
+    async fn snapshot_collection(node: &QdrantNode, collection: &str) -> Bytes {
+        let base = format!(
+            "http://127.0.0.1:{}/collections/{collection}/snapshots",
+            node.http_port
+        );
+        let created = http("POST", &format!("{base}?wait=true"), None, &[]).await;
+        assert_eq!(created.status, 200, "{}", created.body);
+        let name = created.json()["result"]["name"]
+            .as_str()
+            .expect("snapshot name")
+            .to_owned();
+        let (status, _, file) =
+            http_bytes("GET", &format!("{base}/{name}"), Bytes::new(), &[]).await;
+        assert_eq!(status, 200, "download {name}");
+        file
+    }
+
+    /// `POST /collections/C/snapshots/upload?priority=snapshot`, the file as
+    /// the multipart field `snapshot` (what `curl -F snapshot=@FILE` sends).
+    async fn upload(node: &QdrantNode, collection: &str, file: &[u8]) {
+        let boundary = "vecmem-backup-test";
+        let mut body = format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"snapshot\"; \
+             filename=\"{collection}.snapshot\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+        )
+        .into_bytes();
+        body.extend_from_slice(file);
+        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        let url = format!(
+            "http://127.0.0.1:{}/collections/{collection}/snapshots/upload?priority=snapshot&wait=true",
+            node.http_port
+        );
+        let content_type = format!("multipart/form-data; boundary={boundary}");
+        let (status, _, answer) =
+            http_bytes("POST", &url, body, &[("content-type", &content_type)]).await;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+    }
+
+    #[tokio::test]
+    async fn qdrant_snapshots_under_write_load_restore_every_write_acknowledged_before_them() {
+        let binary = binary().expect("QDRANT_BIN was set at build time");
+        let live = QdrantNode::start(&binary).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let server = start_in_front_of_qdrant(&live.url(), &dir.path().join("live"), &[]);
+        let load = WriteLoad::start(&server).await;
+        let acked_at_snapshot = load.snapshot_asked();
+        let mut files = Vec::new();
+        for collection in COLLECTIONS {
+            files.push((collection, snapshot_collection(&live, collection).await));
+        }
+        let acked_during_snapshots = load.acked() - acked_at_snapshot;
+        let logs = load.stop().await;
+        assert!(server.terminate().success());
+        eprintln!("writes acknowledged while the snapshots were taken: {acked_during_snapshots}");
+
+        let fresh = QdrantNode::start(&binary).await;
+        for (collection, file) in &files {
+            upload(&fresh, collection, file).await;
+        }
+        let server = start_in_front_of_qdrant(&fresh.url(), &dir.path().join("restored"), &[]);
+        check_restored(&server, &logs).await;
+        assert!(server.terminate().success());
+    }
+
+    /// Whether every replica of every shard of `collection`, as `node` sees
+    /// them, is active.
+    async fn all_replicas_active(node: &QdrantNode, collection: &str) -> bool {
+        let url = format!(
+            "http://127.0.0.1:{}/collections/{collection}/cluster",
+            node.http_port
+        );
+        let answer = http("GET", &url, None, &[]).await;
+        if answer.status != 200 {
+            return false;
+        }
+        let result = &answer.json()["result"];
+        let states: Vec<String> = ["local_shards", "remote_shards"]
+            .iter()
+            .flat_map(|side| result[side].as_array().cloned().unwrap_or_default())
+            .map(|shard| shard["state"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        states.len() == 6 * 3 && states.iter().all(|state| state == "Active")
+    }
+
+    /// On the shipped topology every node holds every shard, so one node's
+    /// snapshot is the whole collection; uploaded to one node of a fresh
+    /// cluster with `priority=snapshot`, Qdrant copies it to the others.
+    #[tokio::test]
+    async fn a_cluster_is_backed_up_from_one_node_and_restored_through_one_node() {
+        let binary = binary().expect("QDRANT_BIN was set at build time");
+        let live = QdrantCluster::start(&binary, 3).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let server = start_in_front_of_qdrant(&live.urls(), &dir.path().join("live"), &TOPOLOGY);
+        let load = WriteLoad::start(&server).await;
+        load.snapshot_asked();
+        assert!(all_replicas_active(&live.nodes[1], NS).await);
+        let file = snapshot_collection(&live.nodes[1], NS).await;
+        let logs = load.stop().await;
+        assert!(server.terminate().success());
+        drop(live);
+
+        let fresh = QdrantCluster::start(&binary, 3).await;
+        upload(&fresh.nodes[0], NS, &file).await;
+        for node in &fresh.nodes {
+            assert!(
+                eventually(TIME_LIMIT, async || all_replicas_active(node, NS).await).await,
+                "the restored collection's replicas become active on every node"
+            );
+        }
+        let server =
+            start_in_front_of_qdrant(&fresh.urls(), &dir.path().join("restored"), &TOPOLOGY);
+        check_restored(&server, &logs).await;
+        assert!(server.terminate().success());
+    }
 }

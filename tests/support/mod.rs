@@ -427,7 +427,7 @@ pub async fn http_body(
 pub async fn http_bytes(
     method: &str,
     url: &str,
-    body: String,
+    body: impl Into<axum::body::Bytes>,
     headers: &[(&str, &str)],
 ) -> (u16, axum::http::HeaderMap, axum::body::Bytes) {
     use http_body_util::{BodyExt, Full};
@@ -439,9 +439,7 @@ pub async fn http_bytes(
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
-    let request = request
-        .body(Full::new(axum::body::Bytes::from(body)))
-        .expect("request");
+    let request = request.body(Full::new(body.into())).expect("request");
     let response = tokio::time::timeout(Duration::from_secs(30), client.request(request))
         .await
         .expect("HTTP answer in time")
