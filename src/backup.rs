@@ -366,3 +366,65 @@ fn is_absent_or_empty(dir: &Path) -> anyhow::Result<bool> {
         Err(err) => Err(err).with_context(|| format!("cannot read {}", dir.display())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use super::*;
+
+    #[test]
+    fn a_copied_tree_has_the_same_bytes_and_keeps_its_holes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let from = dir.path().join("from");
+        fs::create_dir_all(from.join("segments")).expect("dirs");
+        // 8 MiB with data only at the start, the middle and the end.
+        let sparse = from.join("segments").join("vectors.dat");
+        let mut file = File::create(&sparse).expect("file");
+        for offset in [0u64, 4 << 20, (8 << 20) - 3] {
+            file.seek(SeekFrom::Start(offset)).expect("seek");
+            file.write_all(b"abc").expect("write");
+        }
+        fs::write(from.join("journal"), b"").expect("empty file");
+        drop(file);
+
+        let to = dir.path().join("to");
+        copy_tree(&from, &to).expect("copy");
+        let copied = to.join("segments").join("vectors.dat");
+        assert_eq!(
+            fs::read(&copied).expect("read"),
+            fs::read(&sparse).expect("read")
+        );
+        assert_eq!(fs::read(to.join("journal")).expect("read"), b"");
+        // Three 64 KiB blocks hold data; the rest stays unallocated.
+        let allocated = fs::metadata(&copied).expect("metadata").blocks() * 512;
+        assert!(
+            allocated <= 3 * SPARSE_BLOCK as u64,
+            "{allocated} bytes allocated"
+        );
+    }
+
+    #[test]
+    fn an_archive_entry_outside_the_target_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let archive = dir.path().join("evil.tar.gz");
+        let mut tar = tar::Builder::new(GzEncoder::new(
+            File::create(&archive).expect("file"),
+            Compression::fast(),
+        ));
+        let mut header = tar::Header::new_gnu();
+        header.set_size(4);
+        header.set_mode(0o644);
+        // `append_data` refuses `..` itself, so write the name raw.
+        header.as_old_mut().name[..12].copy_from_slice(b"../escape.tx");
+        header.set_cksum();
+        tar.append(&header, &b"evil"[..]).expect("append");
+        tar.into_inner().expect("tar").finish().expect("gzip");
+
+        let into = dir.path().join("into");
+        fs::create_dir_all(&into).expect("dir");
+        let refused = unpack(File::open(&archive).expect("open"), &into).expect_err("refused");
+        assert!(refused.to_string().contains("leads outside"), "{refused}");
+        assert!(!dir.path().join("escape.tx").exists());
+    }
+}
