@@ -184,7 +184,9 @@ impl Shard {
     /// hold every write acknowledged so far, and the journal is empty.
     /// Writes wait for the copy (they would change the files under it);
     /// reads go on. An index build in progress finishes first, while writes
-    /// still flow.
+    /// still flow. The engine's own WAL is copied too: it is never replayed,
+    /// but its length numbers the next write, and the engine ignores a write
+    /// numbered below the version a point already has.
     fn copy_into(&self, into: &Path) -> Result<()> {
         let _maintenance = self
             .maintenance
