@@ -391,6 +391,23 @@ async fn a_snapshot_over_rest_restores_and_a_restore_never_overwrites_data() {
         assert_eq!(back, live, "tenant {tenant}");
         assert_eq!(back.memories.len(), 50);
     }
+    // The restored data takes new versions of its memories.
+    restored_client
+        .upsert(upsert(
+            "a",
+            vec![memory("a-0", [0.0, 0.0, 1.0, 0.0], json!({"k": 999}))],
+        ))
+        .await
+        .expect("a write to the restored data");
+    let rewritten = restored_client
+        .get(get("a", &["a-0"]))
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(
+        from_struct(rewritten.memories[0].payload.as_ref().expect("payload"))["k"].as_f64(),
+        Some(999.0)
+    );
     // The live server is still whole and writable after its snapshot.
     client
         .upsert(upsert(
