@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError};
 use std::time::SystemTime;
 
@@ -76,6 +76,10 @@ struct Shard {
     /// Bumped on every write; the indexer records the value it caught up with.
     writes: AtomicU64,
     indexed_through: AtomicU64,
+    /// Snapshots waiting for `maintenance`: the indexer starts no pass
+    /// while there are any, so under steady writes (a pass after every
+    /// pass) a snapshot waits for one build at most.
+    snapshots_waiting: AtomicUsize,
 }
 
 impl EmbeddedStore {
@@ -106,6 +110,7 @@ impl EmbeddedStore {
                 maintenance: std::sync::Mutex::new(()),
                 writes: AtomicU64::new(1),
                 indexed_through: AtomicU64::new(0),
+                snapshots_waiting: AtomicUsize::new(0),
             };
             shards.insert(name.clone(), Arc::new(shard));
         }
@@ -188,10 +193,10 @@ impl Shard {
     /// but its length numbers the next write, and the engine ignores a write
     /// numbered below the version a point already has.
     fn copy_into(&self, into: &Path) -> Result<()> {
-        let _maintenance = self
-            .maintenance
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        self.snapshots_waiting.fetch_add(1, Ordering::SeqCst);
+        let maintenance = self.maintenance.lock();
+        self.snapshots_waiting.fetch_sub(1, Ordering::SeqCst);
+        let _maintenance = maintenance.unwrap_or_else(PoisonError::into_inner);
         let mut journal = self.journal.blocking_lock();
         self.checkpoint(&mut journal)?;
         backup::copy_tree(&self.dir, into)
@@ -199,7 +204,11 @@ impl Shard {
     }
 
     /// Runs one indexing pass, then a checkpoint; true if the pass did work.
+    /// Gives way to a waiting snapshot instead.
     fn optimize(&self) -> bool {
+        if self.snapshots_waiting.load(Ordering::SeqCst) > 0 {
+            return false;
+        }
         let _maintenance = self
             .maintenance
             .lock()
