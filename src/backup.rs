@@ -51,6 +51,8 @@ const FORMAT: u32 = 1;
 const CHUNK: usize = 1 << 20;
 /// A block of this many zero bytes is left as a hole when a file is written.
 const SPARSE_BLOCK: usize = 64 << 10;
+/// What a hole reads as; compared with `memcmp`, fast in any build.
+static ZEROS: [u8; SPARSE_BLOCK] = [0; SPARSE_BLOCK];
 
 /// A copy of some namespaces' data in a staging directory, removed when
 /// dropped. Each namespace's directory is as the engine left it at one
@@ -334,7 +336,7 @@ fn write_sparse(reader: &mut impl Read, file: &mut File) -> io::Result<()> {
             break;
         }
         let data = &block[..filled];
-        if data.iter().all(|&byte| byte == 0) {
+        if data == &ZEROS[..filled] {
             file.seek(SeekFrom::Current(filled as i64))?;
         } else {
             file.write_all(data)?;

@@ -20,7 +20,7 @@ use tonic::Code;
 use vecmem::proto::{self, delete_request::Selector};
 
 use support::data::*;
-use support::{Backend, DIM, NS, TestServer, run_vecmem};
+use support::{Backend, DIM, NS, TestServer, run_vecmem, run_vecmem_within};
 
 const WRITERS: usize = 8;
 const IDS_PER_WRITER: usize = 24;
@@ -283,17 +283,22 @@ async fn a_snapshot_under_write_load_restores_every_write_acknowledged_before_it
     let archive = dir.path().join("backup.tar.gz");
     let addr = server.grpc_addr.to_string();
     let acked_at_snapshot = load.snapshot_asked();
+    let started = std::time::Instant::now();
     let snapshot = {
         let archive = archive.clone();
+        // It waits for the index build in progress, and a debug build
+        // copies and compresses slowly: bounded generously.
         tokio::task::spawn_blocking(move || {
-            run_vecmem(
+            run_vecmem_within(
                 &["snapshot", "--addr", &addr, "--out", path_str(&archive)],
                 &[],
+                TIME_LIMIT,
             )
         })
         .await
         .expect("snapshot command")
     };
+    let took = started.elapsed();
     let acked_during_snapshot = load.acked() - acked_at_snapshot;
     let logs = load.stop().await;
     assert!(
@@ -308,7 +313,7 @@ async fn a_snapshot_under_write_load_restores_every_write_acknowledged_before_it
         server.terminate().success(),
         "the live server stops cleanly"
     );
-    eprintln!("writes acknowledged while the snapshot ran: {acked_during_snapshot}");
+    eprintln!("the snapshot took {took:?}; writes acknowledged meanwhile: {acked_during_snapshot}");
 
     let restored_dir = dir.path().join("restored");
     let restored = restore(&archive, &restored_dir);

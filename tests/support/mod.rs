@@ -225,6 +225,15 @@ const EXIT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Runs `vecmem ARGS` to its exit with a clean environment plus `env`,
 /// bounded in time.
 pub fn run_vecmem(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    run_vecmem_within(args, env, EXIT_TIMEOUT)
+}
+
+/// [`run_vecmem`], killed and failed after `limit`.
+pub fn run_vecmem_within(
+    args: &[&str],
+    env: &[(&str, &str)],
+    limit: Duration,
+) -> std::process::Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_vecmem"))
         .args(args)
         .env_clear()
@@ -234,11 +243,11 @@ pub fn run_vecmem(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn vecmem");
-    let deadline = Instant::now() + EXIT_TIMEOUT;
+    let deadline = Instant::now() + limit;
     while child.try_wait().expect("try_wait").is_none() {
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!("vecmem {args:?} did not exit within {EXIT_TIMEOUT:?}");
+            panic!("vecmem {args:?} did not exit within {limit:?}");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
