@@ -476,19 +476,9 @@ fn qdrant_snapshots() {}
 mod qdrant_snapshots {
     use axum::body::Bytes;
 
-    use super::support::qdrant_real::{QdrantCluster, QdrantNode, binary};
+    use super::support::qdrant_real::{QdrantCluster, QdrantNode, TOPOLOGY, binary};
     use super::support::{eventually, http, http_bytes, start_in_front_of_qdrant};
     use super::*;
-
-    /// The cluster topology the README and Compose ship: every node holds a
-    /// replica of every shard.
-    const TOPOLOGY: [(&str, &str); 5] = [
-        ("VECMEM__NAMESPACES__TEST__SHARD_NUMBER", "6"),
-        ("VECMEM__NAMESPACES__TEST__REPLICATION_FACTOR", "3"),
-        ("VECMEM__NAMESPACES__TEST__WRITE_CONSISTENCY_FACTOR", "2"),
-        ("VECMEM__BACKEND__QDRANT__READ_CONSISTENCY", "1"),
-        ("VECMEM__BACKEND__QDRANT__WRITE_ORDERING", "medium"),
-    ];
 
     /// A collection per configured namespace: the test's and the defaults.
     const COLLECTIONS: [&str; 3] = [NS, "memories", "documents"];

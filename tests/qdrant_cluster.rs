@@ -33,22 +33,13 @@ mod qdrant_cluster {
 
     use super::support::data::{count, get, memory, upsert};
     use super::support::load::Load;
-    use super::support::qdrant_real::{QdrantCluster, binary};
+    use super::support::qdrant_real::{QdrantCluster, TOPOLOGY, binary};
     use super::support::{eventually, http_get, metric, start_in_front_of_qdrant};
 
     const CLIENTS: usize = 16;
     const CALLS_PER_CLIENT: usize = 4000;
     /// Writes acknowledged before the kill, and again after it.
     const WRITES_EACH_SIDE: usize = 300;
-
-    /// vecmem's settings for the shipped cluster topology.
-    const TOPOLOGY: [(&str, &str); 5] = [
-        ("VECMEM__NAMESPACES__TEST__SHARD_NUMBER", "6"),
-        ("VECMEM__NAMESPACES__TEST__REPLICATION_FACTOR", "3"),
-        ("VECMEM__NAMESPACES__TEST__WRITE_CONSISTENCY_FACTOR", "2"),
-        ("VECMEM__BACKEND__QDRANT__READ_CONSISTENCY", "1"),
-        ("VECMEM__BACKEND__QDRANT__WRITE_ORDERING", "medium"),
-    ];
 
     async fn kill_one_of_three_under_load(victim: usize) {
         let binary = binary().expect("QDRANT_BIN was set at build time");

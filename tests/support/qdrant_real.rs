@@ -19,6 +19,17 @@ pub fn binary() -> Option<PathBuf> {
     std::env::var_os("QDRANT_BIN").map(PathBuf::from)
 }
 
+/// vecmem's settings for the cluster topology the README and Compose ship:
+/// 6 shards of the test namespace, a replica of each on every one of three
+/// nodes, writes acknowledged by two, reads from one, medium write ordering.
+pub const TOPOLOGY: [(&str, &str); 5] = [
+    ("VECMEM__NAMESPACES__TEST__SHARD_NUMBER", "6"),
+    ("VECMEM__NAMESPACES__TEST__REPLICATION_FACTOR", "3"),
+    ("VECMEM__NAMESPACES__TEST__WRITE_CONSISTENCY_FACTOR", "2"),
+    ("VECMEM__BACKEND__QDRANT__READ_CONSISTENCY", "1"),
+    ("VECMEM__BACKEND__QDRANT__WRITE_ORDERING", "medium"),
+];
+
 pub struct QdrantNode {
     child: Option<Child>,
     pub grpc_port: u16,
