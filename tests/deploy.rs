@@ -15,7 +15,7 @@ use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
@@ -272,18 +272,27 @@ async fn lose_a_replica_under_load(
         })
     };
 
-    // Writers whose every acknowledged id is checked afterwards.
+    // Writers whose every acknowledged id is checked afterwards. They go on
+    // after the bench until `enough_after_kill` writes are acknowledged in
+    // all, so how many writes fit in the bench's 12 s (which depends on how
+    // loaded the machine is) does not decide the test; 60 s bounds them.
     let acked: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
     let failures: Arc<Mutex<Vec<(&'static str, String)>>> = Arc::default();
+    let enough_after_kill = Arc::new(AtomicUsize::new(usize::MAX));
     let mut writers = Vec::new();
     for writer in 0..4 {
         let mut client = deployment.client().await;
         let (acked, failures, done) = (acked.clone(), failures.clone(), bench_done.clone());
+        let enough = enough_after_kill.clone();
         writers.push(tokio::spawn(async move {
             let tenant = format!("writer-{writer}");
             let started = Instant::now();
             for n in 0..100_000 {
-                if done.load(Ordering::SeqCst) || started.elapsed() > Duration::from_secs(60) {
+                let enough_acked =
+                    acked.lock().expect("acked").len() >= enough.load(Ordering::SeqCst);
+                if (done.load(Ordering::SeqCst) && enough_acked)
+                    || started.elapsed() > Duration::from_secs(60)
+                {
                     break;
                 }
                 let id = format!("w{writer}-{n}");
@@ -314,6 +323,7 @@ async fn lose_a_replica_under_load(
         "writers got no 100 acknowledgements through nginx"
     );
     let killed_at = acked.lock().expect("acked").len();
+    enough_after_kill.store(killed_at + 100, Ordering::SeqCst);
     deployment.signal_replica(2, signal);
 
     let output = bench_output.await.expect("bench task");
