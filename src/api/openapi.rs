@@ -13,12 +13,10 @@ use prost_types::field_descriptor_proto::{Label, Type};
 use prost_types::{DescriptorProto, EnumDescriptorProto, FieldDescriptorProto, FileDescriptorSet};
 use serde_json::{Map, Value, json};
 
-use crate::api::rpcs::{RPCS, RpcSpec, Streaming};
+use crate::api::rpcs::{ARCHIVE, NDJSON, RPCS, RpcSpec, Streaming};
 use crate::proto::FILE_DESCRIPTOR_SET;
 
 const PACKAGE: &str = "vecmem.v1";
-const NDJSON: &str = "application/x-ndjson";
-const TAR_GZ: &str = "application/gzip";
 
 /// The whole document.
 pub fn document() -> Value {
@@ -86,7 +84,7 @@ fn operation(spec: &RpcSpec) -> Value {
         json!({media: {"schema": {"$ref": schema_ref(message)}}})
     };
     let answer = match spec.streaming {
-        Streaming::Archive => json!({TAR_GZ: {"schema": {"type": "string", "format": "binary"}}}),
+        Streaming::Archive => json!({ARCHIVE: {"schema": {"type": "string", "format": "binary"}}}),
         streaming => content(streaming == Streaming::Server, spec.response),
     };
     let mut operation = json!({

@@ -29,12 +29,13 @@ use futures::StreamExt;
 use serde::Deserialize;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tower_http::compression::CompressionLayer;
+use tower_http::compression::predicate::{NotForContentType, Predicate};
+use tower_http::compression::{CompressionLayer, DefaultPredicate};
 use tower_http::decompression::RequestDecompressionLayer;
 
 use crate::api::calls::{self, ImportStream};
 use crate::api::grpc::STALE_HEADER;
-use crate::api::rpcs::{HttpMethod, RPCS, Rpc};
+use crate::api::rpcs::{ARCHIVE, HttpMethod, NDJSON, RPCS, Rpc};
 use crate::auth::Caller;
 use crate::core::Core;
 use crate::error::{Error, Result};
@@ -53,7 +54,12 @@ pub fn router(core: Arc<Core>, body_limit: usize) -> Router {
         })
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(RequestDecompressionLayer::new())
-        .layer(CompressionLayer::new())
+        // An archive is gzipped already: compressing it again would cost a
+        // core for nothing and hand `curl -o` a file gzipped twice.
+        .layer(
+            CompressionLayer::new()
+                .compress_when(DefaultPredicate::new().and(NotForContentType::const_new(ARCHIVE))),
+        )
         .with_state(core)
 }
 
@@ -299,8 +305,6 @@ async fn export(
         .into_response()
 }
 
-const NDJSON: &str = "application/x-ndjson";
-
 /// `POST /v1/snapshot`: the gzipped tar archive itself, written as it is made. As
 /// with an export, an error once bytes have been sent cuts the response off
 /// without its end.
@@ -325,7 +329,7 @@ async fn snapshot(
     });
     (
         [
-            (CONTENT_TYPE, HeaderValue::from_static("application/gzip")),
+            (CONTENT_TYPE, HeaderValue::from_static(ARCHIVE)),
             (
                 CONTENT_DISPOSITION,
                 HeaderValue::from_static("attachment; filename=\"vecmem-snapshot.tar.gz\""),

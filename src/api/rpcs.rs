@@ -56,6 +56,11 @@ pub enum Streaming {
     Archive,
 }
 
+/// The REST media type of a streamed request or response body.
+pub const NDJSON: &str = "application/x-ndjson";
+/// The REST media type of a `Streaming::Archive` response.
+pub const ARCHIVE: &str = "application/gzip";
+
 /// One row of the table.
 #[derive(Debug)]
 pub struct RpcSpec {
