@@ -222,15 +222,24 @@ pub async fn snapshot(
     core.snapshot(caller).await
 }
 
-pub async fn list_namespaces(core: &Core) -> Result<proto::ListNamespacesResponse> {
+/// Every authenticated caller may list namespaces: they are configuration,
+/// not any tenant's data.
+pub async fn list_namespaces(
+    core: &Core,
+    _caller: &Caller,
+    request: proto::ListNamespacesRequest,
+) -> Result<proto::ListNamespacesResponse> {
+    let proto::ListNamespacesRequest {} = request;
     let namespaces = core.list_namespaces().await?;
     Ok(proto::ListNamespacesResponse {
         namespaces: namespaces.into_iter().map(Into::into).collect(),
     })
 }
 
+/// Every authenticated caller may describe a namespace, as it may list them.
 pub async fn describe_namespace(
     core: &Core,
+    _caller: &Caller,
     request: proto::DescribeNamespaceRequest,
 ) -> Result<proto::NamespaceInfo> {
     let proto::DescribeNamespaceRequest { namespace } = request;

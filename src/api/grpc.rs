@@ -2,6 +2,7 @@
 //! runs the RPC ([`calls`]) and marks stale answers. Nothing about
 //! validation, tenancy or storage lives here.
 
+use std::convert::identity;
 use std::sync::Arc;
 
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
@@ -54,92 +55,46 @@ fn respond<T>(served: Served<T>) -> Response<T> {
     response
 }
 
-#[tonic::async_trait]
-impl MemoryService for GrpcApi {
-    async fn upsert(
-        &self,
-        request: Request<proto::UpsertRequest>,
-    ) -> Result<Response<proto::UpsertResponse>, Status> {
-        let (caller, message) = authenticated(request)?;
-        Ok(Response::new(
-            calls::upsert(&self.core, &caller, message).await?,
-        ))
-    }
+/// A service's impl: each unary RPC one line, `rpc: Request => Response,
+/// served;` running [`calls`]`::rpc` for the authenticated caller, where
+/// `served` makes its answer a [`Served`] (`Served::current` for answers that
+/// never come from the cache, `identity` for those already `Served`). The
+/// streaming RPCs follow, written out.
+macro_rules! service {
+    (
+        impl $service:ident {
+            $($rpc:ident: $request:ident => $response:ident, $served:path;)*
+        }
+        $($streaming:tt)*
+    ) => {
+        #[tonic::async_trait]
+        impl $service for GrpcApi {
+            $(
+                async fn $rpc(
+                    &self,
+                    request: Request<proto::$request>,
+                ) -> Result<Response<proto::$response>, Status> {
+                    let (caller, message) = authenticated(request)?;
+                    let answer = calls::$rpc(&self.core, &caller, message).await?;
+                    Ok(respond($served(answer)))
+                }
+            )*
+            $($streaming)*
+        }
+    };
+}
 
-    async fn search(
-        &self,
-        request: Request<proto::SearchRequest>,
-    ) -> Result<Response<proto::SearchResponse>, Status> {
-        let (caller, message) = authenticated(request)?;
-        Ok(respond(calls::search(&self.core, &caller, message).await?))
-    }
-
-    async fn search_batch(
-        &self,
-        request: Request<proto::SearchBatchRequest>,
-    ) -> Result<Response<proto::SearchBatchResponse>, Status> {
-        let (caller, message) = authenticated(request)?;
-        Ok(respond(
-            calls::search_batch(&self.core, &caller, message).await?,
-        ))
-    }
-
-    async fn search_groups(
-        &self,
-        request: Request<proto::SearchGroupsRequest>,
-    ) -> Result<Response<proto::SearchGroupsResponse>, Status> {
-        let (caller, message) = authenticated(request)?;
-        Ok(respond(
-            calls::search_groups(&self.core, &caller, message).await?,
-        ))
-    }
-
-    async fn get(
-        &self,
-        request: Request<proto::GetRequest>,
-    ) -> Result<Response<proto::GetResponse>, Status> {
-        let (caller, message) = authenticated(request)?;
-        Ok(respond(calls::get(&self.core, &caller, message).await?))
-    }
-
-    async fn delete(
-        &self,
-        request: Request<proto::DeleteRequest>,
-    ) -> Result<Response<proto::DeleteResponse>, Status> {
-        let (caller, message) = authenticated(request)?;
-        Ok(Response::new(
-            calls::delete(&self.core, &caller, message).await?,
-        ))
-    }
-
-    async fn scroll(
-        &self,
-        request: Request<proto::ScrollRequest>,
-    ) -> Result<Response<proto::ScrollResponse>, Status> {
-        let (caller, message) = authenticated(request)?;
-        Ok(Response::new(
-            calls::scroll(&self.core, &caller, message).await?,
-        ))
-    }
-
-    async fn count(
-        &self,
-        request: Request<proto::CountRequest>,
-    ) -> Result<Response<proto::CountResponse>, Status> {
-        let (caller, message) = authenticated(request)?;
-        Ok(Response::new(
-            calls::count(&self.core, &caller, message).await?,
-        ))
-    }
-
-    async fn update_payload(
-        &self,
-        request: Request<proto::UpdatePayloadRequest>,
-    ) -> Result<Response<proto::UpdatePayloadResponse>, Status> {
-        let (caller, message) = authenticated(request)?;
-        Ok(Response::new(
-            calls::update_payload(&self.core, &caller, message).await?,
-        ))
+service! {
+    impl MemoryService {
+        upsert: UpsertRequest => UpsertResponse, Served::current;
+        search: SearchRequest => SearchResponse, identity;
+        search_batch: SearchBatchRequest => SearchBatchResponse, identity;
+        search_groups: SearchGroupsRequest => SearchGroupsResponse, identity;
+        get: GetRequest => GetResponse, identity;
+        delete: DeleteRequest => DeleteResponse, Served::current;
+        scroll: ScrollRequest => ScrollResponse, Served::current;
+        count: CountRequest => CountResponse, Served::current;
+        update_payload: UpdatePayloadRequest => UpdatePayloadResponse, Served::current;
     }
 
     async fn import(
@@ -176,23 +131,10 @@ impl MemoryService for GrpcApi {
     }
 }
 
-#[tonic::async_trait]
-impl NamespaceService for GrpcApi {
-    async fn list_namespaces(
-        &self,
-        _request: Request<proto::ListNamespacesRequest>,
-    ) -> Result<Response<proto::ListNamespacesResponse>, Status> {
-        Ok(Response::new(calls::list_namespaces(&self.core).await?))
-    }
-
-    async fn describe_namespace(
-        &self,
-        request: Request<proto::DescribeNamespaceRequest>,
-    ) -> Result<Response<proto::NamespaceInfo>, Status> {
-        let message = request.into_inner();
-        Ok(Response::new(
-            calls::describe_namespace(&self.core, message).await?,
-        ))
+service! {
+    impl NamespaceService {
+        list_namespaces: ListNamespacesRequest => ListNamespacesResponse, Served::current;
+        describe_namespace: DescribeNamespaceRequest => NamespaceInfo, Served::current;
     }
 
     type SnapshotStream = BoxStream<'static, Result<proto::SnapshotChunk, Status>>;

@@ -219,20 +219,23 @@ async fn openapi() -> Response {
     axum::Json(DOCUMENT.get_or_init(crate::api::openapi::document)).into_response()
 }
 
-async fn list_namespaces(State(core): State<Arc<Core>>) -> Response {
-    answer(calls::list_namespaces(&core).await.map(Served::current))
+async fn list_namespaces(
+    State(core): State<Arc<Core>>,
+    Extension(caller): Extension<Caller>,
+) -> Response {
+    let request = proto::ListNamespacesRequest {};
+    let outcome = calls::list_namespaces(&core, &caller, request).await;
+    answer(outcome.map(Served::current))
 }
 
 async fn describe_namespace(
     State(core): State<Arc<Core>>,
+    Extension(caller): Extension<Caller>,
     Path(namespace): Path<String>,
 ) -> Response {
     let request = proto::DescribeNamespaceRequest { namespace };
-    answer(
-        calls::describe_namespace(&core, request)
-            .await
-            .map(Served::current),
-    )
+    let outcome = calls::describe_namespace(&core, &caller, request).await;
+    answer(outcome.map(Served::current))
 }
 
 /// The query of a REST Import.
