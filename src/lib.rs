@@ -9,6 +9,7 @@ pub mod auth;
 pub mod backend;
 pub mod backup;
 pub mod bench;
+pub mod client;
 pub mod config;
 pub mod core;
 pub mod deadline;

@@ -4,13 +4,12 @@
 //! so an interrupted download never looks like a backup.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::Context;
 use tokio::io::AsyncWriteExt;
 use tonic::metadata::MetadataValue;
-use tonic::transport::Endpoint;
 
+use crate::client;
 use crate::proto;
 use crate::proto::namespace_service_client::NamespaceServiceClient;
 
@@ -24,17 +23,7 @@ pub struct Downloaded {
 /// Downloads a snapshot from the server at `addr` (`HOST:PORT` or a
 /// `http://` URL) into `out`, presenting `api_key` if given.
 pub async fn download(addr: &str, api_key: Option<&str>, out: &Path) -> anyhow::Result<Downloaded> {
-    let uri = if addr.contains("://") {
-        addr.to_owned()
-    } else {
-        format!("http://{addr}")
-    };
-    let channel = Endpoint::from_shared(uri.clone())
-        .with_context(|| format!("--addr {addr}"))?
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .with_context(|| format!("cannot connect to {uri}"))?;
+    let channel = client::connect(&client::endpoint(addr)?).await?;
     let mut request = tonic::Request::new(proto::SnapshotRequest {});
     if let Some(key) = api_key {
         let bearer: MetadataValue<_> = format!("Bearer {key}")

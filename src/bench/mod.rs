@@ -24,8 +24,9 @@ use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::time::Instant;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
+use crate::client;
 use crate::proto;
 use crate::proto::namespace_service_client::NamespaceServiceClient;
 
@@ -401,23 +402,10 @@ async fn cpu_spent(args: &BenchArgs, before: Option<f64>) -> anyhow::Result<Opti
 }
 
 async fn connect(addr: &str, connections: usize) -> anyhow::Result<Vec<Channel>> {
-    let uri = if addr.contains("://") {
-        addr.to_owned()
-    } else {
-        format!("http://{addr}")
-    };
-    let endpoint = Endpoint::from_shared(uri.clone())
-        .with_context(|| format!("--addr {addr}"))?
-        .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(5));
+    let endpoint = client::endpoint(addr)?;
     let mut channels = Vec::with_capacity(connections);
     for _ in 0..connections {
-        channels.push(
-            endpoint
-                .connect()
-                .await
-                .with_context(|| format!("cannot connect to {uri}"))?,
-        );
+        channels.push(client::connect(&endpoint).await?);
     }
     Ok(channels)
 }
