@@ -204,9 +204,10 @@ impl Write for ChunkWriter {
 }
 
 /// Restores the archive at `archive` into the embedded data directory of
-/// `config` (the server must be stopped), then opens it as the server would,
-/// so a dimension or distance that disagrees with the config fails here
-/// rather than at the next start. Answers the namespaces restored.
+/// `config` (the server must be stopped), then opens it as the server would
+/// (without starting index builds), so a dimension or distance that
+/// disagrees with the config fails here rather than at the next start.
+/// Answers the namespaces restored.
 pub async fn restore_deployment(config: &Config, archive: &Path) -> anyhow::Result<Vec<String>> {
     anyhow::ensure!(
         config.backend.kind == BackendKind::Embedded,
@@ -218,9 +219,10 @@ pub async fn restore_deployment(config: &Config, archive: &Path) -> anyhow::Resu
     let restored = tokio::task::spawn_blocking(move || restore(&archive, &data)).await??;
     let embedded = config.backend.embedded.clone();
     let namespaces = config.namespaces.clone();
-    let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(&embedded, &namespaces))
-        .await?
-        .context("the restored data does not open with this config")?;
+    let store =
+        tokio::task::spawn_blocking(move || EmbeddedStore::open_unindexed(&embedded, &namespaces))
+            .await?
+            .context("the restored data does not open with this config")?;
     store.close().await?;
     Ok(restored)
 }

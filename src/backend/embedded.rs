@@ -89,6 +89,20 @@ impl EmbeddedStore {
         config: &EmbeddedConfig,
         namespaces: &BTreeMap<String, NamespaceConfig>,
     ) -> anyhow::Result<Self> {
+        let mut store = Self::open_unindexed(config, namespaces)?;
+        let shards = store.shards.values().cloned().collect();
+        let indexer = Indexer::spawn(shards, config.optimize_interval)?;
+        store.indexer = std::sync::Mutex::new(Some(indexer));
+        Ok(store)
+    }
+
+    /// Opens the data as [`open`](Self::open) does, journals replayed, but
+    /// starts no indexer: for checking that data opens (`vecmem restore`),
+    /// where an index build would only be abandoned at `close`.
+    pub fn open_unindexed(
+        config: &EmbeddedConfig,
+        namespaces: &BTreeMap<String, NamespaceConfig>,
+    ) -> anyhow::Result<Self> {
         backup::clear_staging(&config.path).map_err(|err| {
             anyhow::anyhow!(
                 "cannot remove old snapshot copies from {}: {err}",
@@ -114,12 +128,10 @@ impl EmbeddedStore {
             };
             shards.insert(name.clone(), Arc::new(shard));
         }
-        let interval = config.optimize_interval;
-        let indexer = Indexer::spawn(shards.values().cloned().collect(), interval)?;
         Ok(Self {
             path: config.path.clone(),
             shards,
-            indexer: std::sync::Mutex::new(Some(indexer)),
+            indexer: std::sync::Mutex::new(None),
         })
     }
 
