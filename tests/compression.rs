@@ -2,12 +2,17 @@
 //! from clients that accept gzip (as grpcio's default channels do), every
 //! answer decoded and compared with what was written. A response compressed
 //! twice, or cut, or crossed with another call's, fails to decode or
-//! compare here.
+//! compare here. The same again from grpcio itself (the client the defect
+//! was first seen with: its HTTP/2 and decompression are gRPC's C core, not
+//! h2), when Python's grpcio is installed (`.ci/run` installs it).
 
 mod support;
 
+use std::path::Path;
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use futures::future::join_all;
 use serde_json::json;
@@ -15,8 +20,8 @@ use tonic::codec::CompressionEncoding;
 use vecmem::proto::memory_service_client::MemoryServiceClient;
 use vecmem::proto::{self, ReadConsistency};
 
-use support::TestServer;
 use support::data::*;
+use support::{NS, TestServer};
 
 const CONNECTIONS: usize = 8;
 const CALLERS_PER_CONNECTION: usize = 4;
@@ -29,13 +34,9 @@ fn payload(i: usize) -> serde_json::Value {
     json!({"text": format!("memory {i} ").repeat(40), "i": i as f64})
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_gzip_answer_of_many_concurrent_calls_decodes_to_what_was_written() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = TestServer::start_with(
-        dir.path(),
-        &[("VECMEM__ADMISSION__MAX_CONCURRENCY", "1024")],
-    );
+/// A server whose tenant `t` holds `m0`..`m15`, each with `payload(i)`.
+async fn seeded_server(dir: &Path) -> TestServer {
+    let server = TestServer::start_with(dir, &[("VECMEM__ADMISSION__MAX_CONCURRENCY", "1024")]);
     let memories: Vec<proto::Memory> = (0..MEMORIES)
         .map(|i| memory(&format!("m{i}"), [1.0, i as f32, 0.0, 0.0], payload(i)))
         .collect();
@@ -45,6 +46,13 @@ async fn every_gzip_answer_of_many_concurrent_calls_decodes_to_what_was_written(
         .upsert(upsert("t", memories))
         .await
         .expect("upsert");
+    server
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_gzip_answer_of_many_concurrent_calls_decodes_to_what_was_written() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = seeded_server(&dir.path().join("data")).await;
 
     let done = Arc::new(AtomicUsize::new(0));
     let mut callers = Vec::new();
@@ -90,5 +98,54 @@ async fn every_gzip_answer_of_many_concurrent_calls_decodes_to_what_was_written(
         "{} of {CALLS} answers wrong, e.g. {:?}",
         wrong.len(),
         &wrong[..wrong.len().min(3)]
+    );
+}
+
+/// grpcio processes, each a client with its own default channel, and the
+/// Gets each makes (`tests/python/gzip_gets.py`).
+const GRPCIO_CLIENTS: usize = 8;
+const GRPCIO_CALLS_PER_CLIENT: usize = 6_250;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_gzip_answer_to_grpcio_clients_decodes_to_what_was_written() {
+    if !support::tool_available(
+        Command::new("python3").args(["-c", "import grpc, grpc_tools"]),
+        "pip install grpcio grpcio-tools",
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = seeded_server(&dir.path().join("data")).await;
+    let stubs = support::python_stubs(dir.path());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/gzip_gets.py");
+    let output = tokio::process::Command::new("python3")
+        .arg(script)
+        .arg(server.grpc_addr.to_string())
+        .args([NS, "t"])
+        .arg(GRPCIO_CLIENTS.to_string())
+        .arg(GRPCIO_CALLS_PER_CLIENT.to_string())
+        .env("PYTHONPATH", &stubs)
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(900), output)
+        .await
+        .expect("the grpcio clients finished within 15 minutes")
+        .expect("run gzip_gets.py");
+    assert!(
+        output.status.success(),
+        "gzip_gets.py failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON report");
+    assert_eq!(
+        report["wrong"],
+        json!({}),
+        "answers wrong, e.g. {}",
+        report["examples"]
+    );
+    assert_eq!(
+        report["right"],
+        json!(GRPCIO_CLIENTS * GRPCIO_CALLS_PER_CLIENT),
+        "{report}"
     );
 }

@@ -61,20 +61,7 @@ async fn the_rust_and_python_clients_print_what_the_readme_shows() {
 
     if python_available() {
         let root = env!("CARGO_MANIFEST_DIR");
-        let stubs = dir.path().join("stubs");
-        std::fs::create_dir_all(&stubs).expect("stub dir");
-        let protos: Vec<String> = ["filter", "memory", "namespace"]
-            .iter()
-            .map(|name| format!("{root}/proto/vecmem/v1/{name}.proto"))
-            .collect();
-        stdout_of(
-            Command::new("python3")
-                .args(["-m", "grpc_tools.protoc"])
-                .arg(format!("-I{root}/proto"))
-                .arg(format!("--python_out={}", stubs.display()))
-                .arg(format!("--grpc_python_out={}", stubs.display()))
-                .args(&protos),
-        );
+        let stubs = support::python_stubs(dir.path());
         let python = stdout_of(
             Command::new("python3")
                 .arg(format!("{root}/examples/python/client.py"))

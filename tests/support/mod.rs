@@ -14,7 +14,7 @@ pub mod qdrant_real;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -496,4 +496,29 @@ pub fn metric(exposition: &str, name: &str) -> f64 {
         })
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// Python stubs of `proto/vecmem/v1` generated into `dir` with grpcio-tools,
+/// for `PYTHONPATH`.
+pub fn python_stubs(dir: &Path) -> PathBuf {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let stubs = dir.join("stubs");
+    std::fs::create_dir_all(&stubs).expect("stub dir");
+    let output = Command::new("python3")
+        .args(["-m", "grpc_tools.protoc"])
+        .arg(format!("-I{root}/proto"))
+        .arg(format!("--python_out={}", stubs.display()))
+        .arg(format!("--grpc_python_out={}", stubs.display()))
+        .args(
+            ["filter", "memory", "namespace"]
+                .map(|name| format!("{root}/proto/vecmem/v1/{name}.proto")),
+        )
+        .output()
+        .expect("run grpc_tools.protoc");
+    assert!(
+        output.status.success(),
+        "grpc_tools.protoc failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stubs
 }
