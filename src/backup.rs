@@ -310,15 +310,18 @@ fn unpack(archive: File, into: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Copies the directory tree `from` to `to`, which must not exist; files
-/// keep their holes.
-pub fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
+/// Copies the directory tree `from` to `to`, which must not exist, leaving
+/// out the paths `skip` names; files keep their holes.
+pub fn copy_tree(from: &Path, to: &Path, skip: &dyn Fn(&Path) -> bool) -> io::Result<()> {
     fs::create_dir(to)?;
     for entry in fs::read_dir(from)? {
         let entry = entry?;
+        if skip(&entry.path()) {
+            continue;
+        }
         let target = to.join(entry.file_name());
         if entry.file_type()?.is_dir() {
-            copy_tree(&entry.path(), &target)?;
+            copy_tree(&entry.path(), &target, skip)?;
         } else {
             let mut source = File::open(entry.path())?;
             write_sparse(&mut source, &mut File::create(target)?)?;
@@ -393,7 +396,7 @@ mod tests {
         drop(file);
 
         let to = dir.path().join("to");
-        copy_tree(&from, &to).expect("copy");
+        copy_tree(&from, &to, &|_| false).expect("copy");
         let copied = to.join("segments").join("vectors.dat");
         assert_eq!(
             fs::read(&copied).expect("read"),

@@ -8,11 +8,16 @@
 //! (upserts over indexed points, merges, deletes by id and by filter) while
 //! a build is seen running, kills the server during that build, and checks
 //! every point after the restart.
+//!
+//! The engine's own WAL, which qdrant-edge never truncates, is cut down to
+//! the segment that numbers the next write at each start, and the writes
+//! after that restart (and after a crash that follows) still replace the
+//! memories they name.
 
 mod support;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -338,4 +343,133 @@ async fn a_sigterm_during_an_index_build_exits_cleanly_and_keeps_every_write() {
 
     let server = start(dir.path());
     assert_every_point(&server, &expected).await;
+}
+
+const WIDE_NS: &str = "wide";
+const WIDE_DIM: usize = 1024;
+/// Batches of 256 memories of 1024 dimensions, each about 1.3 MB in the
+/// engine's WAL: enough for three of its 32 MiB segments to close.
+const WIDE_BATCHES: usize = 80;
+
+fn start_wide(dir: &Path) -> TestServer {
+    TestServer::start_with(
+        dir,
+        &[
+            ("VECMEM__NAMESPACES__WIDE__DIM", WIDE_DIM.to_string()),
+            // Vectors come back as written (cosine would normalise them).
+            ("VECMEM__NAMESPACES__WIDE__DISTANCE", "dot".into()),
+            ("VECMEM__PIPELINE__CACHE__ENABLED", "false".into()),
+        ],
+    )
+}
+
+fn wide_memory(id: &str, seed: usize) -> proto::Memory {
+    proto::Memory {
+        id: id.into(),
+        vector: (0..WIDE_DIM)
+            .map(|i| ((seed * 31 + i * 7) % 97) as f32 / 97.0 + 0.01)
+            .collect(),
+        payload: Some(to_struct(json!({"seed": seed}))),
+        ..proto::Memory::default()
+    }
+}
+
+/// The engine's closed WAL segments, in the order they were written.
+fn closed_wal_segments(dir: &Path) -> Vec<PathBuf> {
+    let mut closed: Vec<(u64, PathBuf)> = std::fs::read_dir(dir.join(WIDE_NS).join("wal"))
+        .expect("the engine's WAL directory")
+        .filter_map(|entry| {
+            let path = entry.expect("entry").path();
+            let name = path.file_name()?.to_str()?;
+            let start = name.strip_prefix("closed-")?.parse().ok()?;
+            Some((start, path))
+        })
+        .collect();
+    closed.sort();
+    closed.into_iter().map(|(_, path)| path).collect()
+}
+
+async fn write_wide(server: &TestServer, memories: Vec<proto::Memory>) {
+    server
+        .memory()
+        .await
+        .upsert(proto::UpsertRequest {
+            namespace: WIDE_NS.into(),
+            tenant: TENANT.into(),
+            memories,
+        })
+        .await
+        .expect("acknowledged upsert");
+}
+
+/// The seed memory `id` holds now, by its payload, checked against its vector.
+async fn wide_seed(server: &TestServer, id: &str) -> usize {
+    let found = server
+        .memory()
+        .await
+        .get(proto::GetRequest {
+            namespace: WIDE_NS.into(),
+            tenant: TENANT.into(),
+            ids: vec![id.into()],
+            with_vector: true,
+            consistency: proto::ReadConsistency::Fresh as i32,
+        })
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(found.memories.len(), 1, "{id} missing");
+    let memory = &found.memories[0];
+    let payload = from_struct(memory.payload.as_ref().expect("payload"));
+    let seed = payload["seed"].as_f64().expect("seed") as usize;
+    assert!(
+        memory.vector == wide_memory(id, seed).vector,
+        "{id}: the vector is not the one written with seed {seed}"
+    );
+    seed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engine_wal_is_truncated_at_start_and_later_writes_still_replace() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start_wide(dir.path());
+    for batch in 0..WIDE_BATCHES {
+        let memories = (0..256)
+            .map(|k| wide_memory(&format!("m{}", batch * 256 + k), batch))
+            .collect();
+        write_wide(&server, memories).await;
+    }
+    assert!(server.terminate().success());
+    let closed_before = closed_wal_segments(dir.path());
+    assert!(
+        closed_before.len() >= 2,
+        "the WAL closed {closed_before:?}; the test needs at least 2"
+    );
+
+    // The start deletes all closed segments but the last (the journal's
+    // replay, when the stop met an index build, writes new ones), and the
+    // writes after it still replace what the earlier ones wrote.
+    let server = start_wide(dir.path());
+    let (last, superseded) = closed_before.split_last().expect("closed segments");
+    assert!(
+        last.exists(),
+        "{last:?}, which numbers the next write, was deleted"
+    );
+    assert!(
+        superseded.iter().all(|segment| !segment.exists()),
+        "of {closed_before:?} only the last should be left"
+    );
+    assert_eq!(wide_seed(&server, "m0").await, 0);
+    write_wide(&server, vec![wide_memory("m0", 1_000)]).await;
+    assert_eq!(wide_seed(&server, "m0").await, 1_000);
+
+    // So do the ones replayed from the journal after a crash.
+    write_wide(&server, vec![wide_memory("m1", 2_000)]).await;
+    server.kill();
+    let server = start_wide(dir.path());
+    assert_eq!(wide_seed(&server, "m0").await, 1_000);
+    assert_eq!(wide_seed(&server, "m1").await, 2_000);
+    write_wide(&server, vec![wide_memory("m1", 3_000)]).await;
+    assert_eq!(wide_seed(&server, "m1").await, 3_000);
+    let last = format!("m{}", WIDE_BATCHES * 256 - 1);
+    assert_eq!(wide_seed(&server, &last).await, WIDE_BATCHES - 1);
 }

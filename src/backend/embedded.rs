@@ -39,6 +39,7 @@ use crate::config::{Distance, EmbeddedConfig, NamespaceConfig};
 use crate::error::{Error, Result};
 use crate::model::{DeleteSelector, Filter, Memory, ScoredMemory};
 
+mod engine_wal;
 mod indexer;
 mod journal;
 mod open;
@@ -112,6 +113,13 @@ impl EmbeddedStore {
         let mut shards = HashMap::new();
         for (name, ns) in namespaces {
             let dir = config.path.join(name);
+            let wal = dir.join("wal");
+            let freed = engine_wal::truncate(&wal).map_err(|err| {
+                anyhow::anyhow!("namespace {name}: cannot truncate {}: {err}", wal.display())
+            })?;
+            if freed > 0 {
+                tracing::info!(namespace = %name, freed_bytes = freed, "engine WAL truncated");
+            }
             let (engine, has_text) = open_shard(name, &dir, ns)?;
             let journal = recover(name, &dir, &engine)?;
             let shard = Shard {
@@ -201,9 +209,9 @@ impl Shard {
     /// hold every write acknowledged so far, and the journal is empty.
     /// Writes wait for the copy (they would change the files under it);
     /// reads go on. An index build in progress finishes first, while writes
-    /// still flow. The engine's own WAL is copied too: it is never replayed,
-    /// but its length numbers the next write, and the engine ignores a write
-    /// numbered below the version a point already has.
+    /// still flow. The engine's own WAL is copied too, as far as it numbers
+    /// the next write ([`engine_wal`]): the engine ignores a write numbered
+    /// below the version a point already has.
     fn copy_into(&self, into: &Path) -> Result<()> {
         self.snapshots_waiting.fetch_add(1, Ordering::SeqCst);
         let maintenance = self.maintenance.lock();
@@ -211,8 +219,10 @@ impl Shard {
         let _maintenance = maintenance.unwrap_or_else(PoisonError::into_inner);
         let mut journal = self.journal.blocking_lock();
         self.checkpoint(&mut journal)?;
-        backup::copy_tree(&self.dir, into)
-            .map_err(|err| Error::internal(format!("copying namespace {}: {err}", self.name)))
+        let copied = engine_wal::superseded_segments(&self.dir.join("wal")).and_then(|skip| {
+            backup::copy_tree(&self.dir, into, &|path| skip.iter().any(|s| s == path))
+        });
+        copied.map_err(|err| Error::internal(format!("copying namespace {}: {err}", self.name)))
     }
 
     /// Runs one indexing pass, then a checkpoint; true if the pass did work.
