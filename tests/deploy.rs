@@ -234,11 +234,17 @@ async fn three_replicas_behind_nginx_lose_no_acknowledged_write_when_one_crashes
     }
 }
 
+/// `vecmem bench`'s concurrent callers, and the test's own writers.
+const BENCH_CALLERS: usize = 8;
+const WRITERS: usize = 4;
+
 /// Drives the deployment with `vecmem bench` and writers of its own, sends
-/// `signal` to replica 2 once the writers are under way, and checks: fewer
-/// than 1% of calls failed, each as `allowed(code name, message)` says (so
-/// never a hang, which would be DEADLINE_EXCEEDED), the deployment kept
-/// serving writes, and every acknowledged write is there afterwards.
+/// `signal` to replica 2 once the writers are under way, and checks: at
+/// most 1% of calls failed, or one per concurrent caller (the call each had
+/// in flight at the replica) where that is more, each as `allowed(code
+/// name, message)` says (so never a hang, which would be
+/// DEADLINE_EXCEEDED), the deployment kept serving writes, and every
+/// acknowledged write is there afterwards.
 async fn lose_a_replica_under_load(
     deployment: &LocalDeployment,
     signal: &str,
@@ -252,7 +258,7 @@ async fn lose_a_replica_under_load(
             "--mix",
             "search=80,upsert=20",
             "-c",
-            "8",
+            &BENCH_CALLERS.to_string(),
             "--connections",
             "2",
         ])
@@ -280,7 +286,7 @@ async fn lose_a_replica_under_load(
     let failures: Arc<Mutex<Vec<(&'static str, String)>>> = Arc::default();
     let enough_after_kill = Arc::new(AtomicUsize::new(usize::MAX));
     let mut writers = Vec::new();
-    for writer in 0..4 {
+    for writer in 0..WRITERS {
         let mut client = deployment.client().await;
         let (acked, failures, done) = (acked.clone(), failures.clone(), bench_done.clone());
         let enough = enough_after_kill.clone();
@@ -340,7 +346,7 @@ async fn lose_a_replica_under_load(
     let bench_errors: BTreeMap<String, u64> =
         serde_json::from_value(report["errors"].clone()).expect("errors by code");
 
-    // Every failure is one `allowed` admits, and fewer than 1% failed.
+    // Every failure is one `allowed` admits, and few failed.
     let failures = failures.lock().expect("failures").clone();
     let acked = acked.lock().expect("acked").clone();
     // The bench keeps the first message of each code.
@@ -363,9 +369,12 @@ async fn lose_a_replica_under_load(
         "SIG{signal}: {calls} calls ({bench_calls} bench, {} writer), {failed} failed: bench {bench_errors:?}, writers {failures:?}",
         acked.len() + failures.len(),
     );
+    // A loaded machine serves fewer calls in the bench's 12 s, while the
+    // calls a crash cuts off stay the ones in flight at the replica.
+    let allowed_failures = (calls / 100).max((BENCH_CALLERS + WRITERS) as u64);
     assert!(
-        (failed as f64) < 0.01 * calls as f64,
-        "{failed} of {calls} calls failed"
+        failed <= allowed_failures,
+        "{failed} of {calls} calls failed; at most {allowed_failures} may"
     );
     assert!(
         acked.len() >= killed_at + 100,
