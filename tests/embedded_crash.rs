@@ -71,7 +71,12 @@ fn index_build_running(dir: &Path) -> bool {
 }
 
 fn vector(seed: usize) -> Vec<f32> {
-    (0..DIM)
+    vector_of(DIM, seed)
+}
+
+/// A vector of `dim` dimensions that `seed` tells apart from others.
+fn vector_of(dim: usize, seed: usize) -> Vec<f32> {
+    (0..dim)
         .map(|i| ((seed * 31 + i * 7) % 97) as f32 / 97.0 + 0.01)
         .collect()
 }
@@ -366,9 +371,7 @@ fn start_wide(dir: &Path) -> TestServer {
 fn wide_memory(id: &str, seed: usize) -> proto::Memory {
     proto::Memory {
         id: id.into(),
-        vector: (0..WIDE_DIM)
-            .map(|i| ((seed * 31 + i * 7) % 97) as f32 / 97.0 + 0.01)
-            .collect(),
+        vector: vector_of(WIDE_DIM, seed),
         payload: Some(to_struct(json!({"seed": seed}))),
         ..proto::Memory::default()
     }
