@@ -76,6 +76,7 @@ async fn main() -> anyhow::Result<()> {
     let parked = EmbeddedConfig {
         path: dir.path().to_owned(),
         optimize_interval: Duration::from_secs(86_400),
+        max_unindexed_points: 0,
     };
     let store = EmbeddedStore::open(&parked, &namespaces)?;
     let started = Instant::now();
@@ -112,6 +113,7 @@ async fn main() -> anyhow::Result<()> {
     let running = EmbeddedConfig {
         path: dir.path().to_owned(),
         optimize_interval: Duration::from_millis(200),
+        max_unindexed_points: 0,
     };
     let store = EmbeddedStore::open(&running, &namespaces)?;
     let started = Instant::now();

@@ -43,11 +43,13 @@ mod engine_wal;
 mod indexer;
 mod journal;
 mod open;
+mod pacing;
 mod translate;
 
 use indexer::Indexer;
 use journal::{Entry, Journal};
 use open::open_shard;
+use pacing::Pacer;
 use translate::{live_filter, tenant_filter, tenant_ids_filter};
 
 /// Ids per page when a delete by filter looks up the points it removes.
@@ -81,6 +83,8 @@ struct Shard {
     /// while there are any, so under steady writes (a pass after every
     /// pass) a snapshot waits for one build at most.
     snapshots_waiting: AtomicUsize,
+    /// Slows the namespace's writes while too much of it is unindexed.
+    pacer: Pacer,
 }
 
 impl EmbeddedStore {
@@ -133,6 +137,12 @@ impl EmbeddedStore {
                 writes: AtomicU64::new(1),
                 indexed_through: AtomicU64::new(0),
                 snapshots_waiting: AtomicUsize::new(0),
+                pacer: Pacer::new(
+                    name,
+                    config.max_unindexed_points,
+                    ns.dim(),
+                    ns.indexing_threshold_kb,
+                ),
             };
             shards.insert(name.clone(), Arc::new(shard));
         }
@@ -183,14 +193,27 @@ impl EmbeddedStore {
     ) -> Result<T> {
         let shard = self.shard(namespace)?;
         let mut journal = shard.journal.clone().lock_owned().await;
-        tokio::task::spawn_blocking(move || {
+        let (answer, pause, journal) = tokio::task::spawn_blocking(move || {
             shard.writes.fetch_add(1, Ordering::SeqCst);
             let (entry, answer) = change(&shard.engine)?;
             journal.append(&entry).map_err(Error::internal)?;
-            Ok(answer)
+            let added = match &entry {
+                Entry::Put(points) => points.len(),
+                Entry::Remove(_) => 0,
+            };
+            let pause = shard.pacer.pause(added, || {
+                pacing::unindexed_points(&shard.engine, shard.has_text)
+            });
+            Ok::<_, Error>((answer, pause, journal))
         })
         .await
-        .map_err(Error::internal)?
+        .map_err(Error::internal)??;
+        // Durable already; the pause holds the namespace's next write back.
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+        }
+        drop(journal);
+        Ok(answer)
     }
 }
 

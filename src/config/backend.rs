@@ -31,6 +31,9 @@ pub struct EmbeddedConfig {
     /// Pause between background indexing passes when there is nothing to index.
     #[serde(rename = "optimize_interval_ms", deserialize_with = "millis")]
     pub optimize_interval: Duration,
+    /// Unindexed points a namespace may hold before its writes slow down
+    /// (to 100 points/s at twice this); 0 never slows them.
+    pub max_unindexed_points: usize,
 }
 
 /// How vecmem reaches a Qdrant server or cluster (`backend.kind = "qdrant"`).

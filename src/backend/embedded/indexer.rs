@@ -36,6 +36,8 @@ impl Indexer {
                                 elapsed_ms = started.elapsed().as_millis() as u64,
                                 points = info.points_count,
                                 indexed_vectors = info.indexed_vectors_count,
+                                unindexed_points = shard.pacer.backlog(),
+                                writes_paused_ms = shard.pacer.paused().as_millis() as u64,
                                 "index build finished"
                             );
                         }
