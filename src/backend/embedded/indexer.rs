@@ -31,12 +31,16 @@ impl Indexer {
                         if shard.optimize() {
                             worked = true;
                             let info = shard.engine.info();
+                            let unindexed = shard.pacer.observe(super::pacing::unindexed_points(
+                                &shard.engine,
+                                shard.has_text,
+                            ));
                             tracing::info!(
                                 namespace = %shard.name,
                                 elapsed_ms = started.elapsed().as_millis() as u64,
                                 points = info.points_count,
                                 indexed_vectors = info.indexed_vectors_count,
-                                unindexed_points = shard.pacer.backlog(),
+                                unindexed_points = unindexed,
                                 writes_paused_ms = shard.pacer.paused().as_millis() as u64,
                                 "index build finished"
                             );

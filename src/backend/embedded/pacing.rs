@@ -75,14 +75,14 @@ impl Pacer {
         if self.limit == 0 || points == 0 {
             return Duration::ZERO;
         }
-        let backlog = {
-            let mut read_at = self.read_at.lock().unwrap_or_else(|e| e.into_inner());
-            if read_at.is_none_or(|at| at.elapsed() >= REREAD_AFTER) {
-                let unindexed = read_backlog().saturating_sub(self.left_unindexed);
-                let before = self.backlog.swap(unindexed, Ordering::Relaxed);
-                *read_at = Some(Instant::now());
-                self.log_change(before, unindexed);
-            }
+        let stale = self
+            .read_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none_or(|at| at.elapsed() >= REREAD_AFTER);
+        let backlog = if stale {
+            self.observe(read_backlog())
+        } else {
             self.backlog.load(Ordering::Relaxed)
         };
         let pause = pause_per_point(self.limit, backlog)
@@ -93,7 +93,22 @@ impl Pacer {
         pause
     }
 
+    /// Takes a fresh count of the namespace's unindexed points (as
+    /// [`unindexed_points`] gives it), as writes do now and then and the
+    /// indexer does after each build, so that a build that catches up
+    /// releases the writes at once. Returns the backlog it makes of it.
+    pub fn observe(&self, unindexed_points: u64) -> u64 {
+        let backlog = unindexed_points.saturating_sub(self.left_unindexed);
+        let before = self.backlog.swap(backlog, Ordering::Relaxed);
+        *self.read_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        self.log_change(before, backlog);
+        backlog
+    }
+
     fn log_change(&self, before: u64, now: u64) {
+        if self.limit == 0 {
+            return;
+        }
         match (before > self.limit, now > self.limit) {
             (false, true) => tracing::warn!(
                 namespace = %self.namespace,
@@ -110,12 +125,6 @@ impl Pacer {
             ),
             _ => {}
         }
-    }
-
-    /// The unindexed points, beyond those left so on purpose, at the last
-    /// reading.
-    pub fn backlog(&self) -> u64 {
-        self.backlog.load(Ordering::Relaxed)
     }
 
     /// The pauses charged so far, added up.
@@ -198,7 +207,18 @@ mod tests {
         // 10,000 KB of 1024-dim vectors: 2,500 points stay unindexed by design.
         let pacer = Pacer::new("ns", 100, 1024, 10_000);
         assert_eq!(pacer.pause(1, || 2_600), Duration::ZERO);
-        assert_eq!(pacer.backlog(), 100);
+        assert_eq!(pacer.observe(2_600), 100);
+    }
+
+    #[test]
+    fn a_build_that_catches_up_releases_the_writes_at_once() {
+        let pacer = pacer(100);
+        assert!(pacer.pause(1, || 300) > Duration::ZERO);
+        pacer.observe(50);
+        assert_eq!(
+            pacer.pause(1, || unreachable!("just observed")),
+            Duration::ZERO
+        );
     }
 
     #[test]
