@@ -5,16 +5,19 @@
 //! The engine indexes in passes ([`super::indexer`]) that are far slower than
 //! writes can arrive: 64 writers upserting 1024-dim memories flat out outran
 //! them ten to one, and after 5 minutes 1.45 million points were unindexed,
-//! so every search scanned them and the journal a restart replays held them
-//! all. As RocksDB delays writes under a compaction backlog instead of
-//! stopping them, a namespace whose unindexed points exceed
-//! `backend.embedded.max_unindexed_points` charges each point written a
-//! pause that grows with the excess, from nothing at the limit to the pause
+//! so every search scanned them. As RocksDB delays writes under a compaction
+//! backlog instead of stopping them, a namespace whose unindexed points
+//! exceed `backend.embedded.max_unindexed_points` charges each point written
+//! a pause that grows with the excess, from nothing at the limit to the pause
 //! of [`FLOOR_POINTS_PER_SECOND`] at twice the limit and beyond. The pause is
 //! taken while the namespace's write lock is held, so it paces the
 //! namespace's writes as a whole, whatever the number of writers; reads are
 //! never paced. A write is durable before its pause, which only delays its
 //! answer and the writes queued behind it.
+//!
+//! This bounds the unindexed part, not the journal: the journal empties only
+//! when an indexing pass ends with nothing new to index, which steady writes,
+//! paced or not, do not allow.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
