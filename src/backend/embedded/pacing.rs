@@ -218,10 +218,9 @@ mod tests {
         let pacer = pacer(100);
         assert!(pacer.pause(1, || 300) > Duration::ZERO);
         pacer.observe(50);
-        assert_eq!(
-            pacer.pause(1, || unreachable!("just observed")),
-            Duration::ZERO
-        );
+        // Within the re-read interval the observed count stands; a slow
+        // machine that passes the interval reads the same count again.
+        assert_eq!(pacer.pause(1, || 50), Duration::ZERO);
     }
 
     #[test]
