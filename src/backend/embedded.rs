@@ -202,7 +202,7 @@ impl EmbeddedStore {
                 Entry::Remove(_) => 0,
             };
             let pause = shard.pacer.pause(added, || {
-                pacing::unindexed_points(&shard.engine, shard.has_text)
+                pacing::unindexed_points(&shard.engine, &shard.engine.info(), shard.has_text)
             });
             Ok::<_, Error>((answer, pause, journal))
         })

@@ -33,6 +33,7 @@ impl Indexer {
                             let info = shard.engine.info();
                             let unindexed = shard.pacer.observe(super::pacing::unindexed_points(
                                 &shard.engine,
+                                &info,
                                 shard.has_text,
                             ));
                             tracing::info!(

@@ -23,7 +23,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use qdrant_edge::{CountRequest, EdgeShard, Filter, HasVectorCondition};
+use qdrant_edge::{CountRequest, EdgeShard, Filter, HasVectorCondition, ShardInfo};
 
 use crate::backend::text::TEXT_VECTOR;
 
@@ -146,12 +146,12 @@ fn pause_per_point(limit: u64, backlog: u64) -> Duration {
     Duration::from_secs_f64(excess / FLOOR_POINTS_PER_SECOND)
 }
 
-/// The points of `engine` that no index covers yet. The engine counts, per
-/// indexed segment, every vector it holds: a point with text has two. With
-/// text in the namespace, the points with text are counted and assumed
-/// spread evenly over the segments.
-pub fn unindexed_points(engine: &EdgeShard, has_text: bool) -> u64 {
-    let info = engine.info();
+/// The points of `engine` that no index covers yet, `info` being what its
+/// `info()` said just now. The engine counts, per indexed segment, every
+/// vector it holds: a point with text has two. With text in the namespace,
+/// the points with text are counted and assumed spread evenly over the
+/// segments.
+pub fn unindexed_points(engine: &EdgeShard, info: &ShardInfo, has_text: bool) -> u64 {
     let points = info.points_count as u64;
     let indexed_vectors = info.indexed_vectors_count as u64;
     let indexed_points = if has_text && points > 0 {
