@@ -155,13 +155,19 @@ async fn assert_read_back(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn writes_over_the_unindexed_limit_are_paced_and_all_kept() {
+/// Runs the writes against a fresh server with `max_unindexed_points`,
+/// checks every one was kept, and returns the server's log.
+async fn write_and_read_back(max_unindexed_points: &str) -> String {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = start(dir.path(), "50");
+    let server = start(dir.path(), max_unindexed_points);
     let acknowledged = write_concurrently(&server).await;
     assert_read_back(&server, &acknowledged).await;
-    let logs = server.logs();
+    server.logs()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_over_the_unindexed_limit_are_paced_and_all_kept() {
+    let logs = write_and_read_back("50").await;
     assert!(
         logs.contains("writes paced"),
         "{SEEDED} unindexed points, 64 of them below the indexing threshold, \
@@ -171,9 +177,6 @@ async fn writes_over_the_unindexed_limit_are_paced_and_all_kept() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn with_pacing_off_the_same_writes_are_never_paced() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = start(dir.path(), "0");
-    let acknowledged = write_concurrently(&server).await;
-    assert_read_back(&server, &acknowledged).await;
-    assert!(!server.logs().contains("writes paced"));
+    let logs = write_and_read_back("0").await;
+    assert!(!logs.contains("writes paced"));
 }
