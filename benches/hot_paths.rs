@@ -182,7 +182,8 @@ fn batch_assembly(c: &mut Criterion) {
                 max_batch_size: NonZeroUsize::new(64).expect("not zero"),
                 max_delay: Duration::ZERO,
                 queue_capacity: NonZeroUsize::new(1024).expect("not zero"),
-                concurrent_reads: NonZeroUsize::new(2).expect("not zero"),
+                concurrent_searches: NonZeroUsize::new(8).expect("not zero"),
+                concurrent_gets: NonZeroUsize::new(2).expect("not zero"),
             },
             Arc::new(Metrics::new()),
         )

@@ -31,8 +31,10 @@ pub struct BatchConfig {
     /// Requests that may wait per namespace and kind before callers are
     /// pushed back.
     pub queue_capacity: NonZeroUsize,
-    /// Batches of searches (and of gets) of one namespace run at once.
-    pub concurrent_reads: NonZeroUsize,
+    /// Search calls of one namespace to the backend in flight at once.
+    pub concurrent_searches: NonZeroUsize,
+    /// Get calls of one namespace to the backend in flight at once.
+    pub concurrent_gets: NonZeroUsize,
 }
 
 /// The result cache of searches and gets.

@@ -8,12 +8,16 @@
 //! upsert of two requests, a delete, an upsert). Within an upsert group a
 //! later write of the same id replaces an earlier one before the backend
 //! sees it. Searches and gets have a lane each, with at most
-//! `concurrent_reads` backend calls in flight, since reads do not need an
-//! order. A read that finds one of those slots free is sent at once from the
+//! `concurrent_searches` and `concurrent_gets` backend calls in flight,
+//! since reads do not need an order. A read that finds one of those slots free is sent at once from the
 //! caller's own task, alone: there is nothing to batch it with, and a trip
 //! through the batcher's queue and worker would only add wake-ups. Reads
 //! that arrive while every slot is busy queue, and go as one batch when a
 //! slot frees: batches form exactly when the backend is the bottleneck.
+//! The two lanes have their own limits because batching pays differently:
+//! a batch of gets is one lookup, costing Qdrant half as much per get, while
+//! a batch of searches costs it about what the searches cost one by one, so
+//! searches gain more from running side by side than from waiting to batch.
 //!
 //! A batch must not fail for one caller's sake. When a group's combined call
 //! fails, each request of the group is sent again on its own, in order,
@@ -26,6 +30,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -94,7 +99,6 @@ impl BatchingStore {
             max_delay: config.max_delay,
             queue_capacity: config.queue_capacity.get(),
         };
-        let concurrent_reads = config.concurrent_reads.get();
         let lanes = namespaces
             .into_iter()
             .map(|namespace| {
@@ -108,7 +112,7 @@ impl BatchingStore {
                             async move { run_writes(&*store, &namespace, batch, &metrics).await }
                         }
                     }),
-                    searches: ReadLane::new(concurrent_reads, limits, "searches", {
+                    searches: ReadLane::new(config.concurrent_searches, limits, "searches", {
                         let (store, namespace, metrics) =
                             (inner.clone(), namespace.to_owned(), metrics.clone());
                         move |batch: Batch<Vec<TenantSearch>>| {
@@ -117,7 +121,7 @@ impl BatchingStore {
                             async move { run_searches(&*store, &namespace, batch, &metrics).await }
                         }
                     }),
-                    gets: ReadLane::new(concurrent_reads, limits, "gets", {
+                    gets: ReadLane::new(config.concurrent_gets, limits, "gets", {
                         let (store, namespace, metrics) =
                             (inner.clone(), namespace.to_owned(), metrics.clone());
                         move |batch: Batch<Lookup>| {
@@ -181,9 +185,9 @@ where
     I: Send + 'static,
     O: Send + 'static,
 {
-    /// A read lane of `concurrent_reads` slots whose batches `flush` runs.
+    /// A read lane of `concurrent` slots whose batches `flush` runs.
     fn new<F, Fut>(
-        concurrent_reads: usize,
+        concurrent: NonZeroUsize,
         limits: BatchLimits,
         name: &'static str,
         flush: F,
@@ -192,7 +196,7 @@ where
         F: FnMut(Batch<I>) -> Fut + Send + 'static,
         Fut: Future<Output = BatchResults<O>> + Send + 'static,
     {
-        let slots = Arc::new(Semaphore::new(concurrent_reads.max(1)));
+        let slots = Arc::new(Semaphore::new(concurrent.get()));
         Self {
             batcher: lane(slots.clone(), limits, name, flush),
             slots,
@@ -555,7 +559,12 @@ mod tests {
     use crate::model::DeleteSelector;
     use crate::pipeline::fake_store::{Call, FakeStore, unavailable};
 
+    /// Two slots for searches and two for gets.
     fn batching(fake: &Arc<FakeStore>) -> BatchingStore {
+        batching_with_slots(fake, 2, 2)
+    }
+
+    fn batching_with_slots(fake: &Arc<FakeStore>, searches: usize, gets: usize) -> BatchingStore {
         BatchingStore::new(
             fake.clone(),
             ["ns"],
@@ -564,7 +573,8 @@ mod tests {
                 max_batch_size: NonZeroUsize::new(64).expect("not zero"),
                 max_delay: Duration::ZERO,
                 queue_capacity: NonZeroUsize::new(64).expect("not zero"),
-                concurrent_reads: NonZeroUsize::new(2).expect("not zero"),
+                concurrent_searches: NonZeroUsize::new(searches).expect("not zero"),
+                concurrent_gets: NonZeroUsize::new(gets).expect("not zero"),
             },
             Arc::new(Metrics::new()),
         )
@@ -807,8 +817,8 @@ mod tests {
         (fake, store)
     }
 
-    /// Holds the store's reads and fills both read slots (`concurrent_reads`
-    /// is 2) with the calls `start` makes for tenant a (memory a1) and tenant
+    /// Holds the store's reads and fills both slots of a read lane (each
+    /// has 2 in `batching`) with the calls `start` makes for tenant a (memory a1) and tenant
     /// b (b1), once the store has seen them: the reads sent next queue.
     async fn fill_read_slots<T>(
         fake: &FakeStore,
@@ -825,7 +835,7 @@ mod tests {
     async fn reads_go_straight_through_while_a_slot_is_free_and_batch_when_none_is() {
         let (fake, store) = seeded().await;
         let before = fake.calls().len();
-        // Two slots (`concurrent_reads`): two searches go alone, at once.
+        // Two search slots: two searches go alone, at once.
         let (held, first) = fill_read_slots(&fake, |tenant, _| spawn_search(&store, tenant)).await;
         // Every slot busy: these wait, and go together when one frees.
         let queued = [
@@ -909,5 +919,55 @@ mod tests {
         // One key, asked for once, with its vector.
         assert_eq!(fake.calls().last(), Some(&Call::Get(1)));
         assert_eq!(fake.calls().len(), before + 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn searches_and_gets_are_limited_by_their_own_slots() {
+        let fake = Arc::new(FakeStore::default());
+        let store = Arc::new(batching_with_slots(&fake, 3, 1));
+        for (tenant, id) in [("a", "a1"), ("b", "b1"), ("t", "x")] {
+            store
+                .upsert("ns", memory(tenant, id, 1.0))
+                .await
+                .expect("upsert");
+        }
+        let before = fake.calls().len();
+        let held = fake.hold_reads().await;
+        // Three search slots: three searches go alone, at once.
+        let searches = [
+            spawn_search(&store, "a"),
+            spawn_search(&store, "b"),
+            spawn_search(&store, "a"),
+        ];
+        until_calls(&fake, before + 3).await;
+        // One get slot, still free: the first get goes alone, the next two
+        // wait for it and then go together.
+        let first_get = spawn_get(&store, vec![key("t", "x")], false);
+        until_calls(&fake, before + 4).await;
+        let queued_gets = [
+            spawn_get(&store, vec![key("a", "a1")], false),
+            spawn_get(&store, vec![key("b", "b1")], false),
+        ];
+        settle().await;
+        assert_eq!(fake.calls().len(), before + 4, "the later gets queued");
+        drop(held);
+        let [a, b, a_again] = searches;
+        assert_eq!(hit_ids(answer(a).await), ["a1"]);
+        assert_eq!(hit_ids(answer(b).await), ["b1"]);
+        assert_eq!(hit_ids(answer(a_again).await), ["a1"]);
+        assert_eq!(found_ids(answer(first_get).await), [Some("x".into())]);
+        let [a, b] = queued_gets;
+        assert_eq!(found_ids(answer(a).await), [Some("a1".into())]);
+        assert_eq!(found_ids(answer(b).await), [Some("b1".into())]);
+        assert_eq!(
+            fake.calls()[before..],
+            [
+                Call::Search(1),
+                Call::Search(1),
+                Call::Search(1),
+                Call::Get(1),
+                Call::Get(2)
+            ]
+        );
     }
 }
