@@ -17,6 +17,13 @@ searches, each with a 2-word text beside its vector, fused by RRF in one
 Qdrant query (`vecmem bench --text`). `--memories` and `--dim` change the
 shape (on a Qdrant that has no `memories` collection of another dim).
 
+`--rps N` offers N calls per second to every configuration (open loop:
+each call is due at its time whether or not the previous ones answered, and
+its latency counts from then) instead of running each flat out. Below
+saturation that compares latency at the same load, which a closed loop
+cannot: there a configuration that answers some calls sooner (from its
+cache) gets more calls in flight at once for the rest.
+
 `--floor PATH` adds examples/proxy_floor.rs (a tonic proxy with nothing
 in it: same Qdrant calls, nothing converted) as one more configuration, so
 the table shows how much of vecmem's CPU per call any such proxy pays on
@@ -110,6 +117,7 @@ def main():
     parser.add_argument("--text", action="store_true", help="seed texts too; allows the hybrid workload")
     parser.add_argument("--memories", type=int, default=SHAPE["memories"])
     parser.add_argument("--dim", type=int, default=SHAPE["dim"])
+    parser.add_argument("--rps", type=int, help="offer this many calls per second (open loop, as in wrk2) instead of running closed-loop flat out")
     parser.add_argument("--out")
     args = parser.parse_args()
     url = os.environ.get("QDRANT_URL") or sys.exit("QDRANT_URL names the Qdrant gRPC URL")
@@ -161,7 +169,8 @@ def main():
                     report = run_bench(
                         server or "direct", shape,
                         [*what, "--already-seeded", "-c", concurrency,
-                         "--connections", min(concurrency, 4), "-z", f"{args.seconds}s", "--warmup", "1s"],
+                         "--connections", min(concurrency, 4), "-z", f"{args.seconds}s", "--warmup", "1s",
+                         *(["--rps", args.rps] if args.rps else [])],
                         server_metrics=False,
                     )
                     spent = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
