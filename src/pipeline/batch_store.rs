@@ -9,11 +9,12 @@
 //! later write of the same id replaces an earlier one before the backend
 //! sees it. Searches and gets have a lane each, with at most
 //! `concurrent_searches` and `concurrent_gets` backend calls in flight,
-//! since reads do not need an order. A read that finds one of those slots free is sent at once from the
-//! caller's own task, alone: there is nothing to batch it with, and a trip
-//! through the batcher's queue and worker would only add wake-ups. Reads
-//! that arrive while every slot is busy queue, and go as one batch when a
-//! slot frees: batches form exactly when the backend is the bottleneck.
+//! since reads do not need an order. A read that finds one of those slots
+//! free is sent at once from the caller's own task, alone: there is nothing
+//! to batch it with, and a trip through the batcher's queue and worker would
+//! only add wake-ups. Reads that arrive while every slot is busy queue, and
+//! go as one batch when a slot frees: batches form exactly when the backend
+//! is the bottleneck.
 //! The two lanes have their own limits because batching pays differently:
 //! a batch of gets is one lookup, costing Qdrant half as much per get, while
 //! a batch of searches costs it about what the searches cost one by one, so
@@ -804,10 +805,18 @@ mod tests {
         found.into_iter().map(|m| m.map(|m| m.id)).collect()
     }
 
-    /// A store with memories a1 (tenant a), b1 (tenant b) and x (tenant t).
+    /// A store with memories a1 (tenant a), b1 (tenant b) and x (tenant t),
+    /// and two slots for searches and two for gets.
     async fn seeded() -> (Arc<FakeStore>, Arc<BatchingStore>) {
+        seeded_with_slots(2, 2).await
+    }
+
+    async fn seeded_with_slots(
+        searches: usize,
+        gets: usize,
+    ) -> (Arc<FakeStore>, Arc<BatchingStore>) {
         let fake = Arc::new(FakeStore::default());
-        let store = Arc::new(batching(&fake));
+        let store = Arc::new(batching_with_slots(&fake, searches, gets));
         for (tenant, id) in [("a", "a1"), ("b", "b1"), ("t", "x")] {
             store
                 .upsert("ns", memory(tenant, id, 1.0))
@@ -818,8 +827,9 @@ mod tests {
     }
 
     /// Holds the store's reads and fills both slots of a read lane (each
-    /// has 2 in `batching`) with the calls `start` makes for tenant a (memory a1) and tenant
-    /// b (b1), once the store has seen them: the reads sent next queue.
+    /// has 2 in `batching`) with the calls `start` makes for tenant a
+    /// (memory a1) and tenant b (b1), once the store has seen them: the
+    /// reads sent next queue.
     async fn fill_read_slots<T>(
         fake: &FakeStore,
         start: impl Fn(&str, &str) -> Task<T>,
@@ -923,14 +933,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn searches_and_gets_are_limited_by_their_own_slots() {
-        let fake = Arc::new(FakeStore::default());
-        let store = Arc::new(batching_with_slots(&fake, 3, 1));
-        for (tenant, id) in [("a", "a1"), ("b", "b1"), ("t", "x")] {
-            store
-                .upsert("ns", memory(tenant, id, 1.0))
-                .await
-                .expect("upsert");
-        }
+        let (fake, store) = seeded_with_slots(3, 1).await;
         let before = fake.calls().len();
         let held = fake.hold_reads().await;
         // Three search slots: three searches go alone, at once.
