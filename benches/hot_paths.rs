@@ -180,6 +180,7 @@ fn batch_assembly(c: &mut Criterion) {
             &BatchConfig {
                 enabled: true,
                 max_batch_size: NonZeroUsize::new(64).expect("not zero"),
+                max_search_batch_size: NonZeroUsize::new(8).expect("not zero"),
                 max_delay: Duration::ZERO,
                 queue_capacity: NonZeroUsize::new(1024).expect("not zero"),
                 concurrent_searches: NonZeroUsize::new(8).expect("not zero"),

@@ -24,6 +24,8 @@ pub struct BatchConfig {
     pub enabled: bool,
     /// Most requests in one backend call.
     pub max_batch_size: NonZeroUsize,
+    /// Most search requests in one backend call, within `max_batch_size`.
+    pub max_search_batch_size: NonZeroUsize,
     /// Longest wait for more requests after the first; zero takes only
     /// what is already queued.
     #[serde(rename = "max_delay_us", deserialize_with = "micros")]

@@ -19,6 +19,9 @@
 //! a batch of gets is one lookup, costing Qdrant half as much per get, while
 //! a batch of searches costs it about what the searches cost one by one, so
 //! searches gain more from running side by side than from waiting to batch.
+//! For the same reason search batches are smaller (`max_search_batch_size`):
+//! every search of a batch waits for the slowest, so searches queued behind
+//! busy slots go as several small batches rather than one large one.
 //!
 //! A batch must not fail for one caller's sake. When a group's combined call
 //! fails, each request of the group is sent again on its own, in order,
@@ -100,6 +103,12 @@ impl BatchingStore {
             max_delay: config.max_delay,
             queue_capacity: config.queue_capacity.get(),
         };
+        let search_limits = BatchLimits {
+            max_batch_size: limits
+                .max_batch_size
+                .min(config.max_search_batch_size.get()),
+            ..limits
+        };
         let lanes = namespaces
             .into_iter()
             .map(|namespace| {
@@ -113,7 +122,7 @@ impl BatchingStore {
                             async move { run_writes(&*store, &namespace, batch, &metrics).await }
                         }
                     }),
-                    searches: ReadLane::new(config.concurrent_searches, limits, "searches", {
+                    searches: ReadLane::new(config.concurrent_searches, search_limits, "searches", {
                         let (store, namespace, metrics) =
                             (inner.clone(), namespace.to_owned(), metrics.clone());
                         move |batch: Batch<Vec<TenantSearch>>| {
@@ -566,12 +575,22 @@ mod tests {
     }
 
     fn batching_with_slots(fake: &Arc<FakeStore>, searches: usize, gets: usize) -> BatchingStore {
+        batching_with(fake, searches, gets, 64)
+    }
+
+    fn batching_with(
+        fake: &Arc<FakeStore>,
+        searches: usize,
+        gets: usize,
+        max_search_batch_size: usize,
+    ) -> BatchingStore {
         BatchingStore::new(
             fake.clone(),
             ["ns"],
             &BatchConfig {
                 enabled: true,
                 max_batch_size: NonZeroUsize::new(64).expect("not zero"),
+                max_search_batch_size: NonZeroUsize::new(max_search_batch_size).expect("not zero"),
                 max_delay: Duration::ZERO,
                 queue_capacity: NonZeroUsize::new(64).expect("not zero"),
                 concurrent_searches: NonZeroUsize::new(searches).expect("not zero"),
@@ -815,8 +834,16 @@ mod tests {
         searches: usize,
         gets: usize,
     ) -> (Arc<FakeStore>, Arc<BatchingStore>) {
+        seeded_with(searches, gets, 64).await
+    }
+
+    async fn seeded_with(
+        searches: usize,
+        gets: usize,
+        max_search_batch_size: usize,
+    ) -> (Arc<FakeStore>, Arc<BatchingStore>) {
         let fake = Arc::new(FakeStore::default());
-        let store = Arc::new(batching_with_slots(&fake, searches, gets));
+        let store = Arc::new(batching_with(&fake, searches, gets, max_search_batch_size));
         for (tenant, id) in [("a", "a1"), ("b", "b1"), ("t", "x")] {
             store
                 .upsert("ns", memory(tenant, id, 1.0))
@@ -970,6 +997,35 @@ mod tests {
                 Call::Search(1),
                 Call::Get(1),
                 Call::Get(2)
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn queued_searches_go_in_batches_of_at_most_max_search_batch_size() {
+        let (fake, store) = seeded_with(1, 1, 2).await;
+        let before = fake.calls().len();
+        let held = fake.hold_reads().await;
+        let alone = spawn_search(&store, "a");
+        until_calls(&fake, before + 1).await;
+        // The only slot is busy: five searches queue.
+        let queued = ["a", "b", "t", "a", "b"].map(|tenant| spawn_search(&store, tenant));
+        settle().await;
+        assert_eq!(fake.calls().len(), before + 1, "queued, not sent");
+        drop(held);
+        assert_eq!(hit_ids(answer(alone).await), ["a1"]);
+        let expected = [vec!["a1"], vec!["b1"], vec!["x"], vec!["a1"], vec!["b1"]];
+        for (task, ids) in queued.into_iter().zip(expected) {
+            assert_eq!(hit_ids(answer(task).await), ids);
+        }
+        // Two, two, then the last one: never more than two in one call.
+        assert_eq!(
+            fake.calls()[before..],
+            [
+                Call::Search(1),
+                Call::Search(2),
+                Call::Search(2),
+                Call::Search(1)
             ]
         );
     }
