@@ -571,11 +571,7 @@ mod tests {
 
     /// Two slots for searches and two for gets.
     fn batching(fake: &Arc<FakeStore>) -> BatchingStore {
-        batching_with_slots(fake, 2, 2)
-    }
-
-    fn batching_with_slots(fake: &Arc<FakeStore>, searches: usize, gets: usize) -> BatchingStore {
-        batching_with(fake, searches, gets, 64)
+        batching_with(fake, 2, 2, 64)
     }
 
     fn batching_with(
@@ -827,16 +823,11 @@ mod tests {
     /// A store with memories a1 (tenant a), b1 (tenant b) and x (tenant t),
     /// and two slots for searches and two for gets.
     async fn seeded() -> (Arc<FakeStore>, Arc<BatchingStore>) {
-        seeded_with_slots(2, 2).await
+        seeded_with(2, 2, 64).await
     }
 
-    async fn seeded_with_slots(
-        searches: usize,
-        gets: usize,
-    ) -> (Arc<FakeStore>, Arc<BatchingStore>) {
-        seeded_with(searches, gets, 64).await
-    }
-
+    /// The same memories, with `searches` and `gets` slots and search
+    /// batches of at most `max_search_batch_size`.
     async fn seeded_with(
         searches: usize,
         gets: usize,
@@ -960,7 +951,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn searches_and_gets_are_limited_by_their_own_slots() {
-        let (fake, store) = seeded_with_slots(3, 1).await;
+        let (fake, store) = seeded_with(3, 1, 64).await;
         let before = fake.calls().len();
         let held = fake.hold_reads().await;
         // Three search slots: three searches go alone, at once.
