@@ -2,7 +2,10 @@
 //! expiry sweeper, and serves gRPC and HTTP until told to stop, then shuts
 //! down in the order a load balancer needs: readiness off, still serving for
 //! `server.shutdown_delay_ms`, listeners drained (bounded by
-//! `server.shutdown_grace_ms`), the sweeper stopped, storage flushed.
+//! `server.shutdown_grace_ms`), the sweeper stopped, storage flushed. The
+//! gRPC port speaks HTTP/2 only ([`grpc_listener`] says why).
+
+mod grpc_listener;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,7 +16,7 @@ use axum::Router;
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::codec::CompressionEncoding;
 use tonic::server::NamedService;
 use tonic::service::Routes;
@@ -110,8 +113,8 @@ impl Server {
         let tls = tls::acceptor(&config.server.tls)?;
         let stop = CancellationToken::new();
         let listeners = vec![
-            serve(grpc_listener, grpc, tls.clone(), &stop)?,
-            serve(http_listener, http, tls.clone(), &stop)?,
+            serve(grpc_listener, grpc, tls.clone(), &stop, Protocol::Grpc)?,
+            serve(http_listener, http, tls.clone(), &stop, Protocol::Http)?,
         ];
         tracing::info!(%grpc_addr, %http_addr, tls = tls.is_some(), version = env!("CARGO_PKG_VERSION"), "vecmem listening");
         Ok(Self {
@@ -271,20 +274,26 @@ async fn bind(addr: SocketAddr, key: &str) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("cannot listen on {addr} ({key})"))
 }
 
+/// What a listener serves, and so how its connections are driven.
+#[derive(Clone, Copy)]
+enum Protocol {
+    /// HTTP/2 only: see [`grpc_listener`].
+    Grpc,
+    /// HTTP/1 and HTTP/2, as REST clients and scrapers speak both.
+    Http,
+}
+
 fn serve(
     listener: TcpListener,
     router: Router,
     tls: Option<TlsAcceptor>,
     stop: &CancellationToken,
+    protocol: Protocol,
 ) -> std::io::Result<JoinHandle<std::io::Result<()>>> {
     let stop = stop.clone().cancelled_owned();
     if let Some(acceptor) = tls {
         let listener = TlsListener::new(listener, acceptor)?;
-        return Ok(tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(stop)
-                .await
-        }));
+        return Ok(tokio::spawn(serve_on(listener, router, stop, protocol)));
     }
     let listener = listener.tap_io(|tcp| {
         // Small unary calls: send each response at once, no Nagle delay.
@@ -292,11 +301,30 @@ fn serve(
             tracing::debug!(error = %err, "cannot set TCP_NODELAY");
         }
     });
-    Ok(tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(stop)
-            .await
-    }))
+    Ok(tokio::spawn(serve_on(listener, router, stop, protocol)))
+}
+
+async fn serve_on<L>(
+    listener: L,
+    router: Router,
+    stop: WaitForCancellationFutureOwned,
+    protocol: Protocol,
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    match protocol {
+        Protocol::Grpc => {
+            grpc_listener::serve(listener, router, stop).await;
+            Ok(())
+        }
+        Protocol::Http => {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(stop)
+                .await
+        }
+    }
 }
 
 async fn futures_join<T>(handles: Vec<JoinHandle<T>>) -> Vec<Result<T, tokio::task::JoinError>> {

@@ -7,6 +7,7 @@ mod support;
 use std::process::Output;
 
 use support::{NS, TestServer, run_vecmem as vecmem};
+use vecmem::proto::memory_service_client::MemoryServiceClient;
 
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
@@ -123,11 +124,6 @@ fn existing_data_of_another_dimension_is_a_start_up_error() {
     }
 }
 
-/// SIGTERM under load: readiness turns 503 while calls are still served, and
-/// no admitted call fails. A call either succeeds, and its write is there
-/// after a restart on the same data, or it fails at the transport (refused
-/// connection, or a stream the server's GOAWAY did not take) and wrote
-/// nothing, so a client may safely retry it elsewhere.
 /// A call the server never took: refused with UNAVAILABLE or CANCELLED, or
 /// sent on a stream above the last one a GOAWAY let through, which h2
 /// guarantees the server did not process (tonic reports that as INTERNAL,
@@ -148,6 +144,11 @@ fn reset(status: &tonic::Status) -> bool {
     format!("{status:?}").contains("ConnectionReset")
 }
 
+/// SIGTERM under load: readiness turns 503 while calls are still served, and
+/// no admitted call fails. A call either succeeds, and its write is there
+/// after a restart on the same data, or it fails at the transport (refused
+/// connection, or a stream the server's GOAWAY did not take) and wrote
+/// nothing, so a client may safely retry it elsewhere.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn graceful_shutdown_under_load_fails_no_admitted_call() {
     use std::sync::Arc;
@@ -273,4 +274,82 @@ async fn graceful_shutdown_under_load_fails_no_admitted_call() {
             ids_of(&found.memories)
         );
     }
+}
+
+/// A connection the server accepted just before SIGTERM, whose client had
+/// not sent its HTTP/2 preface yet, still has the call sent with the
+/// preface answered (or refused by GOAWAY), never cut. Each raw connection
+/// is opened before a normal call that is answered: the listener accepts in
+/// order, so by then the server holds every one of them. They send their
+/// preface and first call only once the drain has closed the listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_connection_accepted_before_the_drain_has_its_first_call_answered() {
+    use std::time::Duration;
+
+    use serde_json::json;
+    use support::data::{get, memory, upsert};
+    use tokio::net::TcpStream;
+
+    const CONNECTIONS: usize = 8;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path());
+    let grpc_addr = server.grpc_addr;
+    let mut idle = Vec::new();
+    for _ in 0..CONNECTIONS {
+        idle.push(TcpStream::connect(grpc_addr).await.expect("connect"));
+    }
+    let mut client = server.memory().await;
+    client.get(get("t", &["none"])).await.expect("served");
+
+    let exit = tokio::task::spawn_blocking(move || server.terminate());
+    let listener_closed = support::eventually(Duration::from_secs(10), async || {
+        TcpStream::connect(grpc_addr).await.is_err()
+    })
+    .await;
+    assert!(listener_closed, "SIGTERM did not close the gRPC listener");
+
+    let mut answered = Vec::new();
+    for (n, stream) in idle.into_iter().enumerate() {
+        let id = format!("late-{n}");
+        let mut late = MemoryServiceClient::new(channel_over(stream));
+        let request = upsert("t", vec![memory(&id, [1.0, 0.0, 0.0, 0.0], json!({}))]);
+        match late.upsert(request).await {
+            Ok(_) => answered.push(id),
+            Err(status) => assert!(never_taken(&status), "call {n} was cut: {status:?}"),
+        }
+    }
+    let exit = exit.await.expect("terminate");
+    assert!(exit.success(), "exit status {exit:?}");
+
+    println!("{} of {CONNECTIONS} late calls answered", answered.len());
+    let server = TestServer::start(dir.path());
+    let ids: Vec<&str> = answered.iter().map(String::as_str).collect();
+    let found = server
+        .memory()
+        .await
+        .get(get("t", &ids))
+        .await
+        .expect("get");
+    assert!(
+        found.into_inner().missing_ids.is_empty(),
+        "an answered write was lost"
+    );
+}
+
+/// A tonic channel over a connection already open: it sends its preface
+/// and first call only when a call is made.
+fn channel_over(stream: tokio::net::TcpStream) -> tonic::transport::Channel {
+    use std::sync::Mutex;
+
+    let stream = Mutex::new(Some(stream));
+    tonic::transport::Endpoint::from_static("http://vecmem.test").connect_with_connector_lazy(
+        tower::service_fn(move |_: http::Uri| {
+            let stream = stream.lock().expect("not poisoned").take();
+            async move {
+                stream
+                    .map(hyper_util::rt::TokioIo::new)
+                    .ok_or_else(|| std::io::Error::other("the connection was used already"))
+            }
+        }),
+    )
 }
