@@ -311,7 +311,7 @@ async fn serve_on<L>(
     protocol: Protocol,
 ) -> std::io::Result<()>
 where
-    L: axum::serve::Listener,
+    L: grpc_listener::Drain,
     L::Addr: std::fmt::Debug,
 {
     match protocol {

@@ -4,7 +4,8 @@
 //! [`TlsListener`] plugs into `axum::serve` like a TCP listener. TLS
 //! handshakes run in their own tasks, bounded by a timeout, so one slow or
 //! silent client never holds up the accept loop; failed handshakes are
-//! logged at debug and dropped. ALPN offers `h2` and `http/1.1`, so gRPC and
+//! logged at debug and dropped. [`TlsListener::drain`] hands out at shutdown
+//! the connections it has taken but not handed out yet. ALPN offers `h2` and `http/1.1`, so gRPC and
 //! REST clients both negotiate what they speak.
 
 use std::io;
@@ -118,6 +119,19 @@ impl TlsListener {
             local_addr,
             accepting,
         })
+    }
+}
+
+impl TlsListener {
+    /// Stops taking TCP connections (those in the kernel's backlog are
+    /// reset: they sent nothing we read), then hands out, one per call, the
+    /// connections already taken: those that had finished their handshake
+    /// and those that finish it now, within its timeout. `None` once there
+    /// are no more. A TLS 1.3 client sends its first call right behind its
+    /// last handshake message, so a connection taken is served, not dropped.
+    pub async fn drain(&mut self) -> Option<(TlsStream<TcpStream>, SocketAddr)> {
+        self.accepting.abort();
+        self.ready.recv().await
     }
 }
 

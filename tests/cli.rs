@@ -124,17 +124,6 @@ fn existing_data_of_another_dimension_is_a_start_up_error() {
     }
 }
 
-/// A call the server never took: refused with UNAVAILABLE or CANCELLED, or
-/// sent on a stream above the last one a GOAWAY let through, which h2
-/// guarantees the server did not process (tonic reports that as INTERNAL,
-/// "h2 protocol error", its source the GOAWAY itself).
-fn never_taken(status: &tonic::Status) -> bool {
-    matches!(
-        status.code(),
-        tonic::Code::Unavailable | tonic::Code::Cancelled
-    ) || format!("{status:?}").contains("GoAway(")
-}
-
 /// A call whose connection was reset under it. After the GOAWAY tonic
 /// dials again, and a connection the kernel completed in the closing
 /// listener's backlog is reset when the listener closes: the call never
@@ -181,7 +170,7 @@ async fn graceful_shutdown_under_load_fails_no_admitted_call() {
                 match client.upsert(request).await {
                     Ok(_) => acknowledged.push(id),
                     // The client's view of a connection the server closed.
-                    Err(status) if never_taken(&status) => {
+                    Err(status) if support::never_taken(&status) => {
                         refused.push(id);
                         break;
                     }
@@ -311,11 +300,14 @@ async fn a_connection_accepted_before_the_drain_has_its_first_call_answered() {
     let mut answered = Vec::new();
     for (n, stream) in idle.into_iter().enumerate() {
         let id = format!("late-{n}");
-        let mut late = MemoryServiceClient::new(channel_over(stream));
+        let mut late = MemoryServiceClient::new(support::channel_over(stream));
         let request = upsert("t", vec![memory(&id, [1.0, 0.0, 0.0, 0.0], json!({}))]);
         match late.upsert(request).await {
             Ok(_) => answered.push(id),
-            Err(status) => assert!(never_taken(&status), "call {n} was cut: {status:?}"),
+            Err(status) => assert!(
+                support::never_taken(&status),
+                "call {n} was cut: {status:?}"
+            ),
         }
     }
     let exit = exit.await.expect("terminate");
@@ -334,22 +326,4 @@ async fn a_connection_accepted_before_the_drain_has_its_first_call_answered() {
         found.into_inner().missing_ids.is_empty(),
         "an answered write was lost"
     );
-}
-
-/// A tonic channel over a connection already open: it sends its preface
-/// and first call only when a call is made.
-fn channel_over(stream: tokio::net::TcpStream) -> tonic::transport::Channel {
-    use std::sync::Mutex;
-
-    let stream = Mutex::new(Some(stream));
-    tonic::transport::Endpoint::from_static("http://vecmem.test").connect_with_connector_lazy(
-        tower::service_fn(move |_: http::Uri| {
-            let stream = stream.lock().expect("not poisoned").take();
-            async move {
-                stream
-                    .map(hyper_util::rt::TokioIo::new)
-                    .ok_or_else(|| std::io::Error::other("the connection was used already"))
-            }
-        }),
-    )
 }

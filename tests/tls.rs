@@ -205,3 +205,84 @@ async fn hyper_get_fails(url: &str) -> bool {
     .await;
     !matches!(answer, Ok(Ok(_)))
 }
+
+/// The drain over TLS: connections the server took before SIGTERM but
+/// whose TLS handshake ends only after the listener closed are served, and
+/// their first call answered or refused by GOAWAY. Dropping them instead
+/// would cut calls: a TLS 1.3 client sends its first call right behind its
+/// last handshake message, before the server has read that message. Each
+/// raw connection is opened before a normal call that is answered: the
+/// listener takes connections in order, so by then it holds every one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_connection_still_handshaking_at_the_drain_has_its_first_call_answered() {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use serde_json::json;
+    use support::data::{get, memory, upsert};
+    use tokio::net::TcpStream;
+
+    const CONNECTIONS: usize = 4;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = pki();
+    let server = start(dir.path(), &pki, false);
+    let grpc_addr = server.grpc_addr;
+    let mut raw = Vec::new();
+    for _ in 0..CONNECTIONS {
+        raw.push(TcpStream::connect(grpc_addr).await.expect("connect"));
+    }
+    let channel = tls_channel(&server, &pki, false)
+        .await
+        .expect("TLS connect");
+    let mut client = MemoryServiceClient::new(channel);
+    client.get(get("t", &["none"])).await.expect("served");
+
+    let exit = tokio::task::spawn_blocking(move || server.terminate());
+    let listener_closed = support::eventually(Duration::from_secs(10), async || {
+        TcpStream::connect(grpc_addr).await.is_err()
+    })
+    .await;
+    assert!(listener_closed, "SIGTERM did not close the gRPC listener");
+
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config(&pki)));
+    let mut answered = 0;
+    for (n, tcp) in raw.into_iter().enumerate() {
+        let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
+        let tls = connector
+            .connect(name, tcp)
+            .await
+            .expect("the TLS handshake of a connection taken before the drain");
+        let mut late = MemoryServiceClient::new(support::channel_over(tls));
+        let request = upsert("t", vec![memory(&format!("late-{n}"), [1.0; 4], json!({}))]);
+        match late.upsert(request).await {
+            Ok(_) => answered += 1,
+            Err(status) => assert!(
+                support::never_taken(&status),
+                "call {n} was cut: {status:?}"
+            ),
+        }
+    }
+    println!("{answered} of {CONNECTIONS} late calls answered");
+    let exit = exit.await.expect("terminate");
+    assert!(exit.success(), "exit status {exit:?}");
+}
+
+/// A rustls client config that trusts the test CA and speaks HTTP/2.
+fn client_config(pki: &Pki) -> rustls::ClientConfig {
+    use std::sync::Arc;
+
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+
+    let mut roots = rustls::RootCertStore::empty();
+    let ca = CertificateDer::from_pem_slice(pki.ca_pem.as_bytes()).expect("CA pem");
+    roots.add(ca).expect("CA");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    config
+}

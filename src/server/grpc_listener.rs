@@ -11,21 +11,50 @@
 //! in a way clients retry. gRPC is HTTP/2 only (tonic's own server refuses
 //! HTTP/1 too), so nothing is lost by not sniffing. The HTTP port, which
 //! serves HTTP/1 clients, keeps `axum::serve`.
+//!
+//! For the same reason, connections the listener has taken but not handed
+//! out when the drain starts (TLS handshakes done or under way) are served
+//! and drained like the others, not dropped: see [`Drain`].
 
 use axum::Router;
-use axum::serve::Listener;
+use axum::serve::{Listener, TapIo};
 use hyper::server::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+
+use crate::tls::TlsListener;
+
+/// A listener that may hold connections it has taken but not handed out.
+pub trait Drain: Listener {
+    /// Stops taking connections, then yields those already taken, one per
+    /// call, and `None` once there are no more.
+    fn drain(&mut self) -> impl Future<Output = Option<Self::Io>> + Send;
+}
+
+/// A TCP listener holds nothing of its own: the connections in the kernel's
+/// backlog are reset when it closes, before the server read anything.
+impl<F> Drain for TapIo<TcpListener, F>
+where
+    F: FnMut(&mut TcpStream) + Send + 'static,
+{
+    async fn drain(&mut self) -> Option<Self::Io> {
+        None
+    }
+}
+
+impl Drain for TlsListener {
+    async fn drain(&mut self) -> Option<Self::Io> {
+        TlsListener::drain(self).await.map(|(io, _peer)| io)
+    }
+}
 
 /// Accepts connections until `stop` completes, then drains every accepted
 /// connection (GOAWAY, in-flight calls answered) and returns once all are
 /// closed. The caller bounds the drain.
-pub async fn serve<L>(mut listener: L, router: Router, stop: impl Future<Output = ()>)
-where
-    L: Listener,
-{
+pub async fn serve<L: Drain>(mut listener: L, router: Router, stop: impl Future<Output = ()>) {
     let builder = http2::Builder::new(TokioExecutor::new());
     let connections = GracefulShutdown::new();
     let mut stop = std::pin::pin!(stop);
@@ -35,15 +64,28 @@ where
             () = &mut stop => break,
         };
         let service = TowerToHyperService::new(router.clone());
-        let connection = connections.watch(builder.serve_connection(TokioIo::new(io), service));
-        tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                tracing::debug!(error = %err, "gRPC connection ended with an error");
-            }
-        });
+        let connection = builder.serve_connection(TokioIo::new(io), service);
+        tokio::spawn(run(connections.watch(connection)));
     }
-    // Closing the listener first: connections still in its backlog are
-    // reset, which clients see as never taken.
-    drop(listener);
-    connections.shutdown().await;
+    // The connections served so far get their GOAWAY at once, while those
+    // the listener still holds are served and told to drain as they come.
+    let taken_late = async {
+        let mut late = JoinSet::new();
+        while let Some(io) = listener.drain().await {
+            let service = TowerToHyperService::new(router.clone());
+            let mut connection = Box::pin(builder.serve_connection(TokioIo::new(io), service));
+            connection.as_mut().graceful_shutdown();
+            late.spawn(run(connection));
+        }
+        drop(listener);
+        late.join_all().await;
+    };
+    tokio::join!(connections.shutdown(), taken_late);
+}
+
+/// Drives one connection to its end; a client going away is not our error.
+async fn run(connection: impl Future<Output = Result<(), hyper::Error>>) {
+    if let Err(err) = connection.await {
+        tracing::debug!(error = %err, "gRPC connection ended with an error");
+    }
 }

@@ -522,3 +522,33 @@ pub fn python_stubs(dir: &Path) -> PathBuf {
     );
     stubs
 }
+
+/// A call the server never took: refused with UNAVAILABLE or CANCELLED, or
+/// sent on a stream above the last one a GOAWAY let through, which h2
+/// guarantees the server did not process (tonic reports that as INTERNAL,
+/// "h2 protocol error", its source the GOAWAY itself).
+pub fn never_taken(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::Unavailable | tonic::Code::Cancelled
+    ) || format!("{status:?}").contains("GoAway(")
+}
+
+/// A tonic channel over a connection already open (TCP, or TLS with `h2`
+/// negotiated): it sends its preface and first call only when a call is
+/// made.
+pub fn channel_over<Io>(io: Io) -> Channel
+where
+    Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let io = Mutex::new(Some(io));
+    tonic::transport::Endpoint::from_static("http://vecmem.test").connect_with_connector_lazy(
+        tower::service_fn(move |_: http::Uri| {
+            let io = io.lock().expect("not poisoned").take();
+            async move {
+                io.map(hyper_util::rt::TokioIo::new)
+                    .ok_or_else(|| std::io::Error::other("the connection was used already"))
+            }
+        }),
+    )
+}
