@@ -314,6 +314,9 @@ async fn a_connection_accepted_before_the_drain_has_its_first_call_answered() {
     assert!(exit.success(), "exit status {exit:?}");
 
     println!("{} of {CONNECTIONS} late calls answered", answered.len());
+    if answered.is_empty() {
+        return;
+    }
     let server = TestServer::start(dir.path());
     let ids: Vec<&str> = answered.iter().map(String::as_str).collect();
     let found = server
