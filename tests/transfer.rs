@@ -28,6 +28,7 @@ on_every_backend!(
     import_reports_each_invalid_memory_at_its_position_or_stops_there,
     concurrent_imports_of_the_same_ids_leave_one_whole_version_of_each,
     an_export_under_concurrent_writes_has_every_lasting_memory_exactly_once,
+    paging_beside_deletes_never_ends_early,
 );
 
 /// A second namespace to import into, as the test namespace is configured.
@@ -581,4 +582,66 @@ async fn an_export_under_concurrent_writes_has_every_lasting_memory_exactly_once
             "only alice's memories"
         );
     }
+}
+
+/// Paging while other memories of the tenant come and go: a memory deleted
+/// while a page is read (between the engine reading the page's ids and
+/// reading their records) must not end the paging early. Many exports with
+/// small pages run beside writers that add memories and delete them again;
+/// every export must hold every memory that stayed.
+async fn paging_beside_deletes_never_ends_early(backend: Backend) {
+    const LASTING: usize = 300;
+    const EXPORTS: usize = 40;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = backend.start_server(dir.path());
+    let mut client = server.memory().await;
+    let lasting = upsert_varied(&mut client, "bob", LASTING).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..2 {
+        let mut client = server.memory().await;
+        let stop = stop.clone();
+        writers.push(tokio::spawn(async move {
+            let mut rounds = 0usize;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && rounds < 20_000 {
+                let churn: Vec<proto::Memory> = (0..20)
+                    .map(|k| {
+                        let mut m = varied_memory(k);
+                        m.id = format!("churn-{w}-{rounds}-{k}");
+                        m
+                    })
+                    .collect();
+                let ids = churn.iter().map(|m| m.id.clone()).collect();
+                client.upsert(upsert("bob", churn)).await.expect("churn");
+                client
+                    .delete(proto::DeleteRequest {
+                        namespace: NS.into(),
+                        tenant: "bob".into(),
+                        selector: Some(proto::delete_request::Selector::Ids(proto::MemoryIds {
+                            values: ids,
+                        })),
+                    })
+                    .await
+                    .expect("delete");
+                rounds += 1;
+            }
+            rounds
+        }));
+    }
+    for pass in 0..EXPORTS {
+        let exported = export(&mut client, NS, "bob", 7).await;
+        let seen: std::collections::HashSet<&str> =
+            exported.iter().map(|m| m.id.as_str()).collect();
+        let missing = lasting
+            .iter()
+            .filter(|m| !seen.contains(m.id.as_str()))
+            .count();
+        assert_eq!(missing, 0, "export {pass} missed {missing} of {LASTING}");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut rounds = 0;
+    for writer in writers {
+        rounds += writer.await.expect("join writer");
+    }
+    assert!(rounds > 0, "writers ran during the exports");
 }

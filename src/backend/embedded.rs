@@ -398,6 +398,14 @@ impl VectorStore for EmbeddedStore {
 
     async fn scroll(&self, namespace: &str, tenant: &str, query: ScrollQuery) -> Result<StorePage> {
         let filter = live_filter(tenant, &query.filter, SystemTime::now())?;
+        // The engine reads a page in two steps, its point ids and then their
+        // records, and drops an id whose point was deleted in between. The
+        // page then comes back short and, as the engine tells the end of the
+        // paging by a short page, without its next offset: an export would
+        // stop early. Holding the namespace's writes off for the page keeps
+        // every point of it in place, as Qdrant's server does with its
+        // update lock around the same two steps (qdrant-edge 0.7.2 has none).
+        let _writes = self.shard(namespace)?.journal.clone().lock_owned().await;
         self.read(namespace, move |engine| {
             let (records, next) = engine
                 .scroll(ScrollRequest {
