@@ -403,6 +403,13 @@ impl Points for Service {
         };
         let (result, next) = self
             .with(&request.collection_name, move |c| {
+                // Qdrant holds its update lock across a scroll's two steps
+                // (ids, then records), so a delete between them cannot
+                // shorten the page and end the paging; the engine does not.
+                let _no_writes = c
+                    .writes
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
                 let (records, next) = c.shard.scroll(scroll).map_err(engine)?;
                 Ok((
                     records.into_iter().map(retrieved).collect(),
