@@ -5,8 +5,8 @@
 //! handshakes run in their own tasks, bounded by a timeout, so one slow or
 //! silent client never holds up the accept loop; failed handshakes are
 //! logged at debug and dropped. [`TlsListener::drain`] hands out at shutdown
-//! the connections it has taken but not handed out yet. ALPN offers `h2` and `http/1.1`, so gRPC and
-//! REST clients both negotiate what they speak.
+//! the connections it has taken but not handed out yet. ALPN offers `h2`
+//! and `http/1.1`, so gRPC and REST clients both negotiate what they speak.
 
 use std::io;
 use std::net::SocketAddr;
@@ -120,9 +120,7 @@ impl TlsListener {
             accepting,
         })
     }
-}
 
-impl TlsListener {
     /// Stops taking TCP connections (those in the kernel's backlog are
     /// reset: they sent nothing we read), then hands out, one per call, the
     /// connections already taken: those that had finished their handshake
