@@ -273,8 +273,6 @@ async fn graceful_shutdown_under_load_fails_no_admitted_call() {
 /// preface and first call only once the drain has closed the listener.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_connection_accepted_before_the_drain_has_its_first_call_answered() {
-    use std::time::Duration;
-
     use serde_json::json;
     use support::data::{get, memory, upsert};
     use tokio::net::TcpStream;
@@ -282,20 +280,14 @@ async fn a_connection_accepted_before_the_drain_has_its_first_call_answered() {
     const CONNECTIONS: usize = 8;
     let dir = tempfile::tempdir().expect("tempdir");
     let server = TestServer::start(dir.path());
-    let grpc_addr = server.grpc_addr;
     let mut idle = Vec::new();
     for _ in 0..CONNECTIONS {
-        idle.push(TcpStream::connect(grpc_addr).await.expect("connect"));
+        idle.push(TcpStream::connect(server.grpc_addr).await.expect("connect"));
     }
     let mut client = server.memory().await;
     client.get(get("t", &["none"])).await.expect("served");
 
-    let exit = tokio::task::spawn_blocking(move || server.terminate());
-    let listener_closed = support::eventually(Duration::from_secs(10), async || {
-        TcpStream::connect(grpc_addr).await.is_err()
-    })
-    .await;
-    assert!(listener_closed, "SIGTERM did not close the gRPC listener");
+    let exit = server.begin_drain().await;
 
     let mut answered = Vec::new();
     for (n, stream) in idle.into_iter().enumerate() {

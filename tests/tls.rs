@@ -216,7 +216,6 @@ async fn hyper_get_fails(url: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_connection_still_handshaking_at_the_drain_has_its_first_call_answered() {
     use std::sync::Arc;
-    use std::time::Duration;
 
     use serde_json::json;
     use support::data::{get, memory, upsert};
@@ -226,10 +225,9 @@ async fn a_connection_still_handshaking_at_the_drain_has_its_first_call_answered
     let dir = tempfile::tempdir().expect("tempdir");
     let pki = pki();
     let server = start(dir.path(), &pki, false);
-    let grpc_addr = server.grpc_addr;
     let mut raw = Vec::new();
     for _ in 0..CONNECTIONS {
-        raw.push(TcpStream::connect(grpc_addr).await.expect("connect"));
+        raw.push(TcpStream::connect(server.grpc_addr).await.expect("connect"));
     }
     let channel = tls_channel(&server, &pki, false)
         .await
@@ -237,12 +235,7 @@ async fn a_connection_still_handshaking_at_the_drain_has_its_first_call_answered
     let mut client = MemoryServiceClient::new(channel);
     client.get(get("t", &["none"])).await.expect("served");
 
-    let exit = tokio::task::spawn_blocking(move || server.terminate());
-    let listener_closed = support::eventually(Duration::from_secs(10), async || {
-        TcpStream::connect(grpc_addr).await.is_err()
-    })
-    .await;
-    assert!(listener_closed, "SIGTERM did not close the gRPC listener");
+    let exit = server.begin_drain().await;
 
     let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config(&pki)));
     let mut answered = 0;

@@ -162,6 +162,20 @@ impl TestServer {
         }
     }
 
+    /// SIGTERM, and returns once the drain has begun: the gRPC listener
+    /// refuses new connections (asserted, bounded in time). The handle
+    /// yields the exit status once the process has exited by itself.
+    pub async fn begin_drain(self) -> tokio::task::JoinHandle<ExitStatus> {
+        let grpc_addr = self.grpc_addr;
+        let exit = tokio::task::spawn_blocking(move || self.terminate());
+        let listener_closed = eventually(Duration::from_secs(10), async || {
+            tokio::net::TcpStream::connect(grpc_addr).await.is_err()
+        })
+        .await;
+        assert!(listener_closed, "SIGTERM did not close the gRPC listener");
+        exit
+    }
+
     /// SIGTERM, then waits (bounded) for the process to exit by itself.
     pub fn terminate(mut self) -> ExitStatus {
         let mut child = self.child.take().expect("running");
