@@ -77,7 +77,6 @@ async fn main() -> anyhow::Result<()> {
         path: dir.path().to_owned(),
         optimize_interval: Duration::from_secs(86_400),
         max_unindexed_points: 0,
-        max_journal_kb: 0,
     };
     let store = EmbeddedStore::open(&parked, &namespaces)?;
     let started = Instant::now();
@@ -115,7 +114,6 @@ async fn main() -> anyhow::Result<()> {
         path: dir.path().to_owned(),
         optimize_interval: Duration::from_millis(200),
         max_unindexed_points: 0,
-        max_journal_kb: 0,
     };
     let store = EmbeddedStore::open(&running, &namespaces)?;
     let started = Instant::now();

@@ -1,21 +1,15 @@
-//! The embedded engine's back-pressure on writes: when its index falls
-//! behind, writes slow down instead of piling up unindexed points or
-//! failing; when its journal is full, the next write waits for a checkpoint
-//! instead of growing it. Either way every write is still acknowledged and
-//! every acknowledged write is read back, also after a SIGKILL.
+//! When the embedded engine's index falls behind, writes slow down instead of
+//! piling up unindexed points or failing: every write is still acknowledged
+//! and every acknowledged write is read back.
 //!
-//! Unless a test says otherwise the indexer is parked (its first round finds
-//! the namespace empty, the next is a day away), so points written stay
-//! unindexed, the backlog only grows and no checkpoint comes by itself; many
-//! clients then write at once, sharing ids and tenants.
+//! The indexer is parked (its first round finds the namespace empty, the next
+//! is a day away), so points written stay unindexed and the backlog only
+//! grows; many clients then write at once, sharing ids and tenants.
 
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
 
 use serde_json::{Value, json};
 use vecmem::proto;
@@ -28,40 +22,22 @@ const WRITES_PER_CLIENT: usize = 20;
 const SHARED_IDS: usize = 120;
 const TENANTS: usize = 3;
 const SEEDED: usize = 200;
-/// Seed memories per write: a journal entry of a few KB.
-const SEED_BATCH: usize = 20;
 
-/// The settings a test changes from the defaults.
-struct Limits {
-    max_unindexed_points: &'static str,
-    max_journal_kb: &'static str,
-    optimize_interval_ms: &'static str,
-}
-
-/// The indexer parked, and no journal bound.
-const PARKED: Limits = Limits {
-    max_unindexed_points: "0",
-    max_journal_kb: "0",
-    optimize_interval_ms: "86400000",
-};
-
-fn start(dir: &Path, limits: &Limits) -> TestServer {
+fn start(dir: &Path, max_unindexed_points: &str) -> TestServer {
     let ns = format!("VECMEM__NAMESPACES__{}__", support::NS.to_uppercase());
-    let embedded = "VECMEM__BACKEND__EMBEDDED__";
     TestServer::start_with(
         dir,
         &[
             // 1 KB of 4-dim vectors: 64 points stay unindexed on purpose.
             (format!("{ns}INDEXING_THRESHOLD_KB"), "1"),
             (
-                format!("{embedded}OPTIMIZE_INTERVAL_MS"),
-                limits.optimize_interval_ms,
+                "VECMEM__BACKEND__EMBEDDED__OPTIMIZE_INTERVAL_MS".into(),
+                "86400000",
             ),
             (
-                format!("{embedded}MAX_UNINDEXED_POINTS"),
-                limits.max_unindexed_points,
+                "VECMEM__BACKEND__EMBEDDED__MAX_UNINDEXED_POINTS".into(),
+                max_unindexed_points,
             ),
-            (format!("{embedded}MAX_JOURNAL_KB"), limits.max_journal_kb),
             ("VECMEM__PIPELINE__CACHE__ENABLED".into(), "false"),
         ],
     )
@@ -89,12 +65,10 @@ async fn write_concurrently(server: &TestServer) -> BTreeMap<(String, String), V
             .push(payload);
     }
     let mut client = server.memory().await;
-    for batch in seed.chunks(SEED_BATCH) {
-        client
-            .upsert(upsert("t0", batch.to_vec()))
-            .await
-            .expect("seed acknowledged");
-    }
+    client
+        .upsert(upsert("t0", seed))
+        .await
+        .expect("seed acknowledged");
 
     let mut writers = tokio::task::JoinSet::new();
     for c in 0..CLIENTS {
@@ -181,59 +155,19 @@ async fn assert_read_back(
     }
 }
 
-/// What a run left: the server's log, and the largest size its journal
-/// file was seen at while the clients wrote.
-struct Run {
-    logs: String,
-    largest_journal: u64,
-}
-
-/// Runs the writes against a fresh server with `limits`, watching the
-/// journal's size; checks every write was kept, then again after a SIGKILL
-/// and a restart.
-async fn write_and_read_back(limits: &Limits) -> Run {
+/// Runs the writes against a fresh server with `max_unindexed_points`,
+/// checks every one was kept, and returns the server's log.
+async fn write_and_read_back(max_unindexed_points: &str) -> String {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = start(dir.path(), limits);
-    let journal = dir.path().join(support::NS).join("vecmem-journal");
-    let largest = Arc::new(AtomicU64::new(0));
-    let writing = Arc::new(AtomicBool::new(true));
-    let watcher = {
-        let (largest, writing) = (largest.clone(), writing.clone());
-        tokio::spawn(async move {
-            // Bounded: the writes take seconds.
-            for _ in 0..120_000 {
-                if !writing.load(Ordering::SeqCst) {
-                    break;
-                }
-                let size = std::fs::metadata(&journal).map_or(0, |m| m.len());
-                largest.fetch_max(size, Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        })
-    };
+    let server = start(dir.path(), max_unindexed_points);
     let acknowledged = write_concurrently(&server).await;
-    writing.store(false, Ordering::SeqCst);
-    watcher.await.expect("journal watcher");
     assert_read_back(&server, &acknowledged).await;
-    let logs = server.logs();
-
-    server.kill();
-    let server = start(dir.path(), limits);
-    assert_read_back(&server, &acknowledged).await;
-    Run {
-        logs,
-        largest_journal: largest.load(Ordering::SeqCst),
-    }
+    server.logs()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn writes_over_the_unindexed_limit_are_paced_and_all_kept() {
-    let logs = write_and_read_back(&Limits {
-        max_unindexed_points: "50",
-        ..PARKED
-    })
-    .await
-    .logs;
+    let logs = write_and_read_back("50").await;
     assert!(
         logs.contains("writes paced"),
         "{SEEDED} unindexed points, 64 of them below the indexing threshold, \
@@ -243,67 +177,6 @@ async fn writes_over_the_unindexed_limit_are_paced_and_all_kept() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn with_pacing_off_the_same_writes_are_never_paced() {
-    let logs = write_and_read_back(&PARKED).await.logs;
+    let logs = write_and_read_back("0").await;
     assert!(!logs.contains("writes paced"));
-}
-
-/// Above the largest write's entry (a seed batch: 20 memories of 4 dims,
-/// each with a short payload and its text vector, a few KB), far below what
-/// the writes add up to (over 100 KB).
-const JOURNAL_KB: u64 = 8;
-
-/// The journal never grows past its bound by more than one write, though
-/// nothing else checkpoints: the writes that find it full take the
-/// checkpoint themselves.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_full_journal_is_checkpointed_before_the_next_write() {
-    let run = write_and_read_back(&Limits {
-        max_journal_kb: "8",
-        ..PARKED
-    })
-    .await;
-    assert!(
-        run.logs.contains("journal full"),
-        "the journal never filled:\n{}",
-        run.logs
-    );
-    assert_journal_bounded(&run);
-}
-
-/// The same while the indexer builds again and again (every 64 points
-/// written make a segment to index): a write that finds the journal full
-/// during a build waits for the checkpoint after it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_full_journal_during_index_builds_waits_for_a_checkpoint() {
-    let run = write_and_read_back(&Limits {
-        max_journal_kb: "8",
-        optimize_interval_ms: "20",
-        ..PARKED
-    })
-    .await;
-    assert_journal_bounded(&run);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn without_a_journal_bound_the_journal_holds_every_write() {
-    let run = write_and_read_back(&PARKED).await;
-    assert!(
-        run.largest_journal > 4 * JOURNAL_KB * 1024,
-        "the writes add up to less than the bound tested above: {} bytes",
-        run.largest_journal
-    );
-}
-
-fn assert_journal_bounded(run: &Run) {
-    println!(
-        "journal at most {} bytes; the journal filled {} times",
-        run.largest_journal,
-        run.logs.matches("journal full").count()
-    );
-    let most = 2 * JOURNAL_KB * 1024;
-    assert!(
-        run.largest_journal <= most,
-        "the journal reached {} bytes, past the bound of {JOURNAL_KB} KB and the largest write",
-        run.largest_journal
-    );
 }

@@ -8,16 +8,14 @@
 //! the engine and made durable in the journal before it is acknowledged, and
 //! never waits for an index build (see `journal` for why the engine's own
 //! `flush()` cannot do this). Between index builds the indexer checkpoints:
-//! it flushes the engine and empties the journal. Writes that never pause
-//! leave no gap between builds, so a journal grown past
-//! `backend.embedded.max_journal_kb` makes the next write wait for a
-//! checkpoint. A snapshot copies a namespace's files at a checkpoint, pausing
-//! its writes (not its reads) for the copy.
+//! it flushes the engine and empties the journal. A snapshot copies a
+//! namespace's files at a checkpoint, pausing its writes (not its reads) for
+//! the copy.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, PoisonError, TryLockError};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, PoisonError};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
@@ -28,7 +26,7 @@ use qdrant_edge::{
     QueryRequest, ScoringQuery, ScrollRequest, SearchRequest, SetPayloadOp, UpdateOperation,
     WithPayloadInterface, WithVector,
 };
-use tokio::sync::{Mutex, OwnedMutexGuard, watch};
+use tokio::sync::Mutex;
 
 use crate::backend::layout;
 use crate::backend::text::TextChange;
@@ -75,12 +73,6 @@ struct Shard {
     engine: EdgeShard,
     /// Held by every write, and by a checkpoint: writes run one at a time.
     journal: Arc<Mutex<Journal>>,
-    /// Journal size from which writes wait for a checkpoint; 0 for none.
-    max_journal_bytes: u64,
-    /// Bumped by every checkpoint that emptied the journal.
-    checkpoints: watch::Sender<u64>,
-    /// Set while writes wait for a checkpoint, so that is logged once.
-    journal_full: AtomicBool,
     /// Held by an index build and by a checkpoint: the engine's `flush()`
     /// must never run beside `optimize()`.
     maintenance: std::sync::Mutex<()>,
@@ -141,9 +133,6 @@ impl EmbeddedStore {
                 has_text,
                 engine,
                 journal: Arc::new(Mutex::new(journal)),
-                max_journal_bytes: config.max_journal_kb.saturating_mul(1024),
-                checkpoints: watch::Sender::new(0),
-                journal_full: AtomicBool::new(false),
                 maintenance: std::sync::Mutex::new(()),
                 writes: AtomicU64::new(1),
                 indexed_through: AtomicU64::new(0),
@@ -203,7 +192,7 @@ impl EmbeddedStore {
         change: impl FnOnce(&EdgeShard) -> Result<(Entry, T)> + Send + 'static,
     ) -> Result<T> {
         let shard = self.shard(namespace)?;
-        let mut journal = shard.journal_with_room().await?;
+        let mut journal = shard.journal.clone().lock_owned().await;
         let (answer, pause, journal) = tokio::task::spawn_blocking(move || {
             shard.writes.fetch_add(1, Ordering::SeqCst);
             let (entry, answer) = change(&shard.engine)?;
@@ -236,58 +225,7 @@ impl Shard {
             return Ok(());
         }
         self.engine.flush();
-        journal.clear().map_err(Error::internal)?;
-        self.checkpoints.send_modify(|n| *n += 1);
-        if self.journal_full.swap(false, Ordering::SeqCst) {
-            tracing::info!(namespace = %self.name, "journal checkpointed; writes go on");
-        }
-        Ok(())
-    }
-
-    /// The namespace's write lock, once its journal is below
-    /// `max_journal_bytes`. A full journal is emptied by a checkpoint: taken
-    /// here when no index build is running, else the one the indexer takes
-    /// once the build in progress ends (the writes waiting here are what
-    /// lets it end: the engine plans builds as long as new data comes).
-    async fn journal_with_room(self: &Arc<Self>) -> Result<OwnedMutexGuard<Journal>> {
-        loop {
-            let journal = self.journal.clone().lock_owned().await;
-            if self.max_journal_bytes == 0 || journal.len() < self.max_journal_bytes {
-                return Ok(journal);
-            }
-            if !self.journal_full.swap(true, Ordering::SeqCst) {
-                tracing::warn!(
-                    namespace = %self.name,
-                    journal_bytes = journal.len(),
-                    limit_bytes = self.max_journal_bytes,
-                    "journal full: writes wait for a checkpoint, after the index build in progress"
-                );
-            }
-            // Subscribed while the journal is held, so no checkpoint can
-            // come between the look at its size and the wait.
-            let mut checkpointed = self.checkpoints.subscribe();
-            drop(journal);
-            let shard = self.clone();
-            let taken = tokio::task::spawn_blocking(move || shard.checkpoint_unless_busy())
-                .await
-                .map_err(Error::internal)??;
-            if !taken {
-                checkpointed.changed().await.map_err(Error::internal)?;
-            }
-        }
-    }
-
-    /// A checkpoint now, unless an index build or a snapshot copy holds
-    /// `maintenance` (each checkpoints when it is done); true if taken.
-    fn checkpoint_unless_busy(&self) -> Result<bool> {
-        let _maintenance = match self.maintenance.try_lock() {
-            Ok(guard) => guard,
-            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-            Err(TryLockError::WouldBlock) => return Ok(false),
-        };
-        let mut journal = self.journal.blocking_lock();
-        self.checkpoint(&mut journal)?;
-        Ok(true)
+        journal.clear().map_err(Error::internal)
     }
 
     /// Copies the namespace's files into `into` at a checkpoint: they then

@@ -34,9 +34,6 @@ pub struct EmbeddedConfig {
     /// Unindexed points a namespace may hold before its writes slow down
     /// (to 100 points/s at twice this); 0 never slows them.
     pub max_unindexed_points: usize,
-    /// Size a namespace's journal may reach before its next write waits for
-    /// a checkpoint (after the index build in progress); 0 never waits.
-    pub max_journal_kb: u64,
 }
 
 /// How vecmem reaches a Qdrant server or cluster (`backend.kind = "qdrant"`).

@@ -118,11 +118,6 @@ impl Journal {
         self.len == 0
     }
 
-    /// Bytes on disk: the entries appended since the last checkpoint.
-    pub fn len(&self) -> u64 {
-        self.len
-    }
-
     /// Empties the journal, once the engine holds everything in it.
     pub fn clear(&mut self) -> io::Result<()> {
         self.truncate(0)

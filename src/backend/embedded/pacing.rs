@@ -17,8 +17,7 @@
 //!
 //! This bounds the unindexed part, not the journal: the journal empties only
 //! when an indexing pass ends with nothing new to index, which steady writes,
-//! paced or not, do not allow. `backend.embedded.max_journal_kb` bounds that
-//! (see `Shard::journal_with_room`).
+//! paced or not, do not allow.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
