@@ -4,10 +4,10 @@
 //!
 //! The engine is synchronous, so every call runs on tokio's blocking pool,
 //! never on the async workers; a background thread builds indexes. Writes of
-//! a namespace run one at a time (they hold its journal); each is applied to
-//! the engine and made durable in the journal before it is acknowledged, and
-//! never waits for an index build (see `journal` for why the engine's own
-//! `flush()` cannot do this). Between index builds the indexer checkpoints:
+//! a namespace run one at a time; each is applied to the engine and made
+//! durable in the journal before it is acknowledged, and never waits for an
+//! index build (see `journal` for why the engine's own `flush()` cannot do
+//! this). Between index builds the indexer checkpoints:
 //! it flushes the engine and empties the journal. A snapshot copies a
 //! namespace's files at a checkpoint, pausing its writes (not its reads) for
 //! the copy.
@@ -71,8 +71,14 @@ struct Shard {
     /// Whether the shard holds text vectors (it was created with them).
     has_text: bool,
     engine: EdgeShard,
-    /// Held by every write, and by a checkpoint: writes run one at a time.
+    /// Held by a write while it changes the engine and appends, by a
+    /// checkpoint, and by a scroll for a page.
     journal: Arc<Mutex<Journal>>,
+    /// Held by a write from before it takes `journal` until its pacing
+    /// pause is over: writes run one at a time, and a paused write holds
+    /// the next write back without holding `journal`, so scroll pages wait
+    /// for the write in progress only, not for the queue of paced ones.
+    write_turn: Mutex<()>,
     /// Held by an index build and by a checkpoint: the engine's `flush()`
     /// must never run beside `optimize()`.
     maintenance: std::sync::Mutex<()>,
@@ -133,6 +139,7 @@ impl EmbeddedStore {
                 has_text,
                 engine,
                 journal: Arc::new(Mutex::new(journal)),
+                write_turn: Mutex::new(()),
                 maintenance: std::sync::Mutex::new(()),
                 writes: AtomicU64::new(1),
                 indexed_through: AtomicU64::new(0),
@@ -192,8 +199,11 @@ impl EmbeddedStore {
         change: impl FnOnce(&EdgeShard) -> Result<(Entry, T)> + Send + 'static,
     ) -> Result<T> {
         let shard = self.shard(namespace)?;
+        let turn = shard.write_turn.lock().await;
         let mut journal = shard.journal.clone().lock_owned().await;
-        let (answer, pause, journal) = tokio::task::spawn_blocking(move || {
+        let applying = shard.clone();
+        let (answer, pause) = tokio::task::spawn_blocking(move || {
+            let shard = applying;
             shard.writes.fetch_add(1, Ordering::SeqCst);
             let (entry, answer) = change(&shard.engine)?;
             journal.append(&entry).map_err(Error::internal)?;
@@ -204,15 +214,17 @@ impl EmbeddedStore {
             let pause = shard.pacer.pause(added, || {
                 pacing::unindexed_points(&shard.engine, &shard.engine.info(), shard.has_text)
             });
-            Ok::<_, Error>((answer, pause, journal))
+            drop(journal);
+            Ok::<_, Error>((answer, pause))
         })
         .await
         .map_err(Error::internal)??;
-        // Durable already; the pause holds the namespace's next write back.
+        // Durable already; the pause holds the namespace's next write back,
+        // not its reads.
         if !pause.is_zero() {
             tokio::time::sleep(pause).await;
         }
-        drop(journal);
+        drop(turn);
         Ok(answer)
     }
 }

@@ -10,10 +10,11 @@
 //! exceed `backend.embedded.max_unindexed_points` charges each point written
 //! a pause that grows with the excess, from nothing at the limit to the pause
 //! of [`FLOOR_POINTS_PER_SECOND`] at twice the limit and beyond. The pause is
-//! taken while the namespace's write lock is held, so it paces the
-//! namespace's writes as a whole, whatever the number of writers; reads are
-//! never paced. A write is durable before its pause, which only delays its
-//! answer and the writes queued behind it.
+//! taken while the namespace's write turn is held (not its journal), so it
+//! paces the namespace's writes as a whole, whatever the number of writers;
+//! reads are never paced, nor held behind a paused write. A write is durable
+//! before its pause, which only delays its answer and the writes queued
+//! behind it.
 //!
 //! This bounds the unindexed part, not the journal: the journal empties only
 //! when an indexing pass ends with nothing new to index, which steady writes,
