@@ -1,6 +1,7 @@
 //! When the embedded engine's index falls behind, writes slow down instead of
 //! piling up unindexed points or failing: every write is still acknowledged
-//! and every acknowledged write is read back.
+//! and every acknowledged write is read back, and reads are not held behind
+//! a paused write.
 //!
 //! The indexer is parked (its first round finds the namespace empty, the next
 //! is a day away), so points written stay unindexed and the backlog only
@@ -179,4 +180,66 @@ async fn writes_over_the_unindexed_limit_are_paced_and_all_kept() {
 async fn with_pacing_off_the_same_writes_are_never_paced() {
     let logs = write_and_read_back("0").await;
     assert!(!logs.contains("writes paced"));
+}
+
+/// A scroll page waits for the write being applied, never for a paced
+/// write's pause: the pause holds the namespace's next write back, not its
+/// reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_scroll_page_is_not_held_behind_a_paced_write() {
+    use std::time::Duration;
+
+    use support::data::get;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The seed leaves 136 points beyond the 64 unindexed on purpose: over
+    // twice the limit of 50, so each point written pauses 10 ms.
+    let server = start(dir.path(), "50");
+    let mut client = server.memory().await;
+    let seed: Vec<_> = (0..SEEDED)
+        .map(|i| memory(&format!("s{i}"), [1.0, i as f32, 0.5, 0.25], json!({})))
+        .collect();
+    client.upsert(upsert("t0", seed)).await.expect("seed");
+
+    // 100 points: a pause of a full second (the most one write waits),
+    // taken once the write is durable.
+    let batch: Vec<_> = (0..100)
+        .map(|i| memory(&format!("p{i}"), [0.5, i as f32, 1.0, 0.0], json!({})))
+        .collect();
+    let mut writer = server.memory().await;
+    let mut paced = tokio::spawn(async move { writer.upsert(upsert("t1", batch)).await });
+    // Applied once a get finds it (reads never wait); polled at once, so
+    // the scroll below starts early in the pause.
+    let mut applied = false;
+    for _ in 0..10_000 {
+        let found = client.get(get("t1", &["p99"])).await.expect("get");
+        if !found.into_inner().memories.is_empty() {
+            applied = true;
+            break;
+        }
+    }
+    assert!(applied, "the paced write never reached the engine");
+
+    let page = client
+        .scroll(proto::ScrollRequest {
+            namespace: support::NS.into(),
+            tenant: "t1".into(),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .expect("scroll")
+        .into_inner();
+    assert_eq!(page.memories.len(), 10);
+    // Held behind the pause, the page would come with the write's answer;
+    // answered beside it, the write still has most of its second to wait.
+    let still_paused = tokio::time::timeout(Duration::from_millis(300), &mut paced)
+        .await
+        .is_err();
+    assert!(
+        still_paused,
+        "the scroll page was answered only as the paced write's pause ended"
+    );
+    paced.await.expect("writer").expect("the paced write");
+    assert!(server.logs().contains("writes paced"));
 }
