@@ -382,11 +382,8 @@ async fn scroll_pages_through_every_memory_once(backend: Backend) {
     for _page in 0..10 {
         let page = client
             .scroll(proto::ScrollRequest {
-                namespace: NS.into(),
-                tenant: "t".into(),
-                limit: 10,
                 page_token: token.clone(),
-                ..Default::default()
+                ..scroll("t", 10)
             })
             .await
             .expect("scroll")
@@ -415,11 +412,8 @@ async fn scroll_pages_through_every_memory_once(backend: Backend) {
     );
     let filtered = client
         .scroll(proto::ScrollRequest {
-            namespace: NS.into(),
-            tenant: "t".into(),
             filter: Some(must(vec![odd])),
-            limit: 100,
-            ..Default::default()
+            ..scroll("t", 100)
         })
         .await
         .expect("scroll")
@@ -1394,12 +1388,7 @@ async fn tenants_never_see_each_others_memories(backend: Backend) {
     assert_eq!(spoof.into_inner().count, 0);
 
     let scrolled = client
-        .scroll(proto::ScrollRequest {
-            namespace: NS.into(),
-            tenant: "bob".into(),
-            limit: 100,
-            ..Default::default()
-        })
+        .scroll(scroll("bob", 100))
         .await
         .expect("scroll")
         .into_inner();

@@ -189,7 +189,7 @@ async fn with_pacing_off_the_same_writes_are_never_paced() {
 async fn a_scroll_page_is_not_held_behind_a_paced_write() {
     use std::time::Duration;
 
-    use support::data::get;
+    use support::data::{get, scroll};
 
     let dir = tempfile::tempdir().expect("tempdir");
     // The seed leaves 136 points beyond the 64 unindexed on purpose: over
@@ -221,12 +221,7 @@ async fn a_scroll_page_is_not_held_behind_a_paced_write() {
     assert!(applied, "the paced write never reached the engine");
 
     let page = client
-        .scroll(proto::ScrollRequest {
-            namespace: support::NS.into(),
-            tenant: "t1".into(),
-            limit: 10,
-            ..Default::default()
-        })
+        .scroll(scroll("t1", 10))
         .await
         .expect("scroll")
         .into_inner();

@@ -144,12 +144,7 @@ async fn read_all_ways(server: &TestServer, expires_at: SystemTime, others: u64)
 
     let sent = SystemTime::now();
     let page = client
-        .scroll(proto::ScrollRequest {
-            namespace: NS.into(),
-            tenant: "t".into(),
-            limit: 10,
-            ..Default::default()
-        })
+        .scroll(scroll("t", 10))
         .await
         .expect("scroll")
         .into_inner();
@@ -845,11 +840,8 @@ async fn update_payload_by_filter_under_concurrent_writes_misses_no_earlier_matc
     loop {
         let page = client
             .scroll(proto::ScrollRequest {
-                namespace: NS.into(),
-                tenant: "t".into(),
-                limit: 100,
                 page_token: page_token.clone(),
-                ..Default::default()
+                ..scroll("t", 100)
             })
             .await
             .expect("scroll")

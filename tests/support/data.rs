@@ -122,6 +122,16 @@ pub fn get(tenant: &str, ids: &[&str]) -> proto::GetRequest {
     }
 }
 
+/// The first page of `tenant`'s memories, `limit` of them.
+pub fn scroll(tenant: &str, limit: u32) -> proto::ScrollRequest {
+    proto::ScrollRequest {
+        namespace: NS.into(),
+        tenant: tenant.into(),
+        limit,
+        ..Default::default()
+    }
+}
+
 pub fn count(tenant: &str, filter: Option<proto::Filter>) -> proto::CountRequest {
     proto::CountRequest {
         namespace: NS.into(),
