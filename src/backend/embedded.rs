@@ -7,10 +7,9 @@
 //! a namespace run one at a time; each is applied to the engine and made
 //! durable in the journal before it is acknowledged, and never waits for an
 //! index build (see `journal` for why the engine's own `flush()` cannot do
-//! this). Between index builds the indexer checkpoints:
-//! it flushes the engine and empties the journal. A snapshot copies a
-//! namespace's files at a checkpoint, pausing its writes (not its reads) for
-//! the copy.
+//! this). Between index builds the indexer checkpoints: it flushes the
+//! engine and empties the journal. A snapshot copies a namespace's files at
+//! a checkpoint, pausing its writes (not its reads) for the copy.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
