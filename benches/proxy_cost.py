@@ -29,6 +29,11 @@ in it: same Qdrant calls, nothing converted) as one more configuration, so
 the table shows how much of vecmem's CPU per call any such proxy pays on
 this machine; it serves gets and searches only.
 
+`--relay PATH` adds examples/tcp_relay.rs (a TCP relay that copies bytes
+both ways and parses nothing) with the direct workload sent through it:
+what one more hop costs when the proxy does no work at all, the floor
+under any proxy on this machine.
+
 Several vecmem builds or settings can be compared in the same run (before
 and after a change): `--vecmem before=/path/to/old --vecmem after=target/release/vecmem`,
 and `--setting after:VECMEM__PIPELINE__BATCH__ENABLED=false` changes one
@@ -36,7 +41,8 @@ configuration's environment.
 
   QDRANT_URL=http://127.0.0.1:6334 python3 benches/proxy_cost.py \\
       --qdrant-pid $(pgrep -f qdrant) [--vecmem label=path ...] \\
-      [--floor target/profiling/examples/proxy_floor] [--out FILE]
+      [--floor target/profiling/examples/proxy_floor] \\
+      [--relay target/profiling/examples/tcp_relay] [--out FILE]
 
 Qdrant must run on this machine (its PID is how its CPU time is read).
 """
@@ -48,6 +54,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -73,20 +80,37 @@ class FloorProxy:
     def __init__(self, binary, qdrant_url):
         self.grpc = f"127.0.0.1:{free_port()}"
         self.process = subprocess.Popen([binary, self.grpc, qdrant_url, NAMESPACE])
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            if self.process.poll() is not None:
-                sys.exit(f"{binary} exited at start-up")
-            try:
-                socket.create_connection(self.grpc.split(":"), timeout=1).close()
-                return
-            except OSError:
-                time.sleep(0.1)
-        sys.exit(f"{binary} did not listen within 30 s")
+        wait_listening(self.process, binary, self.grpc)
 
     def __exit__(self, *exc):
         self.process.kill()
         self.process.wait()
+
+
+class TcpRelay(FloorProxy):
+    """examples/tcp_relay in front of Qdrant; `url` is what to call instead
+    of Qdrant's."""
+
+    def __init__(self, binary, qdrant_url):
+        listen = f"127.0.0.1:{free_port()}"
+        self.url = f"http://{listen}"
+        upstream = urllib.parse.urlsplit(qdrant_url).netloc
+        self.process = subprocess.Popen([binary, listen, upstream])
+        wait_listening(self.process, binary, listen)
+
+
+def wait_listening(process, binary, address):
+    """Returns once `address` accepts connections; exits if it never does."""
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        if process.poll() is not None:
+            sys.exit(f"{binary} exited at start-up")
+        try:
+            socket.create_connection(address.split(":"), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    sys.exit(f"{binary} did not listen within 30 s")
 
 
 def namespace_info(server):
@@ -114,6 +138,7 @@ def main():
     parser.add_argument("--only", help="run only these workloads, e.g. search:32,get:1; mix:64 is an 80/20 search/upsert mix, hybrid:32 a search with text (needs --text)")
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--floor", metavar="PATH", help="examples/proxy_floor, run as one more configuration")
+    parser.add_argument("--relay", metavar="PATH", help="examples/tcp_relay, the direct workload sent through it")
     parser.add_argument("--text", action="store_true", help="seed texts too; allows the hybrid workload")
     parser.add_argument("--memories", type=int, default=SHAPE["memories"])
     parser.add_argument("--dim", type=int, default=SHAPE["dim"])
@@ -148,6 +173,8 @@ def main():
         pipeline.VECMEM = VECMEM
         if args.floor:
             servers["floor"] = FloorProxy(args.floor, url)
+        if args.relay:
+            servers["relay"] = TcpRelay(args.relay, url)
         shape = {**SHAPE, "memories": args.memories, "dim": args.dim, "qdrant": url}
         seed_once(next(iter(servers.values())), shape, text=args.text)
 
@@ -166,8 +193,11 @@ def main():
                     }.get(op, ["--op", op])
                     # CPU is read from /proc here, for any build, so not
                     # from the server's /metrics.
+                    # The relay is called as Qdrant is, at its own address.
+                    relayed = isinstance(server, TcpRelay)
                     report = run_bench(
-                        server or "direct", shape,
+                        "direct" if relayed else server or "direct",
+                        {**shape, "qdrant": server.url} if relayed else shape,
                         [*what, "--already-seeded", "-c", concurrency,
                          "--connections", min(concurrency, 4), "-z", f"{args.seconds}s", "--warmup", "1s",
                          *(["--rps", args.rps] if args.rps else [])],
