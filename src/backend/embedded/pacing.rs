@@ -148,10 +148,12 @@ fn pause_per_point(limit: u64, backlog: u64) -> Duration {
 }
 
 /// The points of `engine` that no index covers yet, `info` being what its
-/// `info()` said just now. The engine counts, per indexed segment, every
-/// vector it holds: a point with text has two. With text in the namespace,
-/// the points with text are counted and assumed spread evenly over the
-/// segments.
+/// `info()` said just now. The engine counts as indexed every vector of a
+/// segment that has any index, and a namespace with text gives every
+/// segment one (its sparse index over the text vectors, kept up to date on
+/// each write): so every text vector is in `indexed_vectors_count`, and
+/// what is left of it once they are taken out is the dense vectors an HNSW
+/// index covers, one per indexed point.
 pub fn unindexed_points(engine: &EdgeShard, info: &ShardInfo, has_text: bool) -> u64 {
     let points = info.points_count as u64;
     let indexed_vectors = info.indexed_vectors_count as u64;
@@ -164,8 +166,7 @@ pub fn unindexed_points(engine: &EdgeShard, info: &ShardInfo, has_text: bool) ->
                 exact: true,
             })
             .unwrap_or(0) as u64;
-        // indexed_vectors = indexed_points * (points + with_text) / points
-        (indexed_vectors as u128 * points as u128 / (points + with_text) as u128) as u64
+        indexed_vectors.saturating_sub(with_text)
     } else {
         indexed_vectors
     };
