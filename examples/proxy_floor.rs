@@ -16,6 +16,9 @@
 //! Its answers are not vecmem's (every id missing, no hits): it is a
 //! measuring device, not a server to call.
 
+#[path = "common/runtime.rs"]
+mod runtime;
+
 use qdrant_client::qdrant::points_client::PointsClient;
 use qdrant_client::qdrant::{Condition, Filter, GetPoints, PointId, Query, QueryPoints};
 use tonic::transport::Channel;
@@ -144,28 +147,20 @@ fn main() -> anyhow::Result<()> {
     else {
         anyhow::bail!(usage);
     };
-    let workers = match args.next() {
-        Some(workers) => workers.parse()?,
-        None => std::thread::available_parallelism()?.get(),
-    };
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .build()?
-        .block_on(async move {
-            let channel = Channel::from_shared(qdrant)?
-                .tcp_nodelay(true)
-                .connect()
-                .await?;
-            let floor = Floor {
-                qdrant: PointsClient::new(channel),
-                collection,
-            };
-            tonic::transport::Server::builder()
-                .tcp_nodelay(true)
-                .add_service(MemoryServiceServer::new(floor))
-                .serve(listen.parse()?)
-                .await?;
-            Ok(())
-        })
+    runtime::runtime(args.next())?.block_on(async move {
+        let channel = Channel::from_shared(qdrant)?
+            .tcp_nodelay(true)
+            .connect()
+            .await?;
+        let floor = Floor {
+            qdrant: PointsClient::new(channel),
+            collection,
+        };
+        tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(MemoryServiceServer::new(floor))
+            .serve(listen.parse()?)
+            .await?;
+        Ok(())
+    })
 }

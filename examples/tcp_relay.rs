@@ -16,6 +16,9 @@
 //! QDRANT_ADDR is host:port (Qdrant's gRPC port). A measuring device, not a
 //! server to deploy: it has no timeouts and logs only to stderr.
 
+#[path = "common/runtime.rs"]
+mod runtime;
+
 use tokio::io::copy_bidirectional;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -25,26 +28,18 @@ fn main() -> anyhow::Result<()> {
     let (Some(listen), Some(qdrant)) = (args.next(), args.next()) else {
         anyhow::bail!(usage);
     };
-    let workers = match args.next() {
-        Some(workers) => workers.parse()?,
-        None => std::thread::available_parallelism()?.get(),
-    };
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .build()?
-        .block_on(async move {
-            let listener = TcpListener::bind(&listen).await?;
-            loop {
-                let (mut client, _) = listener.accept().await?;
-                let qdrant = qdrant.clone();
-                tokio::spawn(async move {
-                    if let Err(err) = relay(&mut client, &qdrant).await {
-                        eprintln!("tcp_relay: {err}");
-                    }
-                });
-            }
-        })
+    runtime::runtime(args.next())?.block_on(async move {
+        let listener = TcpListener::bind(&listen).await?;
+        loop {
+            let (mut client, _) = listener.accept().await?;
+            let qdrant = qdrant.clone();
+            tokio::spawn(async move {
+                if let Err(err) = relay(&mut client, &qdrant).await {
+                    eprintln!("tcp_relay: {err}");
+                }
+            });
+        }
+    })
 }
 
 async fn relay(client: &mut TcpStream, qdrant: &str) -> std::io::Result<()> {
