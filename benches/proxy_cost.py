@@ -74,22 +74,30 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / USER_HZ
 
 
-class FloorProxy:
-    """examples/proxy_floor in front of Qdrant, stopped on exit."""
-
-    def __init__(self, binary, qdrant_url):
-        self.grpc = f"127.0.0.1:{free_port()}"
-        self.process = subprocess.Popen([binary, self.grpc, qdrant_url, NAMESPACE])
-        wait_listening(self.process, binary, self.grpc)
+class Device:
+    """A measuring device from examples/ in front of Qdrant, killed on exit.
+    `bench_target(shape)` is what `run_bench` calls to measure it, and with
+    which shape."""
 
     def __exit__(self, *exc):
         self.process.kill()
         self.process.wait()
 
 
-class TcpRelay(FloorProxy):
-    """examples/tcp_relay in front of Qdrant; `url` is what to call instead
-    of Qdrant's."""
+class FloorProxy(Device):
+    """examples/proxy_floor, called as vecmem is, at `grpc`."""
+
+    def __init__(self, binary, qdrant_url):
+        self.grpc = f"127.0.0.1:{free_port()}"
+        self.process = subprocess.Popen([binary, self.grpc, qdrant_url, NAMESPACE])
+        wait_listening(self.process, binary, self.grpc)
+
+    def bench_target(self, shape):
+        return self, shape
+
+
+class TcpRelay(Device):
+    """examples/tcp_relay, called as Qdrant is, at `url`."""
 
     def __init__(self, binary, qdrant_url):
         listen = f"127.0.0.1:{free_port()}"
@@ -97,6 +105,9 @@ class TcpRelay(FloorProxy):
         upstream = urllib.parse.urlsplit(qdrant_url).netloc
         self.process = subprocess.Popen([binary, listen, upstream])
         wait_listening(self.process, binary, listen)
+
+    def bench_target(self, shape):
+        return "direct", {**shape, "qdrant": self.url}
 
 
 def wait_listening(process, binary, address):
@@ -165,27 +176,31 @@ def main():
     workloads = WORKLOADS
     if args.only:
         workloads = [(op, int(c)) for op, c in (w.split(":") for w in args.only.split(","))]
-    servers = {}
+    servers, devices = {}, {}
     try:
         for label, binary in builds.items():
             pipeline.VECMEM = binary
             servers[label] = Server({**settings, **overrides[label]}, dim=args.dim)
         pipeline.VECMEM = VECMEM
         if args.floor:
-            servers["floor"] = FloorProxy(args.floor, url)
+            devices["floor"] = FloorProxy(args.floor, url)
         if args.relay:
-            servers["relay"] = TcpRelay(args.relay, url)
+            devices["relay"] = TcpRelay(args.relay, url)
         shape = {**SHAPE, "memories": args.memories, "dim": args.dim, "qdrant": url}
         seed_once(next(iter(servers.values())), shape, text=args.text)
+        # Each configuration: the process whose CPU it costs, and what
+        # `run_bench` calls with which shape.
+        configs = [("direct", None, "direct", shape)]
+        configs += [(label, server.process, server, shape) for label, server in servers.items()]
+        configs += [(label, device.process, *device.bench_target(shape)) for label, device in devices.items()]
 
         results = []
         for op, concurrency in workloads:
             for round_ in range(args.rounds):
-                targets = [("direct", None)] + list(servers.items())
-                for label, server in targets:
+                for label, process, target, target_shape in configs:
                     pids = {"qdrant": args.qdrant_pid}
-                    if server is not None:
-                        pids["proxy"] = server.process.pid
+                    if process is not None:
+                        pids["proxy"] = process.pid
                     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
                     what = {
                         "mix": ["--op", "mix", "--mix", "search=80,upsert=20"],
@@ -193,11 +208,9 @@ def main():
                     }.get(op, ["--op", op])
                     # CPU is read from /proc here, for any build, so not
                     # from the server's /metrics.
-                    # The relay is called as Qdrant is, at its own address.
-                    relayed = isinstance(server, TcpRelay)
                     report = run_bench(
-                        "direct" if relayed else server or "direct",
-                        {**shape, "qdrant": server.url} if relayed else shape,
+                        target,
+                        target_shape,
                         [*what, "--already-seeded", "-c", concurrency,
                          "--connections", min(concurrency, 4), "-z", f"{args.seconds}s", "--warmup", "1s",
                          *(["--rps", args.rps] if args.rps else [])],
@@ -213,10 +226,10 @@ def main():
                     describe(f"{label} {op} c={concurrency}", report)
                     print(f"      cpu µs/call: {', '.join(f'{k} {v:.0f}' for k, v in cpu_us.items())}", flush=True)
     finally:
-        for server in servers.values():
+        for server in [*servers.values(), *devices.values()]:
             server.__exit__(None, None, None)
 
-    print(table(results, list(servers), workloads))
+    print(table(results, [*servers, *devices], workloads))
     if args.out:
         with open(args.out, "w") as out:
             json.dump(results, out, indent=1)
