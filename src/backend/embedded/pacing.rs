@@ -157,7 +157,7 @@ fn pause_per_point(limit: u64, backlog: u64) -> Duration {
 pub fn unindexed_points(engine: &EdgeShard, info: &ShardInfo, has_text: bool) -> u64 {
     let points = info.points_count as u64;
     let indexed_vectors = info.indexed_vectors_count as u64;
-    let indexed_points = if has_text && points > 0 {
+    let indexed_points = if has_text {
         let with_text = engine
             .count(CountRequest {
                 filter: Some(Filter::new_must(qdrant_edge::Condition::HasVector(
