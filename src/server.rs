@@ -3,9 +3,12 @@
 //! down in the order a load balancer needs: readiness off, still serving for
 //! `server.shutdown_delay_ms`, listeners drained (bounded by
 //! `server.shutdown_grace_ms`), the sweeper stopped, storage flushed. The
-//! gRPC port speaks HTTP/2 only ([`grpc_listener`] says why).
+//! gRPC port speaks HTTP/2 only ([`grpc_listener`] says why); on the HTTP
+//! port, HTTP/1 answers close their connection once the shutdown has begun
+//! ([`http_drain`]).
 
 mod grpc_listener;
+mod http_drain;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -257,10 +260,14 @@ fn http_router(
     if config.auth.protect_metrics {
         scrape = scrape.layer(AuthLayer::new(auth, Transport::Rest));
     }
-    health::router(health)
+    health::router(health.clone())
         .merge(scrape)
         .merge(gateway)
         .merge(api::rest::openapi_router())
+        .layer(axum::middleware::from_fn_with_state(
+            health,
+            http_drain::close_http1_while_draining,
+        ))
 }
 
 /// The route of every method of a gRPC service.

@@ -322,3 +322,106 @@ async fn a_connection_accepted_before_the_drain_has_its_first_call_answered() {
         "an answered write was lost"
     );
 }
+
+/// While a replica shuts down, HTTP/1 keep-alive clients are sent away:
+/// each answer carries `Connection: close` and its connection is closed
+/// after it, on a connection opened before the shutdown and on one opened
+/// during its delay. Before it, connections are kept alive.
+#[tokio::test]
+async fn http1_connections_close_after_each_answer_once_shutdown_begins() {
+    use std::time::Duration;
+    use tokio::net::TcpStream;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Long enough for the calls below, which all come before the drain.
+    let delay = [("VECMEM__SERVER__SHUTDOWN_DELAY_MS", "5000")];
+    let server = TestServer::start_with(dir.path(), &delay);
+    let http_addr = server.http_addr;
+    let ready_url = format!("http://{http_addr}/health/ready");
+
+    let mut kept = TcpStream::connect(http_addr).await.expect("connect");
+    for _ in 0..2 {
+        let head = http1_get(&mut kept, "/health/live").await;
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        assert!(!head.contains("connection: close"), "{head}");
+    }
+
+    let exit = tokio::task::spawn_blocking(move || server.terminate());
+    let not_ready = support::eventually(Duration::from_secs(10), async || {
+        matches!(
+            vecmem::api::health::probe_ready(&ready_url, Duration::from_secs(1)).await,
+            Ok(false)
+        )
+    })
+    .await;
+    assert!(not_ready, "SIGTERM did not turn readiness off");
+
+    let head = http1_get(&mut kept, "/health/live").await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("connection: close"), "{head}");
+    assert!(
+        closed_by_server(&mut kept).await,
+        "kept open after its answer"
+    );
+
+    let mut late = TcpStream::connect(http_addr)
+        .await
+        .expect("still listening");
+    let head = http1_get(&mut late, "/health/live").await;
+    assert!(head.contains("connection: close"), "{head}");
+    assert!(
+        closed_by_server(&mut late).await,
+        "kept open after its answer"
+    );
+
+    let exit = exit.await.expect("terminate");
+    assert!(exit.success(), "exit status {exit:?}");
+}
+
+/// One HTTP/1.1 GET on `stream`, its answer read whole; the answer's head,
+/// lower-cased.
+async fn http1_get(stream: &mut tokio::net::TcpStream, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let request = format!("GET {path} HTTP/1.1\r\nhost: vecmem\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let mut read_more = async |answer: &mut Vec<u8>| {
+        let read =
+            tokio::time::timeout(std::time::Duration::from_secs(10), stream.read(&mut chunk))
+                .await
+                .expect("an answer within 10 s")
+                .expect("read");
+        assert!(read > 0, "closed before a whole answer");
+        answer.extend_from_slice(&chunk[..read]);
+    };
+    let head_len = loop {
+        if let Some(end) = answer.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end + 4;
+        }
+        read_more(&mut answer).await;
+    };
+    let head = String::from_utf8_lossy(&answer[..head_len]).to_lowercase();
+    let body_len: usize = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length:"))
+        .map(|value| value.trim().parse().expect("a length"))
+        .unwrap_or_else(|| panic!("no content-length: {head}"));
+    while answer.len() < head_len + body_len {
+        read_more(&mut answer).await;
+    }
+    head
+}
+
+/// Whether the server closes `stream` (end of file, or a reset) within 10 s,
+/// with nothing more sent on it.
+async fn closed_by_server(stream: &mut tokio::net::TcpStream) -> bool {
+    use tokio::io::AsyncReadExt;
+
+    let mut byte = [0u8; 1];
+    matches!(
+        tokio::time::timeout(std::time::Duration::from_secs(10), stream.read(&mut byte)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}

@@ -56,13 +56,18 @@ impl Health {
 
     /// Why the replica is not ready, or `None` when it is.
     pub fn not_ready_reason(&self) -> Option<&'static str> {
-        if self.shutting_down.load(Ordering::SeqCst) {
+        if self.is_shutting_down() {
             Some("shutting down")
         } else if !self.backend_ready.load(Ordering::SeqCst) {
             Some("backend not ready")
         } else {
             None
         }
+    }
+
+    /// Whether the replica has begun to shut down.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
     }
 
     /// Re-checks the backend now and publishes the result.
