@@ -1,6 +1,7 @@
 //! The command line as operators and Docker use it: `--version`, config
 //! errors that stop start-up with the dotted key, `vecmem health` exit codes,
-//! refusing to start on data of another dimension, and SIGTERM under load.
+//! refusing to start on data of another dimension, and SIGTERM under load
+//! and on HTTP/1 keep-alive connections.
 
 mod support;
 
