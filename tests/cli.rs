@@ -334,7 +334,8 @@ async fn http1_connections_close_after_each_answer_once_shutdown_begins() {
     use tokio::net::TcpStream;
 
     let dir = tempfile::tempdir().expect("tempdir");
-    // Long enough for the calls below, which all come before the drain.
+    // The calls after SIGTERM come during this delay, before the listeners
+    // close: it is long enough for them.
     let delay = [("VECMEM__SERVER__SHUTDOWN_DELAY_MS", "5000")];
     let server = TestServer::start_with(dir.path(), &delay);
     let http_addr = server.http_addr;
