@@ -29,6 +29,10 @@ in it: same Qdrant calls, nothing converted) as one more configuration, so
 the table shows how much of vecmem's CPU per call any such proxy pays on
 this machine; it serves gets and searches only.
 
+`--h2-floor PATH` adds examples/h2_floor.rs, the same calls as the floor
+through a proxy on the `h2` crate itself (no tonic or hyper, one task per
+connection, no task per call): what the HTTP/2 stack alone costs.
+
 `--relay PATH` adds examples/tcp_relay.rs (a TCP relay that copies bytes
 both ways and parses nothing) with the direct workload sent through it:
 what one more hop costs when the proxy does no work at all, the floor
@@ -42,6 +46,7 @@ configuration's environment.
   QDRANT_URL=http://127.0.0.1:6334 python3 benches/proxy_cost.py \\
       --qdrant-pid $(pgrep -f qdrant) [--vecmem label=path ...] \\
       [--floor target/profiling/examples/proxy_floor] \\
+      [--h2-floor target/profiling/examples/h2_floor] \\
       [--relay target/profiling/examples/tcp_relay] [--out FILE]
 
 Qdrant must run on this machine (its PID is how its CPU time is read).
@@ -85,7 +90,7 @@ class Device:
 
 
 class FloorProxy(Device):
-    """examples/proxy_floor, called as vecmem is, at `grpc`."""
+    """examples/proxy_floor or h2_floor, called as vecmem is, at `grpc`."""
 
     def __init__(self, binary, qdrant_url):
         self.grpc = f"127.0.0.1:{free_port()}"
@@ -149,6 +154,7 @@ def main():
     parser.add_argument("--only", help="run only these workloads, e.g. search:32,get:1; mix:64 is an 80/20 search/upsert mix, hybrid:32 a search with text (needs --text)")
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--floor", metavar="PATH", help="examples/proxy_floor, run as one more configuration")
+    parser.add_argument("--h2-floor", metavar="PATH", help="examples/h2_floor, run as one more configuration")
     parser.add_argument("--relay", metavar="PATH", help="examples/tcp_relay, the direct workload sent through it")
     parser.add_argument("--text", action="store_true", help="seed texts too; allows the hybrid workload")
     parser.add_argument("--memories", type=int, default=SHAPE["memories"])
@@ -184,6 +190,8 @@ def main():
         pipeline.VECMEM = VECMEM
         if args.floor:
             devices["floor"] = FloorProxy(args.floor, url)
+        if args.h2_floor:
+            devices["h2-floor"] = FloorProxy(args.h2_floor, url)
         if args.relay:
             devices["relay"] = TcpRelay(args.relay, url)
         shape = {**SHAPE, "memories": args.memories, "dim": args.dim, "qdrant": url}
