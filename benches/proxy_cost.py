@@ -32,6 +32,8 @@ this machine; it serves gets and searches only.
 `--h2-floor PATH` adds examples/h2_floor.rs, the same calls as the floor
 through a proxy on the `h2` crate itself (no tonic or hyper, one task per
 connection, no task per call): what the HTTP/2 stack alone costs.
+`--h2-floor-spawned PATH` adds the same with a task per call, as hyper's
+server runs calls.
 
 `--relay PATH` adds examples/tcp_relay.rs (a TCP relay that copies bytes
 both ways and parses nothing) with the direct workload sent through it:
@@ -47,6 +49,7 @@ configuration's environment.
       --qdrant-pid $(pgrep -f qdrant) [--vecmem label=path ...] \\
       [--floor target/profiling/examples/proxy_floor] \\
       [--h2-floor target/profiling/examples/h2_floor] \\
+      [--h2-floor-spawned target/profiling/examples/h2_floor] \\
       [--relay target/profiling/examples/tcp_relay] [--out FILE]
 
 Qdrant must run on this machine (its PID is how its CPU time is read).
@@ -92,9 +95,9 @@ class Device:
 class FloorProxy(Device):
     """examples/proxy_floor or h2_floor, called as vecmem is, at `grpc`."""
 
-    def __init__(self, binary, qdrant_url):
+    def __init__(self, binary, qdrant_url, env=None):
         self.grpc = f"127.0.0.1:{free_port()}"
-        self.process = subprocess.Popen([binary, self.grpc, qdrant_url, NAMESPACE])
+        self.process = subprocess.Popen([binary, self.grpc, qdrant_url, NAMESPACE], env={**os.environ, **(env or {})})
         wait_listening(self.process, binary, self.grpc)
 
     def bench_target(self, shape):
@@ -155,6 +158,7 @@ def main():
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--floor", metavar="PATH", help="examples/proxy_floor, run as one more configuration")
     parser.add_argument("--h2-floor", metavar="PATH", help="examples/h2_floor, run as one more configuration")
+    parser.add_argument("--h2-floor-spawned", metavar="PATH", help="examples/h2_floor with a task per call")
     parser.add_argument("--relay", metavar="PATH", help="examples/tcp_relay, the direct workload sent through it")
     parser.add_argument("--text", action="store_true", help="seed texts too; allows the hybrid workload")
     parser.add_argument("--memories", type=int, default=SHAPE["memories"])
@@ -192,6 +196,8 @@ def main():
             devices["floor"] = FloorProxy(args.floor, url)
         if args.h2_floor:
             devices["h2-floor"] = FloorProxy(args.h2_floor, url)
+        if args.h2_floor_spawned:
+            devices["h2-floor-spawned"] = FloorProxy(args.h2_floor_spawned, url, {"H2_FLOOR_CALLS": "spawned"})
         if args.relay:
             devices["relay"] = TcpRelay(args.relay, url)
         shape = {**SHAPE, "memories": args.memories, "dim": args.dim, "qdrant": url}

@@ -18,10 +18,15 @@
 //!   Qdrant's answer is read whole but not decoded; the answer is
 //!   `proxy_floor`'s (every id missing, no hits).
 //!
+//! With `H2_FLOOR_CALLS=spawned` in its environment each call runs in a
+//! task of its own instead, as hyper's server runs them, so the two can be
+//! told apart: what HTTP/2 without tonic and hyper saves, and what serving
+//! a connection's calls from its own task saves on top.
+//!
 //! Built and run:
 //!
 //!     cargo build --profile profiling --example h2_floor
-//!     target/profiling/examples/h2_floor LISTEN QDRANT_URL COLLECTION [WORKERS]
+//!     [H2_FLOOR_CALLS=spawned] target/profiling/examples/h2_floor LISTEN QDRANT_URL COLLECTION [WORKERS]
 //!
 //! A measuring device, not a server to call: no TLS, no timeouts, no
 //! limits, no reflection or health, unknown methods are answered
@@ -40,6 +45,7 @@ use h2::server::SendResponse;
 use http::{HeaderMap, HeaderValue, Request, Response};
 use prost::Message;
 use qdrant_client::qdrant::{Condition, Filter, GetPoints, PointId, Query, QueryPoints};
+use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
 use vecmem::backend::layout;
 use vecmem::proto::{GetRequest, GetResponse, SearchRequest, SearchResponse};
@@ -61,10 +67,16 @@ fn main() -> anyhow::Result<()> {
         .authority()
         .context("QDRANT_URL has no host:port")?
         .to_string();
-    let upstream = Upstream {
+    let spawn_calls = match std::env::var("H2_FLOOR_CALLS").as_deref() {
+        Ok("spawned") => true,
+        Ok("inline") | Err(_) => false,
+        Ok(other) => bail!("H2_FLOOR_CALLS is inline or spawned, not {other:?}"),
+    };
+    let upstream = Arc::new(Upstream {
         authority,
         collection,
-    };
+        spawn_calls,
+    });
     runtime::runtime(args.next())?.block_on(async move {
         let listener = TcpListener::bind(&listen).await?;
         loop {
@@ -79,15 +91,17 @@ fn main() -> anyhow::Result<()> {
     })
 }
 
-/// Where calls go: Qdrant's gRPC port and the collection to query.
-#[derive(Clone)]
+/// Where calls go: Qdrant's gRPC port and the collection to query; and
+/// whether each call runs in a task of its own.
 struct Upstream {
     authority: String,
     collection: String,
+    spawn_calls: bool,
 }
 
-/// Serves one client connection, and every call on it, from this one task.
-async fn serve_connection(client: TcpStream, upstream: Upstream) -> anyhow::Result<()> {
+/// Serves one client connection, and every call on it, from this one task
+/// (unless calls are spawned).
+async fn serve_connection(client: TcpStream, upstream: Arc<Upstream>) -> anyhow::Result<()> {
     client.set_nodelay(true)?;
     let mut server = h2::server::Builder::new()
         .initial_window_size(STREAM_WINDOW)
@@ -107,6 +121,10 @@ async fn serve_connection(client: TcpStream, upstream: Upstream) -> anyhow::Resu
     loop {
         tokio::select! {
             accepted = server.accept() => match accepted {
+                Some(Ok((request, respond))) if upstream.spawn_calls => {
+                    let (qdrant, upstream) = (qdrant.clone(), upstream.clone());
+                    tokio::spawn(async move { call(request, respond, qdrant, &upstream).await });
+                }
                 Some(Ok((request, respond))) => {
                     calls.push(call(request, respond, qdrant.clone(), &upstream));
                 }
