@@ -32,6 +32,8 @@
 //! limits, no reflection or health, unknown methods are answered
 //! UNIMPLEMENTED, and a failed Qdrant call ends its call with INTERNAL.
 
+#[path = "common/qdrant_calls.rs"]
+mod qdrant_calls;
 #[path = "common/runtime.rs"]
 mod runtime;
 
@@ -44,10 +46,8 @@ use h2::client::SendRequest;
 use h2::server::SendResponse;
 use http::{HeaderMap, HeaderValue, Request, Response};
 use prost::Message;
-use qdrant_client::qdrant::{Condition, Filter, GetPoints, PointId, Query, QueryPoints};
 use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
-use vecmem::backend::layout;
 use vecmem::proto::{GetRequest, GetResponse, SearchRequest, SearchResponse};
 
 /// hyper's HTTP/2 defaults, which tonic serves and calls with, so the
@@ -193,18 +193,7 @@ async fn forward(
         "/vecmem.v1.MemoryService/Get" => {
             let request =
                 GetRequest::decode(read_message(body).await?).map_err(anyhow::Error::from)?;
-            let ids = request
-                .ids
-                .iter()
-                .map(|id| PointId::from(layout::point_id(&request.tenant, id).to_string()))
-                .collect();
-            let points = GetPoints {
-                collection_name: upstream.collection.clone(),
-                ids,
-                with_payload: Some(true.into()),
-                with_vectors: Some(request.with_vector.into()),
-                ..GetPoints::default()
-            };
+            let points = qdrant_calls::get_points(&upstream.collection, &request);
             unary(qdrant, upstream, "/qdrant.Points/Get", &points).await?;
             Ok(frame(&GetResponse {
                 memories: Vec::new(),
@@ -214,18 +203,7 @@ async fn forward(
         "/vecmem.v1.MemoryService/Search" => {
             let request =
                 SearchRequest::decode(read_message(body).await?).map_err(anyhow::Error::from)?;
-            let query = QueryPoints {
-                collection_name: upstream.collection.clone(),
-                query: Some(Query::new_nearest(request.vector)),
-                filter: Some(Filter::must([Condition::matches(
-                    layout::TENANT_FIELD,
-                    request.tenant,
-                )])),
-                limit: Some(u64::from(request.limit)),
-                with_payload: Some(true.into()),
-                with_vectors: Some(request.with_vector.into()),
-                ..QueryPoints::default()
-            };
+            let query = qdrant_calls::query_points(&upstream.collection, request);
             unary(qdrant, upstream, "/qdrant.Points/Query", &query).await?;
             Ok(frame(&SearchResponse { hits: Vec::new() }))
         }

@@ -16,14 +16,14 @@
 //! Its answers are not vecmem's (every id missing, no hits): it is a
 //! measuring device, not a server to call.
 
+#[path = "common/qdrant_calls.rs"]
+mod qdrant_calls;
 #[path = "common/runtime.rs"]
 mod runtime;
 
 use qdrant_client::qdrant::points_client::PointsClient;
-use qdrant_client::qdrant::{Condition, Filter, GetPoints, PointId, Query, QueryPoints};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
-use vecmem::backend::layout;
 use vecmem::proto::memory_service_server::{MemoryService, MemoryServiceServer};
 use vecmem::proto::*;
 
@@ -42,20 +42,9 @@ fn unimplemented<T>() -> Result<Response<T>, Status> {
 impl MemoryService for Floor {
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
         let request = request.into_inner();
-        let ids = request
-            .ids
-            .iter()
-            .map(|id| PointId::from(layout::point_id(&request.tenant, id).to_string()))
-            .collect();
         self.qdrant
             .clone()
-            .get(GetPoints {
-                collection_name: self.collection.clone(),
-                ids,
-                with_payload: Some(true.into()),
-                with_vectors: Some(request.with_vector.into()),
-                ..GetPoints::default()
-            })
+            .get(qdrant_calls::get_points(&self.collection, &request))
             .await?;
         Ok(Response::new(GetResponse {
             memories: Vec::new(),
@@ -70,18 +59,7 @@ impl MemoryService for Floor {
         let request = request.into_inner();
         self.qdrant
             .clone()
-            .query(QueryPoints {
-                collection_name: self.collection.clone(),
-                query: Some(Query::new_nearest(request.vector)),
-                filter: Some(Filter::must([Condition::matches(
-                    layout::TENANT_FIELD,
-                    request.tenant,
-                )])),
-                limit: Some(u64::from(request.limit)),
-                with_payload: Some(true.into()),
-                with_vectors: Some(request.with_vector.into()),
-                ..QueryPoints::default()
-            })
+            .query(qdrant_calls::query_points(&self.collection, request))
             .await?;
         Ok(Response::new(SearchResponse { hits: Vec::new() }))
     }
