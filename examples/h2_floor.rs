@@ -50,8 +50,9 @@ use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
 use vecmem::proto::{GetRequest, GetResponse, SearchRequest, SearchResponse};
 
-/// hyper's HTTP/2 defaults, which tonic serves and calls with, so the
-/// comparison with `proxy_floor` is not one of window sizes.
+/// hyper's HTTP/2 client defaults (its server's are 1 MiB each). A get's
+/// or a search's messages are far smaller than either, so flow control
+/// plays no part in the comparison with `proxy_floor`.
 const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
 const CONNECTION_WINDOW: u32 = 5 * 1024 * 1024;
 
