@@ -43,6 +43,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // Decodes each message from one slice (src/codec.rs says why).
+        .codec_path("crate::codec::SliceCodec")
         // Only for reflection: the Rust types come from tonic-types.
         .extern_path(".google.rpc", "::tonic_types")
         // Well-known types from pbjson-types instead of prost-types.

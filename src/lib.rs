@@ -10,6 +10,7 @@ pub mod backend;
 pub mod backup;
 pub mod bench;
 pub mod client;
+pub mod codec;
 pub mod config;
 pub mod core;
 pub mod deadline;

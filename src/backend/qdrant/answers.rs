@@ -173,7 +173,7 @@ where
     grpc.ready()
         .await
         .map_err(|err| Status::unknown(format!("Service was not ready: {err}")))?;
-    let codec = tonic_prost::ProstCodec::<M, A>::default();
+    let codec = crate::codec::SliceCodec::<M, A>::default();
     grpc.unary(
         request,
         tonic::codegen::http::uri::PathAndQuery::from_static(path),
