@@ -149,25 +149,39 @@ pub fn memory_from_stored(
         Value::String(id) => id,
         _ => return None,
     };
-    let updated_at = stored
-        .get(UPDATED_AT_FIELD)
-        .and_then(Value::as_i64)
-        .and_then(from_micros);
-    let expires_at = stored
-        .get(EXPIRES_AT_FIELD)
-        .and_then(Value::as_i64)
-        .and_then(from_micros);
     let payload = match stored.remove(PAYLOAD_FIELD) {
         Some(Value::Object(payload)) if with_payload => payload,
         _ => Payload::new(),
     };
-    Some(Memory {
+    let fields = StoredFields {
         id,
-        vector,
+        updated_at_us: stored.get(UPDATED_AT_FIELD).and_then(Value::as_i64),
+        expires_at_us: stored.get(EXPIRES_AT_FIELD).and_then(Value::as_i64),
         payload,
-        updated_at,
-        expires_at,
-    })
+    };
+    Some(fields.into_memory(vector))
+}
+
+/// A memory's fields as its stored payload holds them, read out by a
+/// backend that does not hold the payload as JSON (Qdrant's wire entries).
+pub struct StoredFields {
+    pub id: String,
+    pub updated_at_us: Option<i64>,
+    pub expires_at_us: Option<i64>,
+    /// The caller's payload, or empty when it was not asked for.
+    pub payload: Payload,
+}
+
+impl StoredFields {
+    pub fn into_memory(self, vector: Vec<f32>) -> Memory {
+        Memory {
+            id: self.id,
+            vector,
+            payload: self.payload,
+            updated_at: self.updated_at_us.and_then(from_micros),
+            expires_at: self.expires_at_us.and_then(from_micros),
+        }
+    }
 }
 
 #[cfg(test)]

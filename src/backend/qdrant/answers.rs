@@ -17,6 +17,7 @@ use serde_json::Value as Json;
 use tonic::Status;
 
 use super::connection::Connections;
+use crate::backend::layout::{self, StoredFields};
 use crate::model::Payload;
 
 /// `QueryBatchResponse`: one list of hits per query, in query order.
@@ -119,6 +120,43 @@ pub struct Object {
 pub struct List {
     #[prost(message, repeated, tag = "1")]
     pub values: Vec<Value>,
+}
+
+/// A memory's fields out of its stored payload's entries, as
+/// [`layout::memory_from_stored`] reads them from JSON, without building
+/// JSON for the fields vecmem keeps beside the caller's payload: only that
+/// payload becomes JSON, and only when it was asked for. `None` for a point
+/// that vecmem did not write (no string `memory_id`). A key sent twice
+/// keeps its last value, as a map would.
+pub fn stored_fields(entries: Vec<Entry>, with_payload: bool) -> Option<StoredFields> {
+    let (mut id, mut updated_at_us, mut expires_at_us, mut payload) = (None, None, None, None);
+    for Entry { key, value } in entries {
+        let kind = value.and_then(|value| value.kind);
+        match key.as_str() {
+            layout::ID_FIELD => id = Some(kind),
+            layout::UPDATED_AT_FIELD => updated_at_us = Some(kind),
+            layout::EXPIRES_AT_FIELD => expires_at_us = Some(kind),
+            layout::PAYLOAD_FIELD => payload = Some(kind),
+            _ => {}
+        }
+    }
+    let Some(Kind::String(id)) = id? else {
+        return None;
+    };
+    let integer = |kind: Option<Option<Kind>>| match kind {
+        Some(Some(Kind::Integer(number))) => Some(number),
+        _ => None,
+    };
+    let payload = match payload {
+        Some(Some(Kind::Object(object))) if with_payload => to_json(object.fields),
+        _ => Payload::new(),
+    };
+    Some(StoredFields {
+        id,
+        updated_at_us: integer(updated_at_us),
+        expires_at_us: integer(expires_at_us),
+        payload,
+    })
 }
 
 /// A payload's entries as a JSON object; a key sent twice keeps its last
@@ -245,5 +283,78 @@ mod tests {
         };
         let lean = GetAnswer::decode(get.encode_to_vec().as_slice()).expect("decodes");
         assert_eq!(Json::Object(to_json(lean.result[0].payload.clone())), json);
+    }
+
+    /// `json` as the entries Qdrant sends for it (integers kept apart).
+    fn entries(json: Json) -> Vec<Entry> {
+        let Json::Object(map) = json else {
+            unreachable!("an object literal")
+        };
+        map.into_iter()
+            .map(|(key, value)| Entry {
+                key,
+                value: Some(wire_value(value)),
+            })
+            .collect()
+    }
+
+    fn wire_value(json: Json) -> Value {
+        let kind = match json {
+            Json::Null => Kind::Null(0),
+            Json::Bool(boolean) => Kind::Bool(boolean),
+            Json::Number(number) => match number.as_i64() {
+                Some(integer) => Kind::Integer(integer),
+                None => Kind::Double(number.as_f64().unwrap_or_default()),
+            },
+            Json::String(string) => Kind::String(string),
+            Json::Array(values) => Kind::List(List {
+                values: values.into_iter().map(wire_value).collect(),
+            }),
+            object @ Json::Object(_) => Kind::Object(Object {
+                fields: entries(object),
+            }),
+        };
+        Value { kind: Some(kind) }
+    }
+
+    /// Reading the fields off the entries gives the memory that reading
+    /// them off the payload's JSON gives, whatever the point holds.
+    #[test]
+    fn stored_fields_read_what_the_json_layout_reads() {
+        let payloads = [
+            serde_json::json!({"tenant": "t", "memory_id": "m1", "updated_at_us": 1_700_000_000_123_456_i64,
+                "expires_at_us": 1_800_000_000_000_001_i64, "payload": {"text": "hé", "n": [1, 2.5, null]}}),
+            serde_json::json!({"memory_id": "m2", "payload": {}}),
+            serde_json::json!({"memory_id": 7, "payload": {"a": 1}}),
+            serde_json::json!({"tenant": "t", "payload": {"a": 1}}),
+            serde_json::json!({"memory_id": "m3", "updated_at_us": 1.5, "expires_at_us": "soon", "payload": "not an object"}),
+            serde_json::json!({"memory_id": "m4", "updated_at_us": -5, "expires_at_us": null}),
+        ];
+        for json in payloads {
+            for with_payload in [true, false] {
+                let Json::Object(stored) = json.clone() else {
+                    unreachable!("an object literal")
+                };
+                let expected = layout::memory_from_stored(stored, vec![0.5], with_payload);
+                let read = stored_fields(entries(json.clone()), with_payload)
+                    .map(|fields| fields.into_memory(vec![0.5]));
+                assert_eq!(read, expected, "{json} with_payload={with_payload}");
+            }
+        }
+    }
+
+    /// A key Qdrant sends twice keeps its last value, as in a map.
+    #[test]
+    fn a_repeated_key_keeps_its_last_value() {
+        let mut sent = entries(serde_json::json!({"memory_id": "first", "payload": {"a": 1}}));
+        sent.extend(entries(
+            serde_json::json!({"memory_id": "last", "payload": {"b": 2}}),
+        ));
+        let memory = stored_fields(sent, true).map(|fields| fields.into_memory(vec![]));
+        assert_eq!(memory.as_ref().map(|m| m.id.as_str()), Some("last"));
+        assert_eq!(
+            memory.map(|m| Json::Object(m.payload)),
+            Some(serde_json::json!({"b": 2}))
+        );
     }
 }

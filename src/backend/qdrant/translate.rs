@@ -278,11 +278,8 @@ pub fn to_memory(
     vectors: Option<VectorsOutput>,
     with_payload: bool,
 ) -> Option<Memory> {
-    layout::memory_from_stored(
-        answers::to_json(payload),
-        vectors.and_then(dense_vector).unwrap_or_default(),
-        with_payload,
-    )
+    let fields = answers::stored_fields(payload, with_payload)?;
+    Some(fields.into_memory(vectors.and_then(dense_vector).unwrap_or_default()))
 }
 
 #[allow(deprecated)] // `data` is how Qdrant servers before 1.14 send dense vectors.
