@@ -229,7 +229,13 @@ impl QdrantStore {
 
     /// Bootstraps if a previous attempt failed; UNAVAILABLE until it succeeds.
     async fn ensure_ready(&self) -> Result<()> {
-        match self.bootstrap().await {
+        if self.bootstrapped.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        // Boxed: inline, the bootstrap's state (every collection call it
+        // makes) would be part of every call's future, which `async_trait`
+        // then moves to the heap byte by byte: 14 KB per get or search.
+        match Box::pin(self.bootstrap()).await {
             Ok(()) => Ok(()),
             Err(BootstrapError::Qdrant(err)) => Err(err),
             Err(BootstrapError::Incompatible(message)) => {
