@@ -414,7 +414,7 @@ impl<'a> Validator<'a> {
                     self.dim
                 ),
             );
-        } else if let Some(i) = vector.iter().position(|x| !x.is_finite()) {
+        } else if let Some(i) = first_non_finite(vector) {
             self.violations
                 .add(field, format!("component {i} is not a finite number"));
         }
@@ -524,6 +524,17 @@ impl<'a> Validator<'a> {
             }
         }
     }
+}
+
+/// Where the first component that is not a finite number is, if any. A
+/// valid vector (nearly every one) is checked without an early exit, which
+/// the compiler vectorizes: callgrind counted 7 instructions per component
+/// for `position` alone, ~7,000 per 1024-dim search.
+fn first_non_finite(vector: &[f32]) -> Option<usize> {
+    if vector.iter().fold(true, |finite, x| finite & x.is_finite()) {
+        return None;
+    }
+    vector.iter().position(|x| !x.is_finite())
 }
 
 /// Payload keys: dot-separated names of letters, digits, `_` and `-`.
@@ -674,6 +685,17 @@ mod tests {
                 "memories[3].vector"
             ]
         );
+    }
+
+    #[test]
+    fn the_first_component_that_is_not_finite_is_named() {
+        let mut vector = vec![0.5_f32; 1024];
+        assert_eq!(first_non_finite(&vector), None);
+        vector[1023] = f32::NEG_INFINITY;
+        assert_eq!(first_non_finite(&vector), Some(1023));
+        vector[17] = f32::NAN;
+        assert_eq!(first_non_finite(&vector), Some(17));
+        assert_eq!(first_non_finite(&[]), None);
     }
 
     #[test]
