@@ -69,7 +69,18 @@ impl Service {
         let collection = self.collection(name)?;
         tokio::task::spawn_blocking(move || f(&collection))
             .await
-            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|err| {
+                // A stopping peer (`stop_peer`) shuts its runtime down, and
+                // tokio then cancels engine calls while their connection can
+                // still answer. A Qdrant that dies answers nothing, which
+                // vecmem sees as a failed transport, UNAVAILABLE; answering
+                // INTERNAL instead would be the double's artefact.
+                if err.is_cancelled() {
+                    Status::unavailable("the peer is stopping")
+                } else {
+                    Status::internal(err.to_string())
+                }
+            })?
     }
 }
 
