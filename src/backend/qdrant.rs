@@ -234,7 +234,7 @@ impl QdrantStore {
         }
         // Boxed: inline, the bootstrap's state (every collection call it
         // makes) would be part of every call's future, which `async_trait`
-        // then moves to the heap byte by byte: 14 KB per get or search.
+        // then copies whole into its box: 14 KB per get or search.
         match Box::pin(self.bootstrap()).await {
             Ok(()) => Ok(()),
             Err(BootstrapError::Qdrant(err)) => Err(err),

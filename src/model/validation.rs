@@ -528,8 +528,8 @@ impl<'a> Validator<'a> {
 
 /// Where the first component that is not a finite number is, if any. A
 /// valid vector (nearly every one) is checked without an early exit, which
-/// the compiler vectorizes: callgrind counted 7 instructions per component
-/// for `position` alone, ~7,000 per 1024-dim search.
+/// the compiler can vectorize: callgrind counted ~7 instructions per
+/// component with `position` alone, ~2 this way.
 fn first_non_finite(vector: &[f32]) -> Option<usize> {
     if vector.iter().fold(true, |finite, x| finite & x.is_finite()) {
         return None;
