@@ -204,10 +204,9 @@ impl QdrantStore {
     }
 
     /// Creates or checks every collection, once; concurrent callers wait.
+    /// Callers on the request path check `bootstrapped` first
+    /// ([`Self::ensure_ready`]), so this is reached only until it succeeds.
     async fn bootstrap(&self) -> Result<(), BootstrapError> {
-        if self.bootstrapped.load(Ordering::SeqCst) {
-            return Ok(());
-        }
         let _guard = self.bootstrap_lock.lock().await;
         if self.bootstrapped.load(Ordering::SeqCst) {
             return Ok(());
