@@ -10,10 +10,22 @@
 //! 100 µs to ~6.5 s; the standard process metrics (CPU time, resident
 //! memory, open file descriptors, start time) are read from /proc when
 //! scraped.
+//!
+//! The series every call records into (requests, their durations, the
+//! in-flight gauge, backend calls and batch sizes) are looked up in the
+//! recorder once per label set and their handles kept ([`Handles`]): a
+//! lookup builds and hashes a `Key` with its labels, about 1,300
+//! instructions, where a kept handle is an atomic add or a bucket push.
 
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::{PoisonError, RwLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics::{
+    Counter, Gauge, Histogram, counter, describe_counter, describe_gauge, describe_histogram,
+    gauge, histogram,
+};
 use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
@@ -32,6 +44,45 @@ pub struct Metrics {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
     started: Instant,
+    inflight: Gauge,
+    requests: Handles<(&'static str, &'static str), Counter>,
+    request_durations: Handles<&'static str, Histogram>,
+    backend_durations: Handles<&'static str, Histogram>,
+    batch_sizes: Handles<&'static str, Histogram>,
+}
+
+/// Handles of one metric's series, by label values, registered in the
+/// recorder on first use. Label values come from small fixed sets (see the
+/// module doc), so the map stays small and is written a few times at most;
+/// a series appears in `/metrics` when it is first recorded, as before.
+struct Handles<K, H> {
+    by_labels: RwLock<HashMap<K, H>>,
+}
+
+impl<K: Hash + Eq + Copy, H: Clone> Handles<K, H> {
+    fn new() -> Self {
+        Self {
+            by_labels: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// The series for `labels`, registered with `register` the first time.
+    fn get(&self, labels: K, register: impl FnOnce() -> H) -> H {
+        let known = self
+            .by_labels
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&labels)
+            .cloned();
+        known.unwrap_or_else(|| {
+            self.by_labels
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(labels)
+                .or_insert_with(register)
+                .clone()
+        })
+    }
 }
 
 impl Default for Metrics {
@@ -56,13 +107,22 @@ impl Metrics {
             }
         };
         let recorder = builder.build_recorder();
-        let metrics = Self {
+        let inflight = metrics::with_local_recorder(&recorder, || {
+            describe_all();
+            let inflight = gauge!("vecmem_inflight_requests");
+            inflight.set(0.0);
+            inflight
+        });
+        Self {
             handle: recorder.handle(),
             recorder,
             started: Instant::now(),
-        };
-        metrics.record(describe_all);
-        metrics
+            inflight,
+            requests: Handles::new(),
+            request_durations: Handles::new(),
+            backend_durations: Handles::new(),
+            batch_sizes: Handles::new(),
+        }
     }
 
     fn record<T>(&self, f: impl FnOnce() -> T) -> T {
@@ -87,15 +147,21 @@ impl Metrics {
     }
 
     pub fn request_started(&self) {
-        self.record(|| gauge!("vecmem_inflight_requests").increment(1.0));
+        self.inflight.increment(1.0);
     }
 
     pub fn request_finished(&self, rpc: &'static str, code: &'static str, seconds: f64) {
-        self.record(|| {
-            gauge!("vecmem_inflight_requests").decrement(1.0);
-            counter!("vecmem_requests_total", "rpc" => rpc, "code" => code).increment(1);
-            histogram!("vecmem_request_duration_seconds", "rpc" => rpc).record(seconds);
-        });
+        self.inflight.decrement(1.0);
+        self.requests
+            .get((rpc, code), || {
+                self.record(|| counter!("vecmem_requests_total", "rpc" => rpc, "code" => code))
+            })
+            .increment(1);
+        self.request_durations
+            .get(rpc, || {
+                self.record(|| histogram!("vecmem_request_duration_seconds", "rpc" => rpc))
+            })
+            .record(seconds);
     }
 
     pub fn shed(&self, reason: &'static str) {
@@ -115,17 +181,25 @@ impl Metrics {
     }
 
     pub fn observe_batch(&self, op: &'static str, size: usize) {
-        self.record(|| histogram!("vecmem_batch_size", "op" => op).record(size as f64));
+        self.batch_sizes
+            .get(op, || {
+                self.record(|| histogram!("vecmem_batch_size", "op" => op))
+            })
+            .record(size as f64);
     }
 
     pub fn backend_call(&self, op: &'static str, seconds: f64, error: Option<&Error>) {
-        self.record(|| {
-            histogram!("vecmem_backend_duration_seconds", "op" => op).record(seconds);
-            if let Some(error) = error {
-                let kind = crate::error::code_name(error.code());
-                counter!("vecmem_backend_errors_total", "op" => op, "kind" => kind).increment(1);
-            }
-        });
+        self.backend_durations
+            .get(op, || {
+                self.record(|| histogram!("vecmem_backend_duration_seconds", "op" => op))
+            })
+            .record(seconds);
+        if let Some(error) = error {
+            let kind = crate::error::code_name(error.code());
+            self.record(|| {
+                counter!("vecmem_backend_errors_total", "op" => op, "kind" => kind).increment(1)
+            });
+        }
     }
 
     pub fn backend_retry(&self, op: &'static str) {
@@ -230,7 +304,6 @@ fn describe_all() {
         "1 while /health/ready answers 200 (backend ready, not shutting down)"
     );
 
-    gauge!("vecmem_inflight_requests").set(0.0);
     gauge!("vecmem_circuit_open").set(0.0);
     gauge!("vecmem_ready").set(0.0);
     for name in [
