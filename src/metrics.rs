@@ -12,11 +12,12 @@
 //! scraped.
 //!
 //! The series every call records into (requests, their durations, the
-//! in-flight gauge, backend calls and batch sizes) are looked up in the
-//! recorder once per label set and their handles kept ([`Handles`]): a
-//! lookup builds and hashes a `Key` with its labels, where a kept handle is
-//! an atomic add or a bucket push. The six lookups of a call cost about
-//! 11,000 instructions (callgrind, benches/README.md).
+//! in-flight gauge, the circuit breaker's gauge, backend calls, batch sizes
+//! and the cache's counters) are looked up in the recorder once per label
+//! set and their handles kept ([`Handles`], or a field for a series without
+//! labels): a lookup builds and hashes a `Key` with its labels, where a kept
+//! handle is an atomic add or a bucket push. The six lookups of a call cost
+//! about 11,000 instructions (callgrind, benches/README.md).
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -46,6 +47,10 @@ pub struct Metrics {
     handle: PrometheusHandle,
     started: Instant,
     inflight: Gauge,
+    circuit_open: Gauge,
+    cache_hits: Counter,
+    cache_misses: Counter,
+    cache_stale_served: Counter,
     requests: Handles<(&'static str, &'static str), Counter>,
     request_durations: Handles<&'static str, Histogram>,
     backend_durations: Handles<&'static str, Histogram>,
@@ -108,17 +113,28 @@ impl Metrics {
             }
         };
         let recorder = builder.build_recorder();
-        let inflight = metrics::with_local_recorder(&recorder, || {
-            describe_all();
-            let inflight = gauge!("vecmem_inflight_requests");
-            inflight.set(0.0);
-            inflight
-        });
+        let (inflight, circuit_open, cache_hits, cache_misses, cache_stale_served) =
+            metrics::with_local_recorder(&recorder, || {
+                describe_all();
+                let inflight = gauge!("vecmem_inflight_requests");
+                inflight.set(0.0);
+                (
+                    inflight,
+                    gauge!("vecmem_circuit_open"),
+                    counter!("vecmem_cache_hits_total"),
+                    counter!("vecmem_cache_misses_total"),
+                    counter!("vecmem_cache_stale_served_total"),
+                )
+            });
         Self {
             handle: recorder.handle(),
             recorder,
             started: Instant::now(),
             inflight,
+            circuit_open,
+            cache_hits,
+            cache_misses,
+            cache_stale_served,
             requests: Handles::new(),
             request_durations: Handles::new(),
             backend_durations: Handles::new(),
@@ -170,15 +186,15 @@ impl Metrics {
     }
 
     pub fn cache_hit(&self) {
-        self.record(|| counter!("vecmem_cache_hits_total").increment(1));
+        self.cache_hits.increment(1);
     }
 
     pub fn cache_miss(&self) {
-        self.record(|| counter!("vecmem_cache_misses_total").increment(1));
+        self.cache_misses.increment(1);
     }
 
     pub fn cache_stale_served(&self) {
-        self.record(|| counter!("vecmem_cache_stale_served_total").increment(1));
+        self.cache_stale_served.increment(1);
     }
 
     pub fn observe_batch(&self, op: &'static str, size: usize) {
@@ -208,7 +224,7 @@ impl Metrics {
     }
 
     pub fn set_circuit_open(&self, open: bool) {
-        self.record(|| gauge!("vecmem_circuit_open").set(f64::from(u8::from(open))));
+        self.circuit_open.set(f64::from(u8::from(open)));
     }
 
     /// One sweep of expired memories: how many it deleted, how long it took.
