@@ -14,12 +14,14 @@
 //! search at c=1; from the slice, ~27,000.
 //!
 //! prost still reads packed floats one at a time into a `Vec` it grows as
-//! it goes (about 20 instructions and a dozen reallocations for 1024 of
-//! them). A search's query vector is by far the largest field of any
-//! request, so a `SearchRequest` is decoded by [`decode_search`]: the
-//! vector's bytes are turned into floats in one pass into a vector of the
-//! right size, and prost decodes the other fields. The result is the
-//! message prost decodes, vector occurrences packed or not, in any order.
+//! it goes (about 20 instructions per float, and a dozen reallocations for
+//! 1024 of them). Vectors are by far the largest fields of our requests, so
+//! the requests that carry them (`SearchRequest`, `SearchBatchRequest`,
+//! `UpsertRequest`, `ImportRequest`) are read here: each vector's bytes
+//! become floats in one pass into a vector of the right size, and prost
+//! decodes every other field. The result is the message prost decodes,
+//! vectors packed or not, fields in any order; what this reading does not
+//! accept goes to prost whole, so a bad request fails with prost's error.
 
 use std::any::Any;
 use std::marker::PhantomData;
@@ -89,47 +91,132 @@ impl<U: Message + Default + 'static> Decoder for SliceDecoder<U> {
     }
 }
 
-/// `U` from one slice: a `SearchRequest` through [`decode_search`], any
-/// other message through prost. The type test is resolved at compile time.
+/// `U` from one slice: the requests that carry vectors through
+/// [`decode_vectors`] and [`decode_list`], any other message through
+/// prost. The type tests are resolved at compile time.
 fn decode_slice<U: Message + Default + 'static>(bytes: &[u8]) -> Result<U, DecodeError> {
     let mut decoded: Option<U> = None;
-    if let Some(search) =
-        (&mut decoded as &mut dyn Any).downcast_mut::<Option<proto::SearchRequest>>()
-    {
-        *search = Some(decode_search(bytes)?);
+    let slot = &mut decoded as &mut dyn Any;
+    if let Some(search) = slot.downcast_mut::<Option<proto::SearchRequest>>() {
+        *search = Some(decode_vectors(bytes)?);
+    } else if let Some(batch) = slot.downcast_mut::<Option<proto::SearchBatchRequest>>() {
+        *batch = Some(decode_list(bytes)?);
+    } else if let Some(upsert) = slot.downcast_mut::<Option<proto::UpsertRequest>>() {
+        *upsert = Some(decode_list(bytes)?);
+    } else if let Some(import) = slot.downcast_mut::<Option<proto::ImportRequest>>() {
+        *import = Some(decode_list(bytes)?);
     }
     match decoded {
-        Some(search) => Ok(search),
+        Some(message) => Ok(message),
         None => U::decode(bytes),
     }
 }
 
-/// `SearchRequest.vector`'s field number.
-const SEARCH_VECTOR_FIELD: u64 = 3;
-
-/// A `SearchRequest` whose vector is read in bulk: the other fields' bytes
-/// are gathered and decoded by prost, the vector's are converted here.
-/// Bytes this reading does not accept (malformed, or a wire type the field
-/// cannot have) go to prost whole, so errors are prost's own.
-pub fn decode_search(bytes: &[u8]) -> Result<proto::SearchRequest, DecodeError> {
-    let Some((vector, others)) = split_floats(bytes, SEARCH_VECTOR_FIELD) else {
-        return proto::SearchRequest::decode(bytes);
-    };
-    let mut search = proto::SearchRequest::decode(others.as_slice())?;
-    search.vector = vector;
-    Ok(search)
+/// A message with a `repeated float` field read in bulk.
+trait BulkVector: Message + Default {
+    /// The field's number.
+    const FIELD: u64;
+    fn vector(&mut self) -> &mut Vec<f32>;
 }
 
-/// The floats of field `field` (every occurrence, packed or not, in wire
-/// order, as protobuf merges them) and the bytes of every other field;
-/// `None` if the message does not parse as this reading expects.
-fn split_floats(bytes: &[u8], field: u64) -> Option<(Vec<f32>, Vec<u8>)> {
-    const VARINT: u64 = 0;
-    const FIXED64: u64 = 1;
-    const LENGTH_DELIMITED: u64 = 2;
-    const FIXED32: u64 = 5;
+impl BulkVector for proto::SearchRequest {
+    const FIELD: u64 = 3;
+    fn vector(&mut self) -> &mut Vec<f32> {
+        &mut self.vector
+    }
+}
 
-    let mut floats = Vec::new();
+impl BulkVector for proto::Memory {
+    const FIELD: u64 = 2;
+    fn vector(&mut self) -> &mut Vec<f32> {
+        &mut self.vector
+    }
+}
+
+/// A message with a repeated field of [`BulkVector`] messages.
+trait BulkList: Message + Default {
+    type Item: BulkVector;
+    /// The field's number.
+    const FIELD: u64;
+    fn items(&mut self) -> &mut Vec<Self::Item>;
+}
+
+impl BulkList for proto::SearchBatchRequest {
+    type Item = proto::SearchRequest;
+    const FIELD: u64 = 1;
+    fn items(&mut self) -> &mut Vec<proto::SearchRequest> {
+        &mut self.searches
+    }
+}
+
+impl BulkList for proto::UpsertRequest {
+    type Item = proto::Memory;
+    const FIELD: u64 = 3;
+    fn items(&mut self) -> &mut Vec<proto::Memory> {
+        &mut self.memories
+    }
+}
+
+impl BulkList for proto::ImportRequest {
+    type Item = proto::Memory;
+    const FIELD: u64 = 3;
+    fn items(&mut self) -> &mut Vec<proto::Memory> {
+        &mut self.memories
+    }
+}
+
+const VARINT: u64 = 0;
+const FIXED64: u64 = 1;
+const LENGTH_DELIMITED: u64 = 2;
+const FIXED32: u64 = 5;
+
+/// `M` with its vector converted here and its other fields decoded by
+/// prost. Bytes [`read_vectors`] does not accept (malformed, or a wire
+/// type the field cannot have) go to prost whole, so errors are prost's own.
+fn decode_vectors<M: BulkVector>(bytes: &[u8]) -> Result<M, DecodeError> {
+    read_vectors(bytes).map_or_else(|| M::decode(bytes), Ok)
+}
+
+/// `M` with each element of its list read by [`read_vectors`], and its
+/// other fields by prost; errors are prost's, as there.
+fn decode_list<M: BulkList>(bytes: &[u8]) -> Result<M, DecodeError> {
+    read_list(bytes).map_or_else(|| M::decode(bytes), Ok)
+}
+
+fn read_vectors<M: BulkVector>(bytes: &[u8]) -> Option<M> {
+    let split = split_field(bytes, M::FIELD)?;
+    let vector = floats(&split.values)?;
+    let mut message = M::decode(split.others.as_slice()).ok()?;
+    *message.vector() = vector;
+    Some(message)
+}
+
+fn read_list<M: BulkList>(bytes: &[u8]) -> Option<M> {
+    let split = split_field(bytes, M::FIELD)?;
+    let items = split
+        .values
+        .iter()
+        .map(|&(wire_type, value)| match wire_type {
+            LENGTH_DELIMITED => read_vectors(value),
+            _ => None,
+        })
+        .collect::<Option<Vec<_>>>()?;
+    let mut message = M::decode(split.others.as_slice()).ok()?;
+    *message.items() = items;
+    Some(message)
+}
+
+/// A message's bytes split in two: the values of one field, each with its
+/// wire type, in wire order (as protobuf merges them), and the bytes of
+/// every other field, unchanged.
+struct Split<'a> {
+    values: Vec<(u64, &'a [u8])>,
+    others: Vec<u8>,
+}
+
+/// `None` if the bytes do not parse as fields.
+fn split_field(bytes: &[u8], field: u64) -> Option<Split<'_>> {
+    let mut values = Vec::new();
     let mut others = Vec::with_capacity(bytes.len().min(256));
     let mut rest = bytes;
     while !rest.is_empty() {
@@ -147,21 +234,31 @@ fn split_floats(bytes: &[u8], field: u64) -> Option<(Vec<f32>, Vec<u8>)> {
             // Groups, and wire types protobuf does not define.
             _ => return None,
         };
-        match (number == field, wire_type) {
-            (true, LENGTH_DELIMITED) if value.len() % 4 == 0 => {
-                floats.reserve_exact(value.len() / 4);
-                floats.extend(
-                    value
-                        .chunks_exact(4)
-                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-                );
-            }
-            (true, FIXED32) => floats.push(f32::from_le_bytes(value.try_into().ok()?)),
-            (true, _) => return None,
-            (false, _) => others.extend_from_slice(&start[..start.len() - rest.len()]),
+        if number == field {
+            values.push((wire_type, value));
+        } else {
+            others.extend_from_slice(&start[..start.len() - rest.len()]);
         }
     }
-    Some((floats, others))
+    Some(Split { values, others })
+}
+
+/// The floats of a `repeated float` field's values, packed or not; `None`
+/// for a value that cannot be one.
+fn floats(values: &[(u64, &[u8])]) -> Option<Vec<f32>> {
+    let count = values.iter().map(|(_, value)| value.len() / 4).sum();
+    let mut floats = Vec::with_capacity(count);
+    for &(wire_type, value) in values {
+        match wire_type {
+            LENGTH_DELIMITED | FIXED32 if value.len() % 4 == 0 => floats.extend(
+                value
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+            ),
+            _ => return None,
+        }
+    }
+    Some(floats)
 }
 
 /// The next `len` bytes, or `None` if there are fewer.
@@ -276,39 +373,84 @@ mod tests {
         }
     }
 
+    fn memory(id: &str, vector: Vec<f32>) -> proto::Memory {
+        let mut payload = pbjson_types::Struct::default();
+        payload
+            .fields
+            .insert("kind".into(), pbjson_types::Value::from("note".to_owned()));
+        proto::Memory {
+            id: id.into(),
+            vector,
+            payload: Some(payload),
+            ttl: Some(pbjson_types::Duration {
+                seconds: 60,
+                nanos: 0,
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn upsert(memories: Vec<proto::Memory>) -> proto::UpsertRequest {
+        proto::UpsertRequest {
+            namespace: "docs".into(),
+            tenant: "tenant-7".into(),
+            memories,
+        }
+    }
+
     fn key(field: u64, wire_type: u64, into: &mut Vec<u8>) {
         prost::encoding::encode_varint(field << 3 | wire_type, into);
     }
 
-    /// What prost answers, as a comparable value.
-    fn by_prost(bytes: &[u8]) -> Result<proto::SearchRequest, String> {
-        proto::SearchRequest::decode(bytes).map_err(|e| e.to_string())
+    /// What prost answers, and what the codec answers, as comparable values.
+    fn by_prost<M: Message + Default>(bytes: &[u8]) -> Result<M, String> {
+        M::decode(bytes).map_err(|e| e.to_string())
     }
 
-    fn in_bulk(bytes: &[u8]) -> Result<proto::SearchRequest, String> {
-        decode_search(bytes).map_err(|e| e.to_string())
+    fn by_codec<M: Message + Default + 'static>(bytes: &[u8]) -> Result<M, String> {
+        decode_slice(bytes).map_err(|e| e.to_string())
     }
 
-    #[test]
-    fn a_search_decodes_as_prost_decodes_it() {
-        let vectors = [
+    fn vectors() -> [Vec<f32>; 4] {
+        [
             vec![],
             vec![1.5],
             (0..1024).map(|x| x as f32 * -0.125).collect(),
             vec![f32::MIN_POSITIVE, f32::MAX, -0.0, 1e-40],
-        ];
-        for vector in vectors {
+        ]
+    }
+
+    #[test]
+    fn requests_with_vectors_are_read_in_bulk_as_prost_decodes_them() {
+        for vector in vectors() {
             for search in [full_search(vector.clone()), search(vector.clone())] {
                 let bytes = search.encode_to_vec();
-                assert!(
-                    split_floats(&bytes, SEARCH_VECTOR_FIELD).is_some(),
-                    "read in bulk"
-                );
-                assert_eq!(in_bulk(&bytes), Ok(search.clone()));
-                assert_eq!(in_bulk(&bytes), by_prost(&bytes));
+                assert_eq!(read_vectors(&bytes), Some(search.clone()));
+                assert_eq!(by_codec(&bytes), Ok(search.clone()));
             }
+            let batch = proto::SearchBatchRequest {
+                searches: vec![full_search(vector.clone()), search(vec![2.0; 3])],
+            };
+            let bytes = batch.encode_to_vec();
+            assert_eq!(read_list(&bytes), Some(batch.clone()));
+            assert_eq!(by_codec(&bytes), Ok(batch));
+
+            let upsert = upsert(vec![memory("a", vector.clone()), memory("b", vec![0.5; 7])]);
+            let bytes = upsert.encode_to_vec();
+            assert_eq!(read_list(&bytes), Some(upsert.clone()));
+            assert_eq!(by_codec(&bytes), Ok(upsert.clone()));
+            let import = proto::ImportRequest {
+                namespace: upsert.namespace,
+                tenant: upsert.tenant,
+                memories: upsert.memories,
+                skip_invalid: true,
+            };
+            let bytes = import.encode_to_vec();
+            assert_eq!(read_list(&bytes), Some(import.clone()));
+            assert_eq!(by_codec(&bytes), Ok(import));
         }
-        assert_eq!(in_bulk(&[]), Ok(proto::SearchRequest::default()));
+        assert_eq!(by_codec(&[]), Ok(proto::SearchRequest::default()));
+        assert_eq!(by_codec(&[]), Ok(proto::UpsertRequest::default()));
     }
 
     #[test]
@@ -332,46 +474,63 @@ mod tests {
         key(3, 5, &mut bytes);
         bytes.extend_from_slice(&4.0f32.to_le_bytes());
 
-        assert!(
-            split_floats(&bytes, SEARCH_VECTOR_FIELD).is_some(),
-            "read in bulk"
-        );
-        let decoded = in_bulk(&bytes).expect("decodes");
-        assert_eq!(decoded.vector, [1.0, 2.0, 3.0, 4.0]);
-        assert_eq!(decoded.limit, 99, "the later limit wins, as in prost");
-        assert_eq!(Ok(decoded), by_prost(&bytes));
+        let read: proto::SearchRequest = read_vectors(&bytes).expect("read in bulk");
+        assert_eq!(read.vector, [1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(read.limit, 99, "the later limit wins, as in prost");
+        assert_eq!(Ok(read), by_prost(&bytes));
     }
 
-    #[test]
-    fn bytes_prost_refuses_are_refused_with_prost_s_error() {
-        let valid = full_search(vec![0.5, -2.0, 8.0]).encode_to_vec();
-        let mut inputs = Vec::new();
-        // Every truncation, and every single-byte change of a valid search.
+    /// Every truncation and many single-byte changes of `valid`, each
+    /// decoded by the codec and by prost; the answers must be the same.
+    fn assert_decoded_as_prost_decodes<M>(valid: &[u8], extra: Vec<Vec<u8>>)
+    where
+        M: Message + Default + PartialEq + std::fmt::Debug + 'static,
+    {
+        let mut inputs = extra;
         for len in 0..valid.len() {
             inputs.push(valid[..len].to_vec());
         }
         for at in 0..valid.len() {
             for byte in [0x00, 0x07, 0x1d, 0x80, 0xff] {
-                let mut changed = valid.clone();
+                let mut changed = valid.to_vec();
                 changed[at] = byte;
                 inputs.push(changed);
             }
         }
+        let mut refused = 0;
+        for input in &inputs {
+            let expected = by_prost::<M>(input);
+            refused += usize::from(expected.is_err());
+            assert_eq!(by_codec::<M>(input), expected, "input {input:02x?}");
+        }
+        assert!(refused > inputs.len() / 4, "only {refused} inputs refused");
+    }
+
+    #[test]
+    fn bytes_prost_refuses_are_refused_with_prost_s_error() {
         // The vector's field with a length that is not whole floats, and
         // with wire types it cannot have.
+        let mut wrong = Vec::new();
         for (wire_type, value) in [(2, vec![3, 1, 2, 3]), (0, vec![5]), (1, vec![0; 8])] {
             let mut bytes = Vec::new();
             key(3, wire_type, &mut bytes);
             bytes.extend(value);
-            inputs.push(bytes);
+            wrong.push(bytes);
         }
-        let mut refused = 0;
-        for input in &inputs {
-            let expected = by_prost(input);
-            refused += usize::from(expected.is_err());
-            assert_eq!(in_bulk(input), expected, "input {input:02x?}");
+        let valid = full_search(vec![0.5, -2.0, 8.0]).encode_to_vec();
+        assert_decoded_as_prost_decodes::<proto::SearchRequest>(&valid, wrong);
+
+        // A memory whose vector is not whole floats, and a memory sent as
+        // something other than a message.
+        let mut wrong = Vec::new();
+        for (wire_type, value) in [(2, vec![3, 0x12, 1, 0]), (0, vec![1])] {
+            let mut bytes = Vec::new();
+            key(3, wire_type, &mut bytes);
+            bytes.extend(value);
+            wrong.push(bytes);
         }
-        assert!(refused > inputs.len() / 4, "only {refused} inputs refused");
+        let valid = upsert(vec![memory("a", vec![0.5, -2.0]), memory("b", vec![1.0])]);
+        assert_decoded_as_prost_decodes::<proto::UpsertRequest>(&valid.encode_to_vec(), wrong);
     }
 
     #[tokio::test]
