@@ -1,7 +1,7 @@
 //! The command line as operators and Docker use it: `--version`, config
 //! errors that stop start-up with the dotted key, `vecmem health` exit codes,
-//! refusing to start on data of another dimension, and SIGTERM under load
-//! and on HTTP/1 keep-alive connections.
+//! refusing to start on data of another dimension (in plain-text logs), and
+//! SIGTERM under load and on HTTP/1 keep-alive connections.
 
 mod support;
 
@@ -123,6 +123,10 @@ fn existing_data_of_another_dimension_is_a_start_up_error() {
     for expected in [&format!("namespace {NS}"), "dim 4", "dim 8"] {
         assert!(logs.contains(expected), "missing {expected:?} in:\n{logs}");
     }
+    // Text logs read from a pipe, as Docker and Kubernetes read them, are
+    // plain text: no colour codes around levels, targets and fields.
+    assert!(logs.contains(" ERROR "), "no plain level in:\n{logs}");
+    assert!(!logs.contains('\x1b'), "colour codes in:\n{logs:?}");
 }
 
 /// A call whose connection was reset under it. After the GOAWAY tonic
