@@ -6,12 +6,14 @@
 #   benches/callgrind.sh SERVER OP [CALLS]
 #
 # SERVER is a vecmem binary, or `floor=PATH` for examples/proxy_floor. OP is
-# get or search. The in-repo Qdrant double is the backend (started here,
+# get, search or upsert (one memory per call; the floor serves gets and
+# searches only). The in-repo Qdrant double is the backend (started here,
 # 2,000 memories of dim 1024 over 10 tenants, seeded through VECMEM); the
 # server runs under callgrind with the result cache off, takes 200 calls to
 # warm up, then its counters are zeroed and CALLS (default 1000) calls at
-# c=1 are counted. Prints the instructions per call; the full profile is
-# left in $OUT (default /tmp/vecmem-callgrind) for callgrind_annotate.
+# c=1 (or $C at once) are counted. Prints the instructions per call; the
+# full profile is left in $OUT (default /tmp/vecmem-callgrind) for
+# callgrind_annotate.
 #
 # Needs valgrind (Debian's package) and:
 #   cargo build --profile profiling --bin vecmem --example qdrant_double [--example proxy_floor]
@@ -53,7 +55,7 @@ bench() { # ADDR extra...
   local addr=$1
   shift
   "$VECMEM" bench --addr "$addr" --namespace memories --dim 1024 --tenants 10 \
-    --seed-memories 2000 --distinct-queries 100 -c 1 -O json "$@"
+    --seed-memories 2000 --distinct-queries 100 -c "${C:-1}" -O json "$@"
 }
 
 listening $DOUBLE_ADDR && { echo "$DOUBLE_ADDR is taken" >&2; exit 1; }
