@@ -1,6 +1,7 @@
 //! The protobuf codec of vecmem's gRPC services and of its calls to Qdrant:
-//! tonic-prost's encoder, and a decoder that reads each message from one
-//! contiguous byte slice.
+//! an encoder that is prost's but for Qdrant's requests with vectors
+//! ([`requests`](crate::backend::qdrant::requests)), and a decoder that
+//! reads each message from one contiguous byte slice.
 //!
 //! tonic hands a decoder the message's bytes behind its `DecodeBuf`, a
 //! length-limited view of a `BytesMut`, and prost reads every scalar through
@@ -34,13 +35,16 @@ use std::marker::PhantomData;
 use bytes::Buf;
 use prost::{DecodeError, Message};
 use tonic::Status;
-use tonic::codec::{Codec, DecodeBuf, Decoder};
-use tonic_prost::ProstEncoder;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
 use crate::proto;
 
 /// A [`Codec`] for prost messages, as `tonic_prost::ProstCodec` but for
-/// the decoder; the generated services and clients name it in `build.rs`.
+/// the reading of requests with vectors (here) and the writing of Qdrant's
+/// ([`requests`]); the generated services and clients name it in
+/// `build.rs`, and vecmem's own calls to Qdrant use it.
+///
+/// [`requests`]: crate::backend::qdrant::requests
 #[derive(Debug, Clone, Copy)]
 pub struct SliceCodec<T, U>(PhantomData<(T, U)>);
 
@@ -57,15 +61,32 @@ where
 {
     type Encode = T;
     type Decode = U;
-    type Encoder = ProstEncoder<T>;
+    type Encoder = BulkEncoder<T>;
     type Decoder = SliceDecoder<U>;
 
     fn encoder(&mut self) -> Self::Encoder {
-        ProstEncoder::default()
+        BulkEncoder(PhantomData)
     }
 
     fn decoder(&mut self) -> Self::Decoder {
         SliceDecoder(PhantomData)
+    }
+}
+
+/// Encodes a `T` as prost does, Qdrant's requests with vectors through
+/// [`requests::encode`](crate::backend::qdrant::requests::encode).
+#[derive(Debug, Clone, Copy)]
+pub struct BulkEncoder<T>(PhantomData<T>);
+
+impl<T: Message + 'static> Encoder for BulkEncoder<T> {
+    type Item = T;
+    type Error = Status;
+
+    fn encode(&mut self, item: T, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        // prost fails only when the buffer cannot grow, which a `BytesMut`
+        // always can.
+        crate::backend::qdrant::requests::encode(item, buf)
+            .map_err(|error| Status::internal(error.to_string()))
     }
 }
 

@@ -49,6 +49,7 @@ mod bootstrap;
 mod connection;
 mod errors;
 mod peers;
+pub mod requests;
 pub mod translate;
 
 use answers::{GetAnswer, QueryBatchAnswer, ScrollAnswer, lean_unary};
@@ -402,10 +403,11 @@ impl VectorStore for QdrantStore {
             ordering: self.ordering,
             ..UpsertPoints::default()
         };
-        self.send("upsert", request, |peer, request| async move {
-            PointsClient::new(peer).upsert(request).await
-        })
-        .await?;
+        let _: qdrant::PointsOperationResponse = self
+            .send("upsert", request, |peer, request| {
+                lean_unary(peer, request, "/qdrant.Points/Upsert")
+            })
+            .await?;
         Ok(())
     }
 

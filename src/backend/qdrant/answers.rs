@@ -194,10 +194,11 @@ pub fn string_field<'a>(entries: &'a [Entry], key: &str) -> Option<&'a str> {
         })
 }
 
-/// One unary call to Qdrant's method at `path`, its answer decoded as `A`
-/// (one of the lean [`answers`]) instead of `qdrant-client`'s type; what the
-/// generated client does otherwise, including its error when the service
-/// is not ready.
+/// One unary call to Qdrant's method at `path` through vecmem's codec: the
+/// request written by [`requests`](super::requests) (vectors in one copy),
+/// the answer decoded as `A` (one of the lean [`answers`], or
+/// `qdrant-client`'s type). What the generated client does otherwise,
+/// including its error when the service is not ready.
 pub async fn lean_unary<M, A>(
     peer: Connections,
     request: tonic::Request<M>,
