@@ -39,6 +39,10 @@ use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
 use crate::proto;
 
+pub(crate) mod wire;
+
+use wire::Wire;
+
 /// A [`Codec`] for prost messages, as `tonic_prost::ProstCodec` but for
 /// the reading of requests with vectors (here) and the writing of Qdrant's
 /// ([`requests`]); the generated services and clients name it in
@@ -141,19 +145,19 @@ fn decode_slice<U: Message + Default + 'static>(bytes: &[u8]) -> Result<U, Decod
 /// A message with a `repeated float` field read in bulk.
 trait BulkVector: Message + Default {
     /// The field's number.
-    const FIELD: u64;
+    const FIELD: u32;
     fn vector(&mut self) -> &mut Vec<f32>;
 }
 
 impl BulkVector for proto::SearchRequest {
-    const FIELD: u64 = 3;
+    const FIELD: u32 = 3;
     fn vector(&mut self) -> &mut Vec<f32> {
         &mut self.vector
     }
 }
 
 impl BulkVector for proto::Memory {
-    const FIELD: u64 = 2;
+    const FIELD: u32 = 2;
     fn vector(&mut self) -> &mut Vec<f32> {
         &mut self.vector
     }
@@ -163,13 +167,13 @@ impl BulkVector for proto::Memory {
 trait BulkList: Message + Default {
     type Item: BulkVector;
     /// The field's number.
-    const FIELD: u64;
+    const FIELD: u32;
     fn items(&mut self) -> &mut Vec<Self::Item>;
 }
 
 impl BulkList for proto::SearchBatchRequest {
     type Item = proto::SearchRequest;
-    const FIELD: u64 = 1;
+    const FIELD: u32 = 1;
     fn items(&mut self) -> &mut Vec<proto::SearchRequest> {
         &mut self.searches
     }
@@ -177,7 +181,7 @@ impl BulkList for proto::SearchBatchRequest {
 
 impl BulkList for proto::UpsertRequest {
     type Item = proto::Memory;
-    const FIELD: u64 = 3;
+    const FIELD: u32 = 3;
     fn items(&mut self) -> &mut Vec<proto::Memory> {
         &mut self.memories
     }
@@ -185,16 +189,11 @@ impl BulkList for proto::UpsertRequest {
 
 impl BulkList for proto::ImportRequest {
     type Item = proto::Memory;
-    const FIELD: u64 = 3;
+    const FIELD: u32 = 3;
     fn items(&mut self) -> &mut Vec<proto::Memory> {
         &mut self.memories
     }
 }
-
-const VARINT: u64 = 0;
-const FIXED64: u64 = 1;
-const LENGTH_DELIMITED: u64 = 2;
-const FIXED32: u64 = 5;
 
 /// `M` with its vector converted here and its other fields decoded by
 /// prost. Bytes [`read_vectors`] does not accept (malformed, or a wire
@@ -222,8 +221,8 @@ fn read_list<M: BulkList>(bytes: &[u8]) -> Option<M> {
     let items = split
         .values
         .iter()
-        .map(|&(wire_type, value)| match wire_type {
-            LENGTH_DELIMITED => read_vectors(value),
+        .map(|value| match *value {
+            Wire::Len(value) => read_vectors(value),
             _ => None,
         })
         .collect::<Option<Vec<_>>>()?;
@@ -232,38 +231,24 @@ fn read_list<M: BulkList>(bytes: &[u8]) -> Option<M> {
     Some(message)
 }
 
-/// A message's bytes split in two: the values of one field, each with its
-/// wire type, in wire order (as protobuf merges them), and the bytes of
-/// every other field, unchanged.
+/// A message's bytes split in two: the values of one field, in wire order
+/// (as protobuf merges them), and the bytes of every other field,
+/// unchanged.
 struct Split<'a> {
-    values: Vec<(u64, &'a [u8])>,
+    values: Vec<Wire<'a>>,
     others: Vec<u8>,
 }
 
 /// `None` if the bytes do not parse as fields.
-fn split_field(bytes: &[u8], field: u64) -> Option<Split<'_>> {
+fn split_field(bytes: &[u8], field: u32) -> Option<Split<'_>> {
     let mut values = Vec::new();
     let mut others = Vec::with_capacity(bytes.len().min(256));
-    let mut rest = bytes;
-    while !rest.is_empty() {
-        let start = rest;
-        let key = read_varint(&mut rest)?;
-        let (number, wire_type) = (key >> 3, key & 7);
-        let value = match wire_type {
-            VARINT => read_varint(&mut rest).map(|_| &[][..])?,
-            FIXED64 => take(&mut rest, 8)?,
-            LENGTH_DELIMITED => {
-                let len = usize::try_from(read_varint(&mut rest)?).ok()?;
-                take(&mut rest, len)?
-            }
-            FIXED32 => take(&mut rest, 4)?,
-            // Groups, and wire types protobuf does not define.
-            _ => return None,
-        };
-        if number == field {
-            values.push((wire_type, value));
+    for read in wire::fields(bytes) {
+        let read = read?;
+        if read.number == field {
+            values.push(read.value);
         } else {
-            others.extend_from_slice(&start[..start.len() - rest.len()]);
+            others.extend_from_slice(read.raw);
         }
     }
     Some(Split { values, others })
@@ -271,40 +256,27 @@ fn split_field(bytes: &[u8], field: u64) -> Option<Split<'_>> {
 
 /// The floats of a `repeated float` field's values, packed or not; `None`
 /// for a value that cannot be one.
-fn floats(values: &[(u64, &[u8])]) -> Option<Vec<f32>> {
-    let count = values.iter().map(|(_, value)| value.len() / 4).sum();
+fn floats(values: &[Wire<'_>]) -> Option<Vec<f32>> {
+    let count = values
+        .iter()
+        .map(|value| match value {
+            Wire::Len(bytes) => bytes.len() / 4,
+            _ => 1,
+        })
+        .sum();
     let mut floats = Vec::with_capacity(count);
-    for &(wire_type, value) in values {
-        match wire_type {
-            LENGTH_DELIMITED | FIXED32 if value.len() % 4 == 0 => floats.extend(
-                value
+    for value in values {
+        match *value {
+            Wire::Len(bytes) if bytes.len() % 4 == 0 => floats.extend(
+                bytes
                     .chunks_exact(4)
                     .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
             ),
+            Wire::Fixed32(bits) => floats.push(f32::from_bits(bits)),
             _ => return None,
         }
     }
     Some(floats)
-}
-
-/// The next `len` bytes, or `None` if there are fewer.
-fn take<'a>(bytes: &mut &'a [u8], len: usize) -> Option<&'a [u8]> {
-    let (taken, rest) = bytes.split_at_checked(len)?;
-    *bytes = rest;
-    Some(taken)
-}
-
-/// A base-128 varint of at most ten bytes, as protobuf writes them.
-fn read_varint(bytes: &mut &[u8]) -> Option<u64> {
-    let mut value = 0u64;
-    for (i, &byte) in bytes.iter().take(10).enumerate() {
-        value |= u64::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            *bytes = &bytes[i + 1..];
-            return Some(value);
-        }
-    }
-    None
 }
 
 #[cfg(test)]
