@@ -28,6 +28,9 @@
 //! nested messages counts from the element, and a payload nested one level
 //! deeper than prost allows in a list is accepted. The stack stays bounded,
 //! which is what the limit is for.
+//!
+//! Qdrant's answers with points are read from the slice in the same way,
+//! by hand ([`answers::read`](crate::backend::qdrant::answers::read)).
 
 use std::any::Any;
 use std::marker::PhantomData;
@@ -122,8 +125,10 @@ impl<U: Message + Default + 'static> Decoder for SliceDecoder<U> {
 }
 
 /// `U` from one slice: the requests that carry vectors through
-/// [`decode_vectors`] and [`decode_list`], any other message through
-/// prost. The type tests are resolved at compile time.
+/// [`decode_vectors`] and [`decode_list`], Qdrant's answers with points
+/// through [`answers::read`](crate::backend::qdrant::answers::read), any
+/// other message through prost. The type tests are resolved at compile
+/// time.
 fn decode_slice<U: Message + Default + 'static>(bytes: &[u8]) -> Result<U, DecodeError> {
     let mut decoded: Option<U> = None;
     let slot = &mut decoded as &mut dyn Any;
@@ -138,7 +143,7 @@ fn decode_slice<U: Message + Default + 'static>(bytes: &[u8]) -> Result<U, Decod
     }
     match decoded {
         Some(message) => Ok(message),
-        None => U::decode(bytes),
+        None => crate::backend::qdrant::answers::read::decode(bytes),
     }
 }
 

@@ -44,7 +44,7 @@ use crate::config::{Distance, NamespaceConfig, QdrantConfig};
 use crate::error::{Error, Result};
 use crate::model::{DeleteSelector, Filter, Fusion, Memory, ScoredMemory};
 
-mod answers;
+pub mod answers;
 mod bootstrap;
 mod connection;
 mod errors;

@@ -8,8 +8,11 @@
 //! is what it is on the wire, a list of key/value entries (protobuf encodes
 //! `map<string, Value>` as repeated entries, so these types read Qdrant's
 //! bytes unchanged), and becomes JSON in one pass. Fields vecmem does not
-//! read (versions, shard keys, timings, usage) are skipped by the decoder.
-//! Tags are those of Qdrant's `points.proto` and `json_with_int.proto`.
+//! read (versions, shard keys, timings, usage) are skipped by the decoder,
+//! which is [`read`]: these types read by hand from one slice, with prost's
+//! derive below as the reference it is tested against and the fallback for
+//! what it does not accept. Tags are those of Qdrant's `points.proto` and
+//! `json_with_int.proto`.
 //! [`lean_unary`] makes a call whose answer is decoded into them.
 
 use qdrant_client::qdrant::{PointId, VectorsOutput};
@@ -19,6 +22,8 @@ use tonic::Status;
 use super::connection::Connections;
 use crate::backend::layout::{self, StoredFields};
 use crate::model::Payload;
+
+pub mod read;
 
 /// `QueryBatchResponse`: one list of hits per query, in query order.
 #[derive(Clone, PartialEq, prost::Message)]
