@@ -47,28 +47,27 @@ pub fn decode<U: Message + Default + 'static>(bytes: &[u8]) -> Result<U, DecodeE
     decoded.map_or_else(|| U::decode(bytes), Ok)
 }
 
-fn query_batch(bytes: &[u8]) -> Option<QueryBatchAnswer> {
-    let mut answer = QueryBatchAnswer::default();
+/// The messages of field 1, each read by `read`, of a message whose only
+/// field read here is that `repeated` one; unknown fields are skipped.
+fn repeated<T>(bytes: &[u8], read: impl Fn(&[u8]) -> Option<T>) -> Option<Vec<T>> {
+    let mut items = Vec::new();
     for field in wire::fields(bytes) {
         match field?.into() {
-            (1, Wire::Len(list)) => answer.result.push(hit_list(list)?),
+            (1, Wire::Len(item)) => items.push(read(item)?),
             (1, _) => return None,
             _ => {}
         }
     }
-    Some(answer)
+    Some(items)
 }
 
-fn hit_list(bytes: &[u8]) -> Option<HitList> {
-    let mut list = HitList::default();
-    for field in wire::fields(bytes) {
-        match field?.into() {
-            (1, Wire::Len(hit)) => list.result.push(self::hit(hit)?),
-            (1, _) => return None,
-            _ => {}
-        }
-    }
-    Some(list)
+fn query_batch(bytes: &[u8]) -> Option<QueryBatchAnswer> {
+    let result = repeated(bytes, |list| {
+        Some(HitList {
+            result: repeated(list, hit)?,
+        })
+    })?;
+    Some(QueryBatchAnswer { result })
 }
 
 fn hit(bytes: &[u8]) -> Option<Hit> {
@@ -89,15 +88,9 @@ fn hit(bytes: &[u8]) -> Option<Hit> {
 }
 
 fn get(bytes: &[u8]) -> Option<GetAnswer> {
-    let mut answer = GetAnswer::default();
-    for field in wire::fields(bytes) {
-        match field?.into() {
-            (1, Wire::Len(found)) => answer.result.push(point(found)?),
-            (1, _) => return None,
-            _ => {}
-        }
-    }
-    Some(answer)
+    Some(GetAnswer {
+        result: repeated(bytes, point)?,
+    })
 }
 
 fn scroll(bytes: &[u8]) -> Option<ScrollAnswer> {
@@ -188,27 +181,15 @@ fn value(bytes: &[u8], depth: u32) -> Option<Value> {
 }
 
 fn object(bytes: &[u8], depth: u32) -> Option<Object> {
-    let mut object = Object::default();
-    for field in wire::fields(bytes) {
-        match field?.into() {
-            (1, Wire::Len(entry)) => object.fields.push(self::entry(entry, depth + 1)?),
-            (1, _) => return None,
-            _ => {}
-        }
-    }
-    Some(object)
+    Some(Object {
+        fields: repeated(bytes, |entry| self::entry(entry, depth + 1))?,
+    })
 }
 
 fn list(bytes: &[u8], depth: u32) -> Option<List> {
-    let mut list = List::default();
-    for field in wire::fields(bytes) {
-        match field?.into() {
-            (1, Wire::Len(value)) => list.values.push(self::value(value, depth + 1)?),
-            (1, _) => return None,
-            _ => {}
-        }
-    }
-    Some(list)
+    Some(List {
+        values: repeated(bytes, |value| self::value(value, depth + 1))?,
+    })
 }
 
 /// A string field's bytes as a `String`, copied once; `None` if not UTF-8.
