@@ -7,7 +7,8 @@
 //! The REST gateway speaks the proto3 JSON mapping of the same messages:
 //! pbjson-build derives their serde impls from the descriptors, and the
 //! well-known types (`Struct`, `Timestamp`) come from pbjson-types, which
-//! carry the matching JSON forms.
+//! carry the matching JSON forms; `Struct`, the payload, is vecmem's own
+//! (`src/proto_struct.rs`).
 
 use std::path::PathBuf;
 
@@ -50,6 +51,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Well-known types from pbjson-types instead of prost-types.
         .compile_well_known_types(true)
         .extern_path(".google.protobuf", "::pbjson_types")
+        // But payloads as the serde_json objects vecmem works with
+        // (src/proto_struct.rs says why).
+        .extern_path(".google.protobuf.Struct", "crate::proto_struct::Struct")
         .compile_fds(descriptors)?;
 
     pbjson_build::Builder::new()

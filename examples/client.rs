@@ -126,7 +126,7 @@ fn memory(id: &str, vector: Vec<f32>, payload: &str) -> Result<proto::Memory, se
     Ok(proto::Memory {
         id: id.into(),
         vector,
-        payload: Some(vecmem::api::convert::payload_to_proto(payload)),
+        payload: Some(proto::Struct::from(payload)),
         ..Default::default()
     })
 }

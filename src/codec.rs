@@ -377,14 +377,12 @@ mod tests {
     }
 
     fn memory(id: &str, vector: Vec<f32>) -> proto::Memory {
-        let mut payload = pbjson_types::Struct::default();
-        payload
-            .fields
-            .insert("kind".into(), pbjson_types::Value::from("note".to_owned()));
+        let mut payload = serde_json::Map::new();
+        payload.insert("kind".into(), "note".into());
         proto::Memory {
             id: id.into(),
             vector,
-            payload: Some(payload),
+            payload: Some(payload.into()),
             ttl: Some(pbjson_types::Duration {
                 seconds: 60,
                 nanos: 0,

@@ -18,6 +18,7 @@ pub mod error;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;
+pub mod proto_struct;
 pub mod server;
 pub mod sweeper;
 pub mod telemetry;
@@ -28,6 +29,9 @@ pub mod proto {
     tonic::include_proto!("vecmem.v1");
     // serde impls in the proto3 JSON mapping, for the REST gateway.
     include!(concat!(env!("OUT_DIR"), "/vecmem.v1.serde.rs"));
+
+    /// The payload of a memory (`google.protobuf.Struct`).
+    pub use crate::proto_struct::Struct;
 
     /// The encoded descriptor set of `vecmem.v1`, served by reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("vecmem_descriptor");

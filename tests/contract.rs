@@ -1645,6 +1645,9 @@ struct Malformed {
 
 enum Call {
     Upsert(proto::UpsertRequest),
+    /// An Upsert as a client of another language may send it, with what
+    /// vecmem's Rust types cannot hold.
+    UpsertWire(WireUpsert),
     Search(proto::SearchRequest),
     Batch(proto::SearchBatchRequest),
     Groups(proto::SearchGroupsRequest),
@@ -1759,25 +1762,7 @@ fn malformed_requests() -> Vec<Malformed> {
         bad(
             "NaN in payload",
             "memories[0].payload.score",
-            Call::Upsert(upsert(
-                "t",
-                vec![proto::Memory {
-                    id: "a".into(),
-                    vector: ok_vector.to_vec(),
-                    payload: Some(pbjson_types::Struct {
-                        fields: [(
-                            "score".to_string(),
-                            pbjson_types::Value {
-                                kind: Some(pbjson_types::value::Kind::NumberValue(f64::NAN)),
-                            },
-                        )]
-                        .into(),
-                    }),
-                    updated_at: None,
-                    expires_at: None,
-                    ttl: None,
-                }],
-            )),
+            Call::UpsertWire(nan_payload_upsert(ok_vector)),
         ),
         bad(
             "limit above cap",
@@ -2072,6 +2057,63 @@ fn malformed_requests() -> Vec<Malformed> {
     ]
 }
 
+/// `UpsertRequest` as it is on the wire, with pbjson-types' `Struct` as the
+/// payload: it holds a NaN, which a JSON object (`proto::Struct`) cannot.
+#[derive(Clone, PartialEq, prost::Message)]
+struct WireUpsert {
+    #[prost(string, tag = "1")]
+    namespace: String,
+    #[prost(string, tag = "2")]
+    tenant: String,
+    #[prost(message, repeated, tag = "3")]
+    memories: Vec<WireMemory>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct WireMemory {
+    #[prost(string, tag = "1")]
+    id: String,
+    #[prost(float, repeated, tag = "2")]
+    vector: Vec<f32>,
+    #[prost(message, optional, tag = "3")]
+    payload: Option<pbjson_types::Struct>,
+}
+
+fn nan_payload_upsert(vector: [f32; 4]) -> WireUpsert {
+    WireUpsert {
+        namespace: NS.into(),
+        tenant: "t".into(),
+        memories: vec![WireMemory {
+            id: "a".into(),
+            vector: vector.to_vec(),
+            payload: Some(pbjson_types::Struct {
+                fields: [(
+                    "score".to_string(),
+                    pbjson_types::Value {
+                        kind: Some(pbjson_types::value::Kind::NumberValue(f64::NAN)),
+                    },
+                )]
+                .into(),
+            }),
+        }],
+    }
+}
+
+async fn upsert_wire(
+    channel: tonic::transport::Channel,
+    request: WireUpsert,
+) -> Result<(), tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready()
+        .await
+        .map_err(|error| tonic::Status::unavailable(error.to_string()))?;
+    let path = http::uri::PathAndQuery::from_static("/vecmem.v1.MemoryService/Upsert");
+    let codec = vecmem::codec::SliceCodec::<WireUpsert, proto::UpsertResponse>::default();
+    grpc.unary(tonic::Request::new(request), path, codec)
+        .await
+        .map(drop)
+}
+
 fn nested_groups(depth: usize) -> proto::Filter {
     let mut filter = must(vec![integer("k", 1)]);
     for _ in 0..depth {
@@ -2095,6 +2137,7 @@ async fn malformed_requests_get_precise_errors_and_write_nothing(backend: Backen
     for case in cases {
         let result = match case.call {
             Call::Upsert(r) => client.upsert(r).await.map(drop),
+            Call::UpsertWire(r) => upsert_wire(server.channel().await, r).await,
             Call::Search(r) => client.search(r).await.map(drop),
             Call::Batch(r) => client.search_batch(r).await.map(drop),
             Call::Groups(r) => client.search_groups(r).await.map(drop),

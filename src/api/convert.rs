@@ -16,7 +16,6 @@ mod search;
 mod values;
 
 pub use search::{search_batch_from_proto, search_groups_response, search_response};
-pub use values::payload_to_proto;
 use values::{
     consistency_from_proto, expiry_from_proto, filter_from_proto, payload_from_proto,
     system_time_from_micros, timestamp_micros, timestamp_to_proto,
@@ -300,7 +299,7 @@ impl From<model::Memory> for proto::Memory {
         Self {
             id,
             vector,
-            payload: (!payload.is_empty()).then(|| payload_to_proto(payload)),
+            payload: (!payload.is_empty()).then(|| proto::Struct::from(payload)),
             updated_at: updated_at.map(timestamp_to_proto),
             expires_at: expires_at.map(timestamp_to_proto),
             ttl: None,

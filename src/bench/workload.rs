@@ -268,7 +268,7 @@ pub fn memory(shape: &Shape, id: String, vector: Vec<f32>, sequence: u64) -> pro
     proto::Memory {
         id,
         vector,
-        payload: Some(crate::api::convert::payload_to_proto(payload)),
+        payload: Some(crate::proto::Struct::from(payload)),
         ..Default::default()
     }
 }

@@ -8,36 +8,27 @@ use vecmem::proto::{self, condition::Test};
 
 use super::NS;
 
-pub fn to_struct(json: Value) -> pbjson_types::Struct {
+pub fn to_struct(json: Value) -> proto::Struct {
     let Value::Object(map) = json else {
         panic!("payload must be an object");
     };
-    pbjson_types::Struct {
-        fields: map.into_iter().map(|(k, v)| (k, to_value(v))).collect(),
+    proto::Struct::from(map)
+}
+
+/// A payload as a client reading the wire sees it: every number a double.
+pub fn from_struct(s: &proto::Struct) -> Value {
+    as_doubles(Value::Object(s.fields.clone()))
+}
+
+fn as_doubles(json: Value) -> Value {
+    match json {
+        Value::Number(n) => serde_json::json!(n.as_f64().expect("number")),
+        Value::Array(items) => Value::Array(items.into_iter().map(as_doubles).collect()),
+        Value::Object(map) => {
+            Value::Object(map.into_iter().map(|(k, v)| (k, as_doubles(v))).collect())
+        }
+        other => other,
     }
-}
-
-fn to_value(json: Value) -> pbjson_types::Value {
-    let kind = match json {
-        Value::Null => Kind::NullValue(0),
-        Value::Bool(b) => Kind::BoolValue(b),
-        Value::Number(n) => Kind::NumberValue(n.as_f64().expect("number")),
-        Value::String(s) => Kind::StringValue(s),
-        Value::Array(items) => Kind::ListValue(pbjson_types::ListValue {
-            values: items.into_iter().map(to_value).collect(),
-        }),
-        Value::Object(_) => Kind::StructValue(to_struct(json)),
-    };
-    pbjson_types::Value { kind: Some(kind) }
-}
-
-pub fn from_struct(s: &pbjson_types::Struct) -> Value {
-    Value::Object(
-        s.fields
-            .iter()
-            .map(|(k, v)| (k.clone(), from_value(v)))
-            .collect(),
-    )
 }
 
 pub fn from_value(v: &pbjson_types::Value) -> Value {
@@ -47,7 +38,12 @@ pub fn from_value(v: &pbjson_types::Value) -> Value {
         Some(Kind::NumberValue(n)) => serde_json::json!(n),
         Some(Kind::StringValue(s)) => Value::String(s.clone()),
         Some(Kind::ListValue(l)) => Value::Array(l.values.iter().map(from_value).collect()),
-        Some(Kind::StructValue(s)) => from_struct(s),
+        Some(Kind::StructValue(s)) => Value::Object(
+            s.fields
+                .iter()
+                .map(|(k, v)| (k.clone(), from_value(v)))
+                .collect(),
+        ),
     }
 }
 

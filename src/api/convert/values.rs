@@ -5,7 +5,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pbjson_types::value::Kind;
-use serde_json::{Number, Value};
+use serde_json::Value;
 
 use crate::model::{
     self, AnyOf, Bounds, Condition, FieldTest, MatchValue, Payload, ReadConsistency, Violations,
@@ -13,8 +13,6 @@ use crate::model::{
 };
 use crate::proto;
 
-/// Largest integer a JSON number (an f64) holds exactly: 2^53.
-const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_992.0;
 /// Timestamps must lie in 0001-01-01T00:00:00Z ..= 9999-12-31T23:59:59Z.
 const MIN_TIMESTAMP_SECONDS: i64 = -62_135_596_800;
 const MAX_TIMESTAMP_SECONDS: i64 = 253_402_300_799;
@@ -195,56 +193,23 @@ pub(super) fn timestamp_micros(
     Some(t.seconds * 1_000_000 + i64::from(t.nanos / 1_000))
 }
 
-/// A `google.protobuf.Struct` as a JSON object. Whole numbers within 2^53
-/// become integers so that integer filters match them.
+/// A payload as a JSON object: the numbers its `Struct` could not hold
+/// (read off the wire as NaN or ±infinity) are violations at their path.
 pub(super) fn payload_from_proto(
-    payload: Option<pbjson_types::Struct>,
+    payload: Option<proto::Struct>,
     path: &str,
     violations: &mut Violations,
 ) -> Payload {
     let Some(payload) = payload else {
         return Payload::new();
     };
-    payload
-        .fields
-        .into_iter()
-        .map(|(key, value)| {
-            let value = json_from_proto(value, &join(path, &key), violations);
-            (key, value)
-        })
-        .collect()
-}
-
-pub(super) fn json_from_proto(
-    value: pbjson_types::Value,
-    path: &str,
-    violations: &mut Violations,
-) -> Value {
-    match value.kind {
-        None | Some(Kind::NullValue(_)) => Value::Null,
-        Some(Kind::BoolValue(b)) => Value::Bool(b),
-        Some(Kind::StringValue(s)) => Value::String(s),
-        Some(Kind::NumberValue(n)) => {
-            if !n.is_finite() {
-                violations.add(path, "numbers must be finite");
-                Value::Null
-            } else if n.fract() == 0.0 && n.abs() <= MAX_SAFE_INTEGER {
-                Value::from(n as i64)
-            } else {
-                Number::from_f64(n).map_or(Value::Null, Value::Number)
-            }
-        }
-        Some(Kind::StructValue(s)) => Value::Object(payload_from_proto(Some(s), path, violations)),
-        Some(Kind::ListValue(list)) => Value::Array(
-            list.values
-                .into_iter()
-                .enumerate()
-                .map(|(i, v)| json_from_proto(v, &format!("{path}[{i}]"), violations))
-                .collect(),
-        ),
+    for number in payload.non_finite_paths() {
+        violations.add(join(path, number), "numbers must be finite");
     }
+    payload.fields
 }
 
+/// A JSON value as a `google.protobuf.Value` (a group's key).
 pub(super) fn json_to_proto(value: Value) -> pbjson_types::Value {
     let kind = match value {
         Value::Null => Kind::NullValue(0),
@@ -254,19 +219,14 @@ pub(super) fn json_to_proto(value: Value) -> pbjson_types::Value {
         Value::Array(items) => Kind::ListValue(pbjson_types::ListValue {
             values: items.into_iter().map(json_to_proto).collect(),
         }),
-        Value::Object(map) => Kind::StructValue(payload_to_proto(map)),
+        Value::Object(map) => Kind::StructValue(pbjson_types::Struct {
+            fields: map
+                .into_iter()
+                .map(|(k, v)| (k, json_to_proto(v)))
+                .collect(),
+        }),
     };
     pbjson_types::Value { kind: Some(kind) }
-}
-
-/// A JSON object as a protobuf `Struct`.
-pub fn payload_to_proto(payload: Payload) -> pbjson_types::Struct {
-    pbjson_types::Struct {
-        fields: payload
-            .into_iter()
-            .map(|(k, v)| (k, json_to_proto(v)))
-            .collect(),
-    }
 }
 
 pub(super) fn timestamp_to_proto(t: SystemTime) -> pbjson_types::Timestamp {
@@ -279,45 +239,47 @@ pub(super) fn timestamp_to_proto(t: SystemTime) -> pbjson_types::Timestamp {
 
 #[cfg(test)]
 mod tests {
+    use prost::Message;
+
     use super::*;
     use crate::error::Error;
 
-    fn number(n: f64) -> pbjson_types::Value {
-        pbjson_types::Value {
-            kind: Some(Kind::NumberValue(n)),
-        }
-    }
-
-    #[test]
-    fn whole_numbers_become_integers_and_fractions_stay_floats() {
-        let mut violations = Violations::new();
-        assert_eq!(
-            json_from_proto(number(3.0), "p", &mut violations),
-            Value::from(3)
-        );
-        assert_eq!(
-            json_from_proto(number(-2.5), "p", &mut violations),
-            Value::from(-2.5)
-        );
-        assert_eq!(
-            json_from_proto(number(1e300), "p", &mut violations),
-            Value::from(1e300)
-        );
-        assert!(violations.into_result(()).is_ok());
+    /// A `Struct` with one number, as a client of another language sends it.
+    fn payload_with(key: &str, n: f64) -> proto::Struct {
+        let sent = pbjson_types::Struct {
+            fields: [(
+                key.to_owned(),
+                pbjson_types::Value {
+                    kind: Some(Kind::NumberValue(n)),
+                },
+            )]
+            .into(),
+        };
+        proto::Struct::decode(sent.encode_to_vec().as_slice()).expect("decodes")
     }
 
     #[test]
     fn non_finite_payload_numbers_are_violations_with_their_path() {
         let mut violations = Violations::new();
-        json_from_proto(
-            number(f64::NAN),
-            "memories[0].payload.score",
+        let payload = payload_from_proto(
+            Some(payload_with("score", f64::NAN)),
+            "memories[0].payload",
             &mut violations,
         );
+        assert_eq!(payload["score"], Value::Null);
         match violations.into_result(()) {
             Err(Error::InvalidArgument(v)) => assert_eq!(v[0].field, "memories[0].payload.score"),
             other => panic!("expected a violation, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn finite_payload_numbers_pass() {
+        let mut violations = Violations::new();
+        let payload =
+            payload_from_proto(Some(payload_with("score", 3.0)), "payload", &mut violations);
+        assert_eq!(payload["score"], Value::from(3));
+        assert!(violations.into_result(()).is_ok());
     }
 
     #[test]
@@ -337,17 +299,5 @@ mod tests {
             Err(Error::InvalidArgument(v)) => assert_eq!(v[0].field, "filter.must[0]"),
             other => panic!("expected a violation, got {other:?}"),
         }
-    }
-
-    #[test]
-    fn payloads_round_trip_through_struct() {
-        let json = serde_json::json!({"a": [1, "x", null, {"b": true}], "f": 0.5});
-        let Value::Object(map) = json.clone() else {
-            unreachable!()
-        };
-        let proto = payload_to_proto(map);
-        let mut violations = Violations::new();
-        let back = payload_from_proto(Some(proto), "p", &mut violations);
-        assert_eq!(Value::Object(back), json);
     }
 }
