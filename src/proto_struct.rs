@@ -1,16 +1,14 @@
 //! `google.protobuf.Struct`, the payload of a memory, held as the
 //! `serde_json` object the rest of vecmem works with.
 //!
-//! pbjson-types holds a `Struct` as a `HashMap` of protobuf `Value`s. So
+//! pbjson-types holds a `Struct` as a `HashMap` of protobuf `Value`s, so
 //! every payload of a request or an answer was rebuilt key by key between
-//! that and `serde_json`, SipHashing each key, and prost wrote the map
-//! walking each nested message's length once per level above it. Counted
-//! with callgrind (`benches/callgrind.sh`), building and writing the
-//! payloads of a 10-hit answer took ~30,000 of the ~300,000 instructions
-//! vecmem spent on an uncached search. build.rs maps
-//! `.google.protobuf.Struct` to this type (every other well-known type
-//! stays pbjson-types'), so a payload is moved into a message, not
-//! converted, and written here in one pass.
+//! that and `serde_json`, SipHashing each key. Counted with callgrind
+//! (`benches/callgrind.sh`), building those maps for a 10-hit answer took
+//! ~10,600 of the ~298,000 instructions vecmem spent on an uncached
+//! search. build.rs maps `.google.protobuf.Struct` to this type (every
+//! other well-known type stays pbjson-types'), so a payload is moved into
+//! a message, not converted, and written here straight from the object.
 //!
 //! On the wire it is `Struct`'s form: entries in field 1, each a key (1)
 //! and a `Value` (2) whose kind is null (1), number (2), string (3), bool
