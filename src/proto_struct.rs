@@ -65,7 +65,7 @@ impl From<Map<String, Value>> for Struct {
 
 /// A JSON number as vecmem stores it: whole numbers within 2^53 as
 /// integers, others as floats; `None` for NaN and ±infinity.
-pub fn stored_number(n: f64) -> Option<Value> {
+fn stored_number(n: f64) -> Option<Value> {
     if !n.is_finite() {
         None
     } else if n.fract() == 0.0 && n.abs() <= MAX_SAFE_INTEGER {
@@ -232,19 +232,20 @@ fn delimited_len(len: usize) -> usize {
 
 fn entries_len(map: &Map<String, Value>) -> usize {
     map.iter()
-        .map(|(key, value)| delimited_len(entry_len(key, value)))
+        .map(|(key, value)| delimited_len(entry_len(key, value_len(value))))
         .sum()
 }
 
-/// An entry's key is left out when empty, as prost leaves out a map
-/// entry's default key; its value always has a kind, so is always written.
-fn entry_len(key: &str, value: &Value) -> usize {
+/// An entry of a value of `value_len` bytes. Its key is left out when
+/// empty, as prost leaves out a map entry's default key; its value always
+/// has a kind, so is always written.
+fn entry_len(key: &str, value_len: usize) -> usize {
     let key_len = if key.is_empty() {
         0
     } else {
         delimited_len(key.len())
     };
-    key_len + delimited_len(value_len(value))
+    key_len + delimited_len(value_len)
 }
 
 fn value_len(value: &Value) -> usize {
@@ -271,12 +272,13 @@ fn write_delimited(tag: u32, len: usize, buf: &mut impl BufMut) {
 
 fn write_entries(map: &Map<String, Value>, buf: &mut impl BufMut) {
     for (key, value) in map {
-        write_delimited(1, entry_len(key, value), buf);
+        let value_len = value_len(value);
+        write_delimited(1, entry_len(key, value_len), buf);
         if !key.is_empty() {
             write_delimited(1, key.len(), buf);
             buf.put_slice(key.as_bytes());
         }
-        write_delimited(2, value_len(value), buf);
+        write_delimited(2, value_len, buf);
         write_value(value, buf);
     }
 }
