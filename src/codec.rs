@@ -1,5 +1,6 @@
 //! The protobuf codec of vecmem's gRPC services and of its calls to Qdrant:
-//! an encoder that is prost's but for Qdrant's requests with vectors
+//! an encoder that is prost's but for vecmem's responses with memories
+//! ([`responses`]) and Qdrant's requests with vectors
 //! ([`requests`](crate::backend::qdrant::requests)), and a decoder that
 //! reads each message from one contiguous byte slice.
 //!
@@ -35,13 +36,14 @@
 use std::any::Any;
 use std::marker::PhantomData;
 
-use bytes::Buf;
+use bytes::{Buf, BufMut};
 use prost::{DecodeError, Message};
 use tonic::Status;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
 use crate::proto;
 
+mod responses;
 pub(crate) mod wire;
 
 use wire::Wire;
@@ -80,7 +82,8 @@ where
     }
 }
 
-/// Encodes a `T` as prost does, Qdrant's requests with vectors through
+/// Encodes a `T` as prost does: vecmem's responses with memories through
+/// [`responses::write`], Qdrant's requests with vectors through
 /// [`requests::encode`](crate::backend::qdrant::requests::encode).
 #[derive(Debug, Clone, Copy)]
 pub struct BulkEncoder<T>(PhantomData<T>);
@@ -89,11 +92,28 @@ impl<T: Message + 'static> Encoder for BulkEncoder<T> {
     type Item = T;
     type Error = Status;
 
-    fn encode(&mut self, item: T, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
+    fn encode(&mut self, mut item: T, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        if responses::write(&mut item, buf) {
+            return Ok(());
+        }
         // prost fails only when the buffer cannot grow, which a `BytesMut`
         // always can.
         crate::backend::qdrant::requests::encode(item, buf)
             .map_err(|error| Status::internal(error.to_string()))
+    }
+}
+
+/// Writes `floats` as a packed `repeated float`'s bytes (little-endian),
+/// through a stack buffer, so the conversion is one loop the compiler
+/// vectorises and the buffer is written once per chunk.
+pub(crate) fn put_floats(floats: &[f32], buf: &mut impl BufMut) {
+    let mut bytes = [0_u8; 1024];
+    for floats in floats.chunks(bytes.len() / 4) {
+        let chunk = &mut bytes[..floats.len() * 4];
+        for (into, float) in chunk.chunks_exact_mut(4).zip(floats) {
+            into.copy_from_slice(&float.to_le_bytes());
+        }
+        buf.put_slice(chunk);
     }
 }
 

@@ -230,7 +230,8 @@ fn delimited_len(len: usize) -> usize {
     1 + encoded_len_varint(len as u64) + len
 }
 
-fn entries_len(map: &Map<String, Value>) -> usize {
+/// The bytes of `map`'s entries, as a `Struct`'s fields.
+pub(crate) fn entries_len(map: &Map<String, Value>) -> usize {
     map.iter()
         .map(|(key, value)| delimited_len(entry_len(key, value_len(value))))
         .sum()
@@ -270,7 +271,8 @@ fn write_delimited(tag: u32, len: usize, buf: &mut impl BufMut) {
     encode_varint(len as u64, buf);
 }
 
-fn write_entries(map: &Map<String, Value>, buf: &mut impl BufMut) {
+/// Writes `map`'s entries, as a `Struct`'s fields.
+pub(crate) fn write_entries(map: &Map<String, Value>, buf: &mut impl BufMut) {
     for (key, value) in map {
         let value_len = value_len(value);
         write_delimited(1, entry_len(key, value_len), buf);

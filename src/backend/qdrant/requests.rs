@@ -170,16 +170,7 @@ impl Out for Floats {
         }
         encode_length_delimiter(key(DENSE_DATA), buf)?;
         encode_length_delimiter(self.0.len() * 4, buf)?;
-        // Through a stack buffer, so the conversion is one loop the
-        // compiler vectorises and the buffer is written once per chunk.
-        let mut bytes = [0_u8; 1024];
-        for floats in self.0.chunks(bytes.len() / 4) {
-            let chunk = &mut bytes[..floats.len() * 4];
-            for (into, float) in chunk.chunks_exact_mut(4).zip(floats) {
-                into.copy_from_slice(&float.to_le_bytes());
-            }
-            buf.put_slice(chunk);
-        }
+        crate::codec::put_floats(&self.0, buf);
         Ok(())
     }
 }
