@@ -201,18 +201,21 @@ pub fn uuid_of(id: &PointId) -> Option<Uuid> {
     }
 }
 
-/// Which stored payload fields to read back.
+/// Which stored payload fields to read back: the id and the timestamps,
+/// and the caller's payload when it was asked for. Never the tenant, which
+/// the caller named: Qdrant would write it into every hit and vecmem read
+/// it back only to drop it.
 pub fn payload_selector(with_payload: bool) -> WithPayloadSelector {
+    let mut fields = vec![
+        ID_FIELD.to_owned(),
+        UPDATED_AT_FIELD.to_owned(),
+        EXPIRES_AT_FIELD.to_owned(),
+    ];
     if with_payload {
-        return true.into();
+        fields.push(layout::PAYLOAD_FIELD.to_owned());
     }
-    // Without the caller's payload we still need the id and the timestamps.
     qdrant::with_payload_selector::SelectorOptions::Include(qdrant::PayloadIncludeSelector {
-        fields: vec![
-            ID_FIELD.to_owned(),
-            UPDATED_AT_FIELD.to_owned(),
-            EXPIRES_AT_FIELD.to_owned(),
-        ],
+        fields,
     })
     .into()
 }
