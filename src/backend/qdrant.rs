@@ -538,7 +538,7 @@ impl VectorStore for QdrantStore {
             filter: Some(live_filter(tenant, &query.filter, SystemTime::now())),
             offset: query.offset.as_ref().map(translate::point_id),
             limit: Some(u32::try_from(query.limit).unwrap_or(u32::MAX)),
-            with_payload: Some(true.into()),
+            with_payload: Some(translate::payload_selector(true)),
             with_vectors: Some(translate::vectors_selector(query.with_vector)),
             read_consistency: Some(self.read_consistency),
             ..ScrollPoints::default()

@@ -201,10 +201,11 @@ pub fn uuid_of(id: &PointId) -> Option<Uuid> {
     }
 }
 
-/// Which stored payload fields to read back: the id and the timestamps,
-/// and the caller's payload when it was asked for. Never the tenant, which
-/// the caller named: Qdrant would write it into every hit and vecmem read
-/// it back only to drop it.
+/// Which stored payload fields a search or a scroll reads back: the id and
+/// the timestamps, and the caller's payload when it was asked for. Never
+/// the tenant, which the caller named: Qdrant would write it into every
+/// point and vecmem read it back only to drop it. (A get reads the tenant:
+/// a batched get names points of several tenants.)
 pub fn payload_selector(with_payload: bool) -> WithPayloadSelector {
     let mut fields = vec![
         ID_FIELD.to_owned(),
