@@ -225,8 +225,10 @@ fn json_from_wire(
 
 // Writing. Every tag below is under 16, so each key is one byte.
 
-/// Bytes of a length-delimited field holding `len` bytes, key included.
-fn delimited_len(len: usize) -> usize {
+/// Bytes of a length-delimited field holding `len` bytes, its one-byte key
+/// included (a field number under 16); vecmem's answers measure theirs
+/// with it too.
+pub(crate) fn delimited_len(len: usize) -> usize {
     1 + encoded_len_varint(len as u64) + len
 }
 

@@ -30,7 +30,7 @@ use crate::proto::{
     ExportResponse, GetResponse, Memory, ScoredMemory, ScrollResponse, SearchBatchResponse,
     SearchResponse, Struct,
 };
-use crate::proto_struct;
+use crate::proto_struct::{self, delimited_len};
 
 /// The key of length-delimited field `tag` (every tag here is under 16,
 /// so a key is one byte).
@@ -79,11 +79,6 @@ pub fn write(message: &mut dyn Any, buf: &mut impl BufMut) -> bool {
 
 // Measuring.
 
-/// Bytes of a field of `len` bytes behind a one-byte key.
-fn field_len(len: usize) -> usize {
-    1 + encoded_len_varint(len as u64) + len
-}
-
 /// A memory's length, and its payload's, measured once for writing.
 #[derive(Clone, Copy)]
 struct Measured {
@@ -105,21 +100,21 @@ fn measure(memory: &Memory) -> Measured {
         .map_or(0, |payload| proto_struct::entries_len(&payload.fields));
     let mut len = 0;
     if !id.is_empty() {
-        len += field_len(id.len());
+        len += delimited_len(id.len());
     }
     if !vector.is_empty() {
-        len += field_len(vector.len() * 4);
+        len += delimited_len(vector.len() * 4);
     }
     if payload.is_some() {
-        len += field_len(payload_len);
+        len += delimited_len(payload_len);
     }
     len += [updated_at, expires_at]
         .into_iter()
         .flatten()
-        .map(|time| field_len(seconds_nanos_len(time.seconds, time.nanos)))
+        .map(|time| delimited_len(seconds_nanos_len(time.seconds, time.nanos)))
         .sum::<usize>();
     if let Some(ttl) = ttl {
-        len += field_len(seconds_nanos_len(ttl.seconds, ttl.nanos));
+        len += delimited_len(seconds_nanos_len(ttl.seconds, ttl.nanos));
     }
     Measured {
         memory: len,
@@ -143,7 +138,7 @@ fn seconds_nanos_len(seconds: i64, nanos: i32) -> usize {
 
 /// A `ScoredMemory` of a memory of `memory_len` bytes (`None`: no memory).
 fn scored_len(memory_len: Option<usize>, score: f32) -> usize {
-    memory_len.map_or(0, field_len) + if score != 0.0 { 5 } else { 0 }
+    memory_len.map_or(0, delimited_len) + if score != 0.0 { 5 } else { 0 }
 }
 
 fn search_len(search: &SearchResponse) -> usize {
@@ -152,7 +147,7 @@ fn search_len(search: &SearchResponse) -> usize {
         .iter()
         .map(|hit| {
             let memory_len = hit.memory.as_ref().map(|memory| measure(memory).memory);
-            field_len(scored_len(memory_len, hit.score))
+            delimited_len(scored_len(memory_len, hit.score))
         })
         .sum()
 }
