@@ -453,7 +453,7 @@ impl VectorStore for QdrantStore {
                     .into_iter()
                     .filter_map(|hit| {
                         let memory =
-                            translate::to_memory(hit.payload, hit.vectors, search.with_payload)?;
+                            translate::to_memory(hit.stored, hit.vectors, search.with_payload)?;
                         Some(ScoredMemory {
                             memory,
                             score: hit.score,
@@ -492,15 +492,14 @@ impl VectorStore for QdrantStore {
             .await?;
         // Qdrant answers each point once, however often it was named.
         let mut found = HashMap::with_capacity(response.result.len());
-        for point in response.result {
+        for mut point in response.result {
             let Some(id) = point.id.as_ref().and_then(translate::uuid_of) else {
                 continue;
             };
-            let Some(tenant) = answers::string_field(&point.payload, layout::TENANT_FIELD) else {
+            let Some(tenant) = point.stored.tenant.take() else {
                 continue;
             };
-            let tenant = tenant.to_owned();
-            if let Some(memory) = translate::to_memory(point.payload, point.vectors, true) {
+            if let Some(memory) = translate::to_memory(point.stored, point.vectors, true) {
                 found.insert(id, (tenant, memory));
             }
         }
@@ -552,7 +551,7 @@ impl VectorStore for QdrantStore {
             memories: response
                 .result
                 .into_iter()
-                .filter_map(|point| translate::to_memory(point.payload, point.vectors, true))
+                .filter_map(|point| translate::to_memory(point.stored, point.vectors, true))
                 .collect(),
             next_offset: response
                 .next_page_offset

@@ -4,26 +4,27 @@
 //!
 //! `qdrant-client` decodes every payload, and every object inside one, into
 //! a `HashMap` with SipHash, which vecmem then walks once to build JSON:
-//! in profiles that was a sixth of a search's CPU in vecmem. Here a payload
-//! is what it is on the wire, a list of key/value entries (protobuf encodes
-//! `map<string, Value>` as repeated entries, so these types read Qdrant's
-//! bytes unchanged), and becomes JSON in one pass. Fields vecmem does not
-//! read (versions, shard keys, timings, usage) are skipped by the decoder,
-//! which is [`read`]: these types read by hand from one slice, with prost's
-//! derive below as the reference it is tested against and the fallback for
-//! what it does not accept. Tags are those of Qdrant's `points.proto` and
-//! `json_with_int.proto`.
+//! in profiles that was a sixth of a search's CPU in vecmem. Here a point's
+//! payload is read into [`Stored`]: the fields vecmem keeps beside the
+//! caller's payload, matched by key as each entry is read, and the caller's
+//! payload as JSON, built once. Fields vecmem does not read (versions,
+//! shard keys, timings, usage) are skipped. The decoder is [`read`]: these
+//! types read by hand from one slice, with prost (derived here, written
+//! out for points in [`message`]) as the reference it is tested against and
+//! the fallback for what it does not accept. Tags are those of Qdrant's
+//! `points.proto` and `json_with_int.proto`.
 //! [`lean_unary`] makes a call whose answer is decoded into them.
 
 use qdrant_client::qdrant::{PointId, VectorsOutput};
-use serde_json::Value as Json;
 use tonic::Status;
 
 use super::connection::Connections;
-use crate::backend::layout::{self, StoredFields};
-use crate::model::Payload;
 
+mod message;
 pub mod read;
+mod stored;
+
+pub use stored::Stored;
 
 /// `QueryBatchResponse`: one list of hits per query, in query order.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -39,16 +40,13 @@ pub struct HitList {
     pub result: Vec<Hit>,
 }
 
-/// `ScoredPoint`.
-#[derive(Clone, PartialEq, prost::Message)]
+/// `ScoredPoint`, with its payload read into [`Stored`]
+/// (`prost::Message` in [`message`]).
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Hit {
-    #[prost(message, optional, tag = "1")]
     pub id: Option<PointId>,
-    #[prost(message, repeated, tag = "2")]
-    pub payload: Vec<Entry>,
-    #[prost(float, tag = "3")]
+    pub stored: Stored,
     pub score: f32,
-    #[prost(message, optional, tag = "6")]
     pub vectors: Option<VectorsOutput>,
 }
 
@@ -68,135 +66,13 @@ pub struct ScrollAnswer {
     pub result: Vec<Point>,
 }
 
-/// `RetrievedPoint`.
-#[derive(Clone, PartialEq, prost::Message)]
+/// `RetrievedPoint`, with its payload read into [`Stored`]
+/// (`prost::Message` in [`message`]).
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Point {
-    #[prost(message, optional, tag = "1")]
     pub id: Option<PointId>,
-    #[prost(message, repeated, tag = "2")]
-    pub payload: Vec<Entry>,
-    #[prost(message, optional, tag = "4")]
+    pub stored: Stored,
     pub vectors: Option<VectorsOutput>,
-}
-
-/// One entry of a `map<string, Value>`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct Entry {
-    #[prost(string, tag = "1")]
-    pub key: String,
-    #[prost(message, optional, tag = "2")]
-    pub value: Option<Value>,
-}
-
-/// `Value` of `json_with_int.proto`: JSON with integers kept apart.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct Value {
-    #[prost(oneof = "Kind", tags = "1, 2, 3, 4, 5, 6, 7")]
-    pub kind: Option<Kind>,
-}
-
-#[derive(Clone, PartialEq, prost::Oneof)]
-pub enum Kind {
-    #[prost(int32, tag = "1")]
-    Null(i32),
-    #[prost(double, tag = "2")]
-    Double(f64),
-    #[prost(int64, tag = "3")]
-    Integer(i64),
-    #[prost(string, tag = "4")]
-    String(String),
-    #[prost(bool, tag = "5")]
-    Bool(bool),
-    #[prost(message, tag = "6")]
-    Object(Object),
-    #[prost(message, tag = "7")]
-    List(List),
-}
-
-/// `Struct`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct Object {
-    #[prost(message, repeated, tag = "1")]
-    pub fields: Vec<Entry>,
-}
-
-/// `ListValue`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct List {
-    #[prost(message, repeated, tag = "1")]
-    pub values: Vec<Value>,
-}
-
-/// A memory's fields out of its stored payload's entries, as
-/// [`layout::memory_from_stored`] reads them from JSON, without building
-/// JSON for the fields vecmem keeps beside the caller's payload: only that
-/// payload becomes JSON, and only when it was asked for. `None` for a point
-/// that vecmem did not write (no string `memory_id`). A key sent twice
-/// keeps its last value, as a map would.
-pub fn stored_fields(entries: Vec<Entry>, with_payload: bool) -> Option<StoredFields> {
-    let (mut id, mut updated_at_us, mut expires_at_us, mut payload) = (None, None, None, None);
-    for Entry { key, value } in entries {
-        let kind = value.and_then(|value| value.kind);
-        match key.as_str() {
-            layout::ID_FIELD => id = Some(kind),
-            layout::UPDATED_AT_FIELD => updated_at_us = Some(kind),
-            layout::EXPIRES_AT_FIELD => expires_at_us = Some(kind),
-            layout::PAYLOAD_FIELD => payload = Some(kind),
-            _ => {}
-        }
-    }
-    let Some(Kind::String(id)) = id? else {
-        return None;
-    };
-    let integer = |kind: Option<Option<Kind>>| match kind {
-        Some(Some(Kind::Integer(number))) => Some(number),
-        _ => None,
-    };
-    let payload = match payload {
-        Some(Some(Kind::Object(object))) if with_payload => to_json(object.fields),
-        _ => Payload::new(),
-    };
-    Some(StoredFields {
-        id,
-        updated_at_us: integer(updated_at_us),
-        expires_at_us: integer(expires_at_us),
-        payload,
-    })
-}
-
-/// A payload's entries as a JSON object; a key sent twice keeps its last
-/// value, as a map would.
-pub fn to_json(entries: Vec<Entry>) -> Payload {
-    entries
-        .into_iter()
-        .map(|entry| (entry.key, entry.value.map_or(Json::Null, value_to_json)))
-        .collect()
-}
-
-fn value_to_json(value: Value) -> Json {
-    match value.kind {
-        None | Some(Kind::Null(_)) => Json::Null,
-        Some(Kind::Double(number)) => {
-            serde_json::Number::from_f64(number).map_or(Json::Null, Json::Number)
-        }
-        Some(Kind::Integer(number)) => Json::from(number),
-        Some(Kind::String(string)) => Json::String(string),
-        Some(Kind::Bool(boolean)) => Json::Bool(boolean),
-        Some(Kind::Object(object)) => Json::Object(to_json(object.fields)),
-        Some(Kind::List(list)) => Json::Array(list.values.into_iter().map(value_to_json).collect()),
-    }
-}
-
-/// The string stored under `key`, if any.
-pub fn string_field<'a>(entries: &'a [Entry], key: &str) -> Option<&'a str> {
-    entries
-        .iter()
-        .rev()
-        .find(|entry| entry.key == key)
-        .and_then(|entry| match entry.value.as_ref()?.kind.as_ref()? {
-            Kind::String(string) => Some(string.as_str()),
-            _ => None,
-        })
 }
 
 /// One unary call to Qdrant's method at `path` through vecmem's codec: the
@@ -230,56 +106,76 @@ where
 mod tests {
     use prost::Message;
     use qdrant_client::qdrant;
+    use serde_json::{Value as Json, json};
 
+    use super::stored::{Entry, Kind, Object, Value};
     use super::*;
+    use crate::backend::layout;
 
-    /// What `qdrant-client` encodes, these types decode to the same JSON.
-    #[test]
-    fn qdrants_encoding_decodes_to_the_same_json() {
-        let json = serde_json::json!({
-            "id": "m1",
-            "tenant": "t",
-            "n": 3,
-            "x": 1.5,
-            "ok": true,
-            "none": null,
-            "payload": {"text": "hé", "tags": ["a", 2, {"deep": [null, false]}], "empty": {}},
-        });
-        let Json::Object(map) = json.clone() else {
+    fn qdrant_payload(json: Json) -> std::collections::HashMap<String, qdrant::Value> {
+        let Json::Object(map) = json else {
             unreachable!("an object literal")
         };
-        let payload: std::collections::HashMap<String, qdrant::Value> =
-            qdrant_client::Payload::from(map).into();
-        let point = qdrant::ScoredPoint {
-            id: Some(PointId::from(
-                "a8098c1a-f86e-11da-bd1a-00112444be1e".to_owned(),
-            )),
-            payload: payload.clone(),
-            score: 0.75,
-            version: 9,
-            vectors: None,
-            shard_key: None,
-            order_value: None,
+        qdrant_client::Payload::from(map).into()
+    }
+
+    /// What the hand reader and prost both read from `bytes`, which must be
+    /// the same.
+    fn decoded<M: Message + Default + PartialEq + std::fmt::Debug + 'static>(bytes: &[u8]) -> M {
+        let by_prost = M::decode(bytes).expect("prost decodes");
+        let by_reader = read::decode::<M>(bytes).expect("the reader decodes");
+        assert_eq!(by_reader, by_prost);
+        by_reader
+    }
+
+    /// What `qdrant-client` encodes is read into vecmem's fields, the rest
+    /// of the payload skipped.
+    #[test]
+    fn qdrant_s_encoding_is_read_into_vecmem_s_fields() {
+        let payload =
+            json!({"text": "hé", "tags": ["a", 2, {"deep": [null, false]}], "empty": {}, "x": 1.5});
+        let stored = qdrant_payload(json!({
+            "memory_id": "m1",
+            "tenant": "t",
+            "updated_at_us": 1_700_000_000_123_456_i64,
+            "expires_at_us": -5,
+            "other": {"n": 3},
+            "payload": payload,
+        }));
+        let expected = Stored {
+            memory_id: Some("m1".into()),
+            tenant: Some("t".into()),
+            updated_at_us: Some(1_700_000_000_123_456),
+            expires_at_us: Some(-5),
+            payload: payload.as_object().cloned().unwrap_or_default(),
         };
+        let id = Some(PointId::from(
+            "a8098c1a-f86e-11da-bd1a-00112444be1e".to_owned(),
+        ));
         let answer = qdrant::QueryBatchResponse {
             result: vec![qdrant::BatchResult {
-                result: vec![point.clone()],
+                result: vec![qdrant::ScoredPoint {
+                    id: id.clone(),
+                    payload: stored.clone(),
+                    score: 0.75,
+                    version: 9,
+                    vectors: None,
+                    shard_key: None,
+                    order_value: None,
+                }],
             }],
             time: 0.001,
             usage: None,
         };
-        let lean = QueryBatchAnswer::decode(answer.encode_to_vec().as_slice()).expect("decodes");
+        let lean: QueryBatchAnswer = decoded(&answer.encode_to_vec());
         let hit = &lean.result[0].result[0];
-        assert_eq!(hit.id, point.id);
-        assert_eq!(hit.score, 0.75);
-        assert_eq!(string_field(&hit.payload, "tenant"), Some("t"));
-        assert_eq!(string_field(&hit.payload, "n"), None);
-        assert_eq!(Json::Object(to_json(hit.payload.clone())), json);
+        assert_eq!((&hit.id, hit.score), (&id, 0.75));
+        assert_eq!(hit.stored, expected);
 
         let get = qdrant::GetResponse {
             result: vec![qdrant::RetrievedPoint {
-                id: point.id.clone(),
-                payload,
+                id,
+                payload: stored,
                 vectors: None,
                 shard_key: None,
                 order_value: None,
@@ -287,80 +183,131 @@ mod tests {
             time: 0.001,
             usage: None,
         };
-        let lean = GetAnswer::decode(get.encode_to_vec().as_slice()).expect("decodes");
-        assert_eq!(Json::Object(to_json(lean.result[0].payload.clone())), json);
+        let lean: GetAnswer = decoded(&get.encode_to_vec());
+        assert_eq!(lean.result[0].stored, expected);
     }
 
-    /// `json` as the entries Qdrant sends for it (integers kept apart).
-    fn entries(json: Json) -> Vec<Entry> {
-        let Json::Object(map) = json else {
-            unreachable!("an object literal")
-        };
-        map.into_iter()
-            .map(|(key, value)| Entry {
-                key,
-                value: Some(wire_value(value)),
-            })
-            .collect()
-    }
-
-    fn wire_value(json: Json) -> Value {
-        let kind = match json {
-            Json::Null => Kind::Null(0),
-            Json::Bool(boolean) => Kind::Bool(boolean),
-            Json::Number(number) => match number.as_i64() {
-                Some(integer) => Kind::Integer(integer),
-                None => Kind::Double(number.as_f64().unwrap_or_default()),
-            },
-            Json::String(string) => Kind::String(string),
-            Json::Array(values) => Kind::List(List {
-                values: values.into_iter().map(wire_value).collect(),
-            }),
-            object @ Json::Object(_) => Kind::Object(Object {
-                fields: entries(object),
-            }),
-        };
-        Value { kind: Some(kind) }
-    }
-
-    /// Reading the fields off the entries gives the memory that reading
-    /// them off the payload's JSON gives, whatever the point holds.
+    /// The memory read off a point's entries is the one that reading its
+    /// payload as JSON gives, whatever the point holds.
     #[test]
     fn stored_fields_read_what_the_json_layout_reads() {
         let payloads = [
-            serde_json::json!({"tenant": "t", "memory_id": "m1", "updated_at_us": 1_700_000_000_123_456_i64,
+            json!({"tenant": "t", "memory_id": "m1", "updated_at_us": 1_700_000_000_123_456_i64,
                 "expires_at_us": 1_800_000_000_000_001_i64, "payload": {"text": "hé", "n": [1, 2.5, null]}}),
-            serde_json::json!({"memory_id": "m2", "payload": {}}),
-            serde_json::json!({"memory_id": 7, "payload": {"a": 1}}),
-            serde_json::json!({"tenant": "t", "payload": {"a": 1}}),
-            serde_json::json!({"memory_id": "m3", "updated_at_us": 1.5, "expires_at_us": "soon", "payload": "not an object"}),
-            serde_json::json!({"memory_id": "m4", "updated_at_us": -5, "expires_at_us": null}),
+            json!({"memory_id": "m2", "payload": {}}),
+            json!({"memory_id": 7, "payload": {"a": 1}}),
+            json!({"tenant": "t", "payload": {"a": 1}}),
+            json!({"memory_id": "m3", "updated_at_us": 1.5, "expires_at_us": "soon", "payload": "not an object"}),
+            json!({"memory_id": "m4", "updated_at_us": -5, "expires_at_us": null}),
+            json!({"memory_id": "m5", "tenant": 3, "updated_at_us": 2.0, "payload": null}),
         ];
         for json in payloads {
+            let point = qdrant::RetrievedPoint {
+                id: Some(qdrant::PointId::from(1)),
+                payload: qdrant_payload(json.clone()),
+                ..Default::default()
+            };
+            let bytes = qdrant::GetResponse {
+                result: vec![point],
+                ..Default::default()
+            }
+            .encode_to_vec();
+            let read: GetAnswer = decoded(&bytes);
             for with_payload in [true, false] {
                 let Json::Object(stored) = json.clone() else {
                     unreachable!("an object literal")
                 };
                 let expected = layout::memory_from_stored(stored, vec![0.5], with_payload);
-                let read = stored_fields(entries(json.clone()), with_payload)
+                let memory = read.result[0]
+                    .stored
+                    .clone()
+                    .into_fields(with_payload)
                     .map(|fields| fields.into_memory(vec![0.5]));
-                assert_eq!(read, expected, "{json} with_payload={with_payload}");
+                assert_eq!(memory, expected, "{json} with_payload={with_payload}");
             }
         }
     }
 
-    /// A key Qdrant sends twice keeps its last value, as in a map.
+    /// A key Qdrant sends twice keeps its last value, as in a map, in the
+    /// caller's payload too; the first place of a key is kept, as JSON
+    /// objects keep it.
     #[test]
     fn a_repeated_key_keeps_its_last_value() {
-        let mut sent = entries(serde_json::json!({"memory_id": "first", "payload": {"a": 1}}));
-        sent.extend(entries(
-            serde_json::json!({"memory_id": "last", "payload": {"b": 2}}),
-        ));
-        let memory = stored_fields(sent, true).map(|fields| fields.into_memory(vec![]));
-        assert_eq!(memory.as_ref().map(|m| m.id.as_str()), Some("last"));
+        let entry = |key: &str, value: Json| Entry::of(key.to_owned(), &value);
+        let entries = [
+            entry("memory_id", json!("first")),
+            entry("updated_at_us", json!(1)),
+            entry(
+                "payload",
+                Json::Object(serde_json::Map::from_iter([
+                    ("a".to_owned(), json!(1)),
+                    ("b".to_owned(), json!(2)),
+                    ("a".to_owned(), json!(3)),
+                ])),
+            ),
+            entry("memory_id", json!("last")),
+            entry("updated_at_us", json!("not a number")),
+        ];
+        // A `Map` built from pairs keeps one "a"; the wire keeps both.
+        let mut object = Object {
+            fields: vec![
+                entry("a", json!(1)),
+                entry("b", json!(2)),
+                entry("a", json!(3)),
+            ],
+        };
+        let mut bytes = Vec::new();
+        for mut entry in entries {
+            if entry.key == "payload" {
+                entry.value = Some(Value {
+                    kind: Some(Kind::Object(std::mem::take(&mut object))),
+                });
+            }
+            prost::encoding::message::encode(2, &entry, &mut bytes);
+        }
+        let mut answer = Vec::new();
+        prost::encoding::bytes::encode(1, &bytes, &mut answer);
+        let get: GetAnswer = decoded(&answer);
+        let point = &get.result[0];
+        assert_eq!(point.stored.memory_id.as_deref(), Some("last"));
+        assert_eq!(point.stored.updated_at_us, None);
         assert_eq!(
-            memory.map(|m| Json::Object(m.payload)),
-            Some(serde_json::json!({"b": 2}))
+            serde_json::to_string(&point.stored.payload).ok(),
+            Some(r#"{"a":3,"b":2}"#.to_owned())
         );
+    }
+
+    /// What is encoded decodes to the same hit or point.
+    #[test]
+    fn encoded_points_decode_to_themselves() {
+        let stored = Stored {
+            memory_id: Some("m1".into()),
+            tenant: Some("t".into()),
+            updated_at_us: Some(-1),
+            expires_at_us: Some(i64::MAX),
+            payload: json!({"n": [1, 2.5, null, {"s": "x"}], "b": true})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+        };
+        let hit = Hit {
+            id: Some(PointId::from(7)),
+            stored: stored.clone(),
+            score: -0.5,
+            vectors: None,
+        };
+        let bytes = hit.encode_to_vec();
+        assert_eq!(bytes.len(), hit.encoded_len());
+        assert_eq!(Hit::decode(bytes.as_slice()), Ok(hit));
+        let point = Point {
+            id: None,
+            stored,
+            vectors: Some(VectorsOutput::default()),
+        };
+        let bytes = point.encode_to_vec();
+        assert_eq!(bytes.len(), point.encoded_len());
+        assert_eq!(Point::decode(bytes.as_slice()), Ok(point));
+        let empty = Point::default().encode_to_vec();
+        assert_eq!(Point::decode(empty.as_slice()), Ok(Point::default()));
     }
 }

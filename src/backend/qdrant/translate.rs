@@ -276,13 +276,14 @@ pub fn to_qdrant_payload(payload: Payload) -> std::collections::HashMap<String, 
     qdrant_client::Payload::from(payload).into()
 }
 
-/// A memory from a stored point's payload and (optional) vector.
+/// A memory from a stored point's fields and (optional) vector; `None` for
+/// a point vecmem did not write.
 pub fn to_memory(
-    payload: Vec<answers::Entry>,
+    stored: answers::Stored,
     vectors: Option<VectorsOutput>,
     with_payload: bool,
 ) -> Option<Memory> {
-    let fields = answers::stored_fields(payload, with_payload)?;
+    let fields = stored.into_fields(with_payload)?;
     Some(fields.into_memory(vectors.and_then(dense_vector).unwrap_or_default()))
 }
 
