@@ -233,38 +233,26 @@ mod tests {
     /// objects keep it.
     #[test]
     fn a_repeated_key_keeps_its_last_value() {
-        let entry = |key: &str, value: Json| Entry::of(key.to_owned(), &value);
-        let entries = [
-            entry("memory_id", json!("first")),
-            entry("updated_at_us", json!(1)),
-            entry(
-                "payload",
-                Json::Object(serde_json::Map::from_iter([
-                    ("a".to_owned(), json!(1)),
-                    ("b".to_owned(), json!(2)),
-                    ("a".to_owned(), json!(3)),
-                ])),
-            ),
-            entry("memory_id", json!("last")),
-            entry("updated_at_us", json!("not a number")),
-        ];
-        // A `Map` built from pairs keeps one "a"; the wire keeps both.
-        let mut object = Object {
+        let entry = |key: &str, kind: Kind| Entry {
+            key: key.to_owned(),
+            value: Some(Value { kind: Some(kind) }),
+        };
+        let payload = Object {
             fields: vec![
-                entry("a", json!(1)),
-                entry("b", json!(2)),
-                entry("a", json!(3)),
+                entry("a", Kind::Integer(1)),
+                entry("b", Kind::Integer(2)),
+                entry("a", Kind::Integer(3)),
             ],
         };
+        let entries = [
+            entry("memory_id", Kind::String("first".into())),
+            entry("updated_at_us", Kind::Integer(1)),
+            entry("payload", Kind::Object(payload)),
+            entry("memory_id", Kind::String("last".into())),
+            entry("updated_at_us", Kind::String("not a number".into())),
+        ];
         let mut bytes = Vec::new();
-        for mut entry in entries {
-            if entry.key == "payload" {
-                entry.value = Some(Value {
-                    kind: Some(Kind::Object(std::mem::take(&mut object))),
-                });
-            }
-            prost::encoding::message::encode(2, &entry, &mut bytes);
-        }
+        prost::encoding::message::encode_repeated(2, &entries, &mut bytes);
         let mut answer = Vec::new();
         prost::encoding::bytes::encode(1, &bytes, &mut answer);
         let get: GetAnswer = decoded(&answer);
