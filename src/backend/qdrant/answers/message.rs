@@ -6,12 +6,13 @@
 //! not (bytes it does not accept), and the tests hold the two to the same
 //! result. Every field but the payload is read as prost's derive reads it,
 //! through the same `prost::encoding` functions; a payload entry is decoded
-//! whole as an [`Entry`] and then applied. Encoding writes the entries that
-//! [`Stored::entries`] gives back, so what is encoded decodes to the same
-//! value; vecmem never sends these types, and only the tests encode them.
+//! whole as an [`Entry`] and then applied. Encoding writes the payload that
+//! [`Stored::qdrant_payload`] gives back, as `qdrant-client` writes a
+//! point's, so what is encoded decodes to the same value; vecmem never
+//! sends these types, and only the tests encode them.
 
 use bytes::{Buf, BufMut};
-use prost::encoding::{DecodeContext, WireType, float, message, skip_field};
+use prost::encoding::{DecodeContext, WireType, float, hash_map, message, skip_field, string};
 use prost::{DecodeError, Message};
 use qdrant_client::qdrant::{PointId, VectorsOutput};
 
@@ -152,14 +153,28 @@ fn merge_vectors(
     message::merge(wire_type, vectors, buf, ctx).map_err(context(name, "vectors"))
 }
 
+/// The id, then the payload as `qdrant-client` encodes a point's.
 fn encode_id_and_payload(id: &Option<PointId>, stored: &Stored, buf: &mut impl BufMut) {
     if let Some(id) = id {
         message::encode(ID, id, buf);
     }
-    message::encode_repeated(PAYLOAD, &stored.entries(), buf);
+    hash_map::encode(
+        string::encode,
+        string::encoded_len,
+        message::encode,
+        message::encoded_len,
+        PAYLOAD,
+        &stored.qdrant_payload(),
+        buf,
+    );
 }
 
 fn id_and_payload_len(id: &Option<PointId>, stored: &Stored) -> usize {
     id.as_ref().map_or(0, |id| message::encoded_len(ID, id))
-        + message::encoded_len_repeated(PAYLOAD, &stored.entries())
+        + hash_map::encoded_len(
+            string::encoded_len,
+            message::encoded_len,
+            PAYLOAD,
+            &stored.qdrant_payload(),
+        )
 }

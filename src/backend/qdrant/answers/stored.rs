@@ -12,8 +12,12 @@
 //! instead, decodes one [`Entry`] at a time and applies it the same way.
 //! A key sent twice keeps its last value, as a map would.
 
+use std::collections::HashMap;
+
+use qdrant_client::qdrant;
 use serde_json::Value as Json;
 
+use super::super::translate::to_qdrant_payload;
 use crate::backend::layout::{self, StoredFields};
 use crate::model::Payload;
 
@@ -102,26 +106,29 @@ impl Stored {
         })
     }
 
-    /// The entries Qdrant would send for these fields (the caller's payload
-    /// when it is not empty), for encoding.
-    pub fn entries(&self) -> Vec<Entry> {
-        let string = |key: &'static str, value: &Option<String>| {
-            value.clone().map(|value| (key, Json::String(value)))
-        };
-        let integer =
-            |key: &'static str, value: Option<i64>| value.map(|value| (key, Json::from(value)));
-        [
-            string(layout::ID_FIELD, &self.memory_id),
-            string(layout::TENANT_FIELD, &self.tenant),
-            integer(layout::UPDATED_AT_FIELD, self.updated_at_us),
-            integer(layout::EXPIRES_AT_FIELD, self.expires_at_us),
-            (!self.payload.is_empty())
-                .then(|| (layout::PAYLOAD_FIELD, Json::Object(self.payload.clone()))),
+    /// The payload Qdrant would send for these fields (the caller's payload
+    /// when it is not empty), as `qdrant-client` holds one, for encoding.
+    pub fn qdrant_payload(&self) -> HashMap<String, qdrant::Value> {
+        let strings = [
+            (layout::ID_FIELD, &self.memory_id),
+            (layout::TENANT_FIELD, &self.tenant),
         ]
         .into_iter()
-        .flatten()
-        .map(|(key, value)| Entry::of(key.to_owned(), &value))
-        .collect()
+        .filter_map(|(key, value)| Some((key, Json::from(value.as_deref()?))));
+        let integers = [
+            (layout::UPDATED_AT_FIELD, self.updated_at_us),
+            (layout::EXPIRES_AT_FIELD, self.expires_at_us),
+        ]
+        .into_iter()
+        .filter_map(|(key, value)| Some((key, Json::from(value?))));
+        let payload = (!self.payload.is_empty())
+            .then(|| (layout::PAYLOAD_FIELD, Json::Object(self.payload.clone())));
+        let stored = strings
+            .chain(integers)
+            .chain(payload)
+            .map(|(key, value)| (key.to_owned(), value))
+            .collect();
+        to_qdrant_payload(stored)
     }
 }
 
@@ -178,39 +185,6 @@ pub struct Object {
 pub struct List {
     #[prost(message, repeated, tag = "1")]
     pub values: Vec<Value>,
-}
-
-impl Entry {
-    /// `value` under `key`, as Qdrant sends JSON: integers that fit an
-    /// `i64` as integers, other numbers as doubles.
-    pub fn of(key: String, value: &Json) -> Entry {
-        Entry {
-            key,
-            value: Some(json_to_value(value)),
-        }
-    }
-}
-
-fn json_to_value(json: &Json) -> Value {
-    let kind = match json {
-        Json::Null => Kind::Null(0),
-        Json::Bool(boolean) => Kind::Bool(*boolean),
-        Json::Number(number) => match number.as_i64() {
-            Some(integer) => Kind::Integer(integer),
-            None => Kind::Double(number.as_f64().unwrap_or_default()),
-        },
-        Json::String(string) => Kind::String(string.clone()),
-        Json::Array(values) => Kind::List(List {
-            values: values.iter().map(json_to_value).collect(),
-        }),
-        Json::Object(map) => Kind::Object(Object {
-            fields: map
-                .iter()
-                .map(|(key, value)| Entry::of(key.clone(), value))
-                .collect(),
-        }),
-    };
-    Value { kind: Some(kind) }
 }
 
 /// A decoded `Value` as JSON; a double JSON cannot hold (NaN, infinite) is
