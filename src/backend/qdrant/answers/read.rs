@@ -149,7 +149,7 @@ fn point_id(bytes: &[u8]) -> Option<PointId> {
 /// entry is read all the same, and dropped: prost would refuse a bad one.
 fn stored_entry(bytes: &[u8], stored: &mut Stored) -> Option<()> {
     let (key, value) = key_and_value(bytes)?;
-    let value = value.map_or(Some(Json::Null), |value| self::value(value, 0))?;
+    let value = entry_value(value, 0)?;
     match Field::of(key) {
         Some(field) => stored.set(field, value),
         None => {
@@ -178,6 +178,12 @@ fn key_and_value(bytes: &[u8]) -> Option<(&[u8], Option<&[u8]>)> {
         }
     }
     Some((key, value))
+}
+
+/// A map entry's value as JSON, `depth` objects and lists deep; an entry
+/// sent without one holds a null, as prost reads it.
+fn entry_value(value: Option<&[u8]>, depth: u32) -> Option<Json> {
+    value.map_or(Some(Json::Null), |value| self::value(value, depth))
 }
 
 /// A `Value` as JSON, `depth` objects and lists deep: the last kind sent,
@@ -214,8 +220,7 @@ fn object(bytes: &[u8], depth: u32) -> Option<Payload> {
             (1, Wire::Len(entry)) => {
                 let (key, value) = key_and_value(entry)?;
                 let key = text(key)?;
-                let value =
-                    value.map_or(Some(Json::Null), |value| self::value(value, depth + 1))?;
+                let value = entry_value(value, depth + 1)?;
                 object.insert(key, value);
             }
             (1, _) => return None,
