@@ -25,10 +25,9 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use qdrant_client::qdrant::{
     self, CollectionStatus, CountPoints, GetCollectionInfoRequest, GetPoints, PointsSelector,
-    PointsUpdateOperation, PrefetchQuery, Query, QueryBatchPoints, QueryPoints, ScrollPoints,
-    UpdateBatchPoints, UpsertPoints, VectorInput, collections_client::CollectionsClient,
-    points_client::PointsClient, points_selector::PointsSelectorOneOf,
-    points_update_operation as update,
+    PointsUpdateOperation, QueryBatchPoints, ScrollPoints, UpdateBatchPoints, UpsertPoints,
+    collections_client::CollectionsClient, points_client::PointsClient,
+    points_selector::PointsSelectorOneOf, points_update_operation as update,
 };
 use tokio::sync::Mutex;
 use tonic::Status;
@@ -37,18 +36,19 @@ use tonic::metadata::AsciiMetadataValue;
 use crate::backend::text::{TEXT_VECTOR, TextChange};
 use crate::backend::{
     MemoryKey, NamespaceStats, PayloadUpdate, ScrollQuery, StorePage, TenantDelete, TenantMemory,
-    TenantSearch, VectorStore, answer_keys, boost, layout, score,
+    TenantSearch, VectorStore, answer_keys, layout, score,
 };
 use crate::backup::SnapshotCopy;
 use crate::config::{Distance, NamespaceConfig, QdrantConfig};
 use crate::error::{Error, Result};
-use crate::model::{DeleteSelector, Filter, Fusion, Memory, ScoredMemory};
+use crate::model::{DeleteSelector, Filter, Memory, ScoredMemory};
 
 pub mod answers;
 mod bootstrap;
 mod connection;
 mod errors;
 mod peers;
+mod query;
 pub mod requests;
 pub mod translate;
 
@@ -281,99 +281,6 @@ impl QdrantStore {
         self.text_vectors
             .get(namespace)
             .is_some_and(|flag| flag.load(Ordering::SeqCst))
-    }
-
-    /// One search of a `QueryBatchPoints`. The vector is moved into it, not
-    /// copied: reading the answer needs the rest of the search only.
-    /// A boosted search ranks its best candidates by its formula.
-    fn query(
-        &self,
-        namespace: &str,
-        order: score::Order,
-        search: &mut TenantSearch,
-        now: SystemTime,
-    ) -> Result<QueryPoints> {
-        if search.text.is_some() && !self.has_text(namespace) {
-            return Err(Error::TextSearchUnavailable(namespace.to_owned()));
-        }
-        let ranking = ranking(search, now)?;
-        let (prefetch, query, using, filter) = match &search.boost {
-            None => (
-                ranking.prefetch,
-                ranking.query,
-                ranking.using,
-                ranking.filter,
-            ),
-            Some(boost) => (
-                vec![PrefetchQuery {
-                    limit: Some(boost::candidates(search.limit) as u64),
-                    ..ranking
-                }],
-                Some(Query::new_formula(translate::formula(boost))),
-                None,
-                None,
-            ),
-        };
-        Ok(QueryPoints {
-            collection_name: self.collection(namespace),
-            prefetch,
-            query,
-            using,
-            filter,
-            limit: Some(search.limit as u64),
-            score_threshold: score::engine_threshold(order, search.min_score),
-            with_payload: Some(translate::payload_selector(search.with_payload)),
-            with_vectors: Some(translate::vectors_selector(search.with_vector)),
-            // Consistency and timeout are set once, on the batch.
-            ..QueryPoints::default()
-        })
-    }
-}
-
-/// How a search ranks before any boost, as one query stage: nearest to its
-/// vector, or to its text, or both fused from a prefetch of each (the best
-/// candidates of each ranking). Moves the vectors out of `search`.
-fn ranking(search: &mut TenantSearch, now: SystemTime) -> Result<PrefetchQuery> {
-    let filter = translate::search_filter(search, now);
-    let dense = search.vector.take().map(|vector| PrefetchQuery {
-        query: Some(Query::new_nearest(vector)),
-        filter: Some(filter.clone()),
-        ..PrefetchQuery::default()
-    });
-    let text = search.text.take().map(|text| {
-        let stage = PrefetchQuery {
-            query: Some(Query::new_nearest(VectorInput::new_sparse(
-                text.vector.indices,
-                text.vector.values,
-            ))),
-            using: Some(TEXT_VECTOR.to_owned()),
-            filter: Some(filter.clone()),
-            ..PrefetchQuery::default()
-        };
-        (stage, text.fusion)
-    });
-    let candidates = Some(boost::candidates(search.limit) as u64);
-    match (dense, text) {
-        (Some(dense), None) => Ok(dense),
-        (None, Some((text, _))) => Ok(text),
-        (Some(dense), Some((text, fusion))) => Ok(PrefetchQuery {
-            prefetch: vec![
-                PrefetchQuery {
-                    limit: candidates,
-                    ..dense
-                },
-                PrefetchQuery {
-                    limit: candidates,
-                    ..text
-                },
-            ],
-            query: Some(Query::new_fusion(match fusion {
-                Fusion::Rrf => qdrant::Fusion::Rrf,
-                Fusion::Dbsf => qdrant::Fusion::Dbsf,
-            })),
-            ..PrefetchQuery::default()
-        }),
-        (None, None) => Err(Error::internal("a search with neither a vector nor text")),
     }
 }
 
